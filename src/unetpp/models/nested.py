@@ -1,0 +1,160 @@
+"""NestedUNet: modules built from a GridSpec and one forward loop over its nodes.
+
+Module names are grid coordinates and are API (checkpoints and pruning match on them):
+``encoder.x_{i}_0`` for X^{i,0}, ``nodes.x_{i}_{j}`` for decoder blocks, ``ups.x_{i}_{j}`` for the
+up-sampler feeding X^{i,j}, ``heads.x_0_{j}`` for the supervision heads.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, InputShapeError
+from .blocks import ConvBlock, Head, UpSample
+from .encoders import PlainEncoder
+from .grid import GridSpec, Node
+from .layers import NORMS, NormKind, check_spatial_dims
+
+
+def key(node: Node) -> str:
+    return f"x_{node[0]}_{node[1]}"
+
+
+class NestedUNet(nn.Module):
+    """Any member of the UNet++ family, given its topology.
+
+    Input sizes: every spatial size must be divisible by 2^depth; the model refuses other sizes
+    rather than silently padding (``unetpp.predict`` pads and crops back for you).
+
+    Args:
+        spec: the topology (see :mod:`unetpp.models.grid`).
+        in_channels: image channels.
+        classes: output channels; 1 means binary (sigmoid), more means softmax over classes.
+        spatial_dims: 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W).
+        norm: None for the authors' plain block, "batch" or "instance".
+        dropout: dropout after each convolution of each block.
+        name: registry name this model was built as (kept in checkpoints).
+
+    Returns (forward): logits of every head X^{0,j}, j in ``spec.heads`` ascending, each
+    ``(B, classes, *spatial)``; always a list, with one element when there is one head or ``head``
+    is given.
+
+    Example:
+        >>> m = NestedUNet(GridSpec((4, 8), "dense", frozenset({(0, 1)}), (1,)))
+        >>> [y.shape for y in m(torch.zeros(2, 1, 16, 16))]
+        [torch.Size([2, 1, 16, 16])]
+    """
+
+    def __init__(
+        self,
+        spec: GridSpec,
+        in_channels: int = 1,
+        classes: int = 1,
+        spatial_dims: int = 2,
+        norm: NormKind = "batch",
+        dropout: float = 0.0,
+        name: str = "custom",
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        for arg, value in (("in_channels", in_channels), ("classes", classes)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.spec = spec
+        self.in_channels, self.classes, self.spatial_dims = in_channels, classes, spatial_dims
+        self.norm, self.dropout, self.name = norm, dropout, name
+        levels = spec.encoder_levels(spec.nodes)
+        self.encoder = PlainEncoder(in_channels, spec.widths[:levels], spatial_dims, norm, dropout)
+        f = spec.widths
+        self.ups = nn.ModuleDict({key(n): UpSample(f[n[0] + 1], f[n[0]], spatial_dims) for n in spec.order()})
+        self.nodes = nn.ModuleDict(
+            {key(n): ConvBlock(spec.in_channels(n), f[n[0]], spatial_dims, norm, dropout) for n in spec.order()}
+        )
+        self.heads = nn.ModuleDict({key((0, j)): Head(f[0], classes, spatial_dims) for j in spec.heads})
+
+    @property
+    def depth(self) -> int:
+        return self.spec.depth
+
+    @property
+    def config(self) -> dict[str, object]:
+        """Everything needed to rebuild this model, in plain types (travels with checkpoints)."""
+        return {
+            "name": self.name,
+            "spec": self.spec.to_dict(),
+            "in_channels": self.in_channels,
+            "classes": self.classes,
+            "spatial_dims": self.spatial_dims,
+            "norm": self.norm,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> NestedUNet:
+        cfg = dict(config)
+        spec = GridSpec.from_dict(cfg.pop("spec"))  # type: ignore[arg-type]
+        return cls(spec, **cfg)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor, head: int | None = None) -> list[Tensor]:
+        self.check_input(x)
+        heads = self.spec.heads if head is None else (self._check_head(head),)
+        levels, plan = _plan(self.spec, heads)
+        feats: dict[Node, Tensor] = {(i, 0): f for i, f in enumerate(self.encoder(x, levels))}
+        for node, preds, release in plan:
+            up = self.ups[key(node)](feats[preds[0]])
+            feats[node] = self.nodes[key(node)](torch.cat([up, *(feats[p] for p in preds[1:])], dim=1))
+            for done in release:  # free what no later node reads (lowers inference peak memory)
+                del feats[done]
+        return [self.heads[key((0, j))](feats[(0, j)]) for j in heads]
+
+    def _check_head(self, head: int) -> int:
+        if head not in self.spec.heads:
+            raise ConfigError(f"head={head!r} does not exist; this model has heads at depth {list(self.spec.heads)}")
+        return head
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise InputShapeError naming the shape got and what would be valid."""
+        if x.ndim != self.spatial_dims + 2:
+            layout = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, D, H, W)"
+            raise InputShapeError(f"expected a {self.spatial_dims + 2}-D tensor {layout}, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise InputShapeError(
+                f"the model takes {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        sizes = tuple(int(s) for s in x.shape[2:])
+        m = 2**self.depth
+        if any(s % m for s in sizes):
+            lower = [s // m * m for s in sizes]
+            upper = [lo + m for lo in lower]
+            options = [o for o in (lower, upper) if min(o) > 0]
+            fmt = "×".join
+            raise InputShapeError(
+                f"{fmt(map(str, sizes))} is not divisible by {m} (2^depth, depth {self.depth}); nearest valid sizes "
+                + " or ".join(fmt(map(str, o)) for o in options)
+                + "; unetpp.predict pads for you"
+            )
+
+
+@cache
+def _plan(
+    spec: GridSpec, heads: tuple[int, ...]
+) -> tuple[int, tuple[tuple[Node, tuple[Node, ...], tuple[Node, ...]], ...]]:
+    """Encoder levels and the ordered (node, inputs, nodes-to-free-after) steps the heads need."""
+    needed = frozenset().union(*(spec.ancestors((0, j)) for j in heads))
+    order = [n for n in spec.order() if n in needed]
+    inputs = {n: tuple(spec.predecessors(n)) for n in order}
+    last_use: dict[Node, int] = {}
+    for step, node in enumerate(order):
+        for p in inputs[node]:
+            last_use[p] = step
+    keep = {(0, j) for j in heads}
+    release = {step: tuple(p for p, s in last_use.items() if s == step and p not in keep) for step in range(len(order))}
+    plan = tuple((n, inputs[n], release[s]) for s, n in enumerate(order))
+    return spec.encoder_levels(needed), plan

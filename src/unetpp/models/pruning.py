@@ -1,0 +1,35 @@
+"""Pruning makes a new, physically smaller model; selection runs only what one head needs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .nested import NestedUNet
+
+
+def prune(model: NestedUNet, depth: int) -> NestedUNet:
+    """Keep only the nodes head `depth` needs (i + j <= depth for UNet+/UNet++, U-Net L^depth for U-Net^e).
+
+    The result is an ordinary NestedUNet with one head: its output equals ``model(x)`` at head
+    `depth` exactly (in eval mode), and it can be saved, exported, benchmarked and pruned again.
+
+    Raises:
+        ConfigError: `depth` is not one of the model's heads.
+    """
+    spec = model.spec.pruned(depth)
+    small = NestedUNet(spec, model.in_channels, model.classes, model.spatial_dims, model.norm, model.dropout, model.name)
+    small.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k in small.state_dict()}, strict=True
+    )
+    small.to(next(model.parameters()).device)
+    return small.train(model.training)
+
+
+def ensemble(logits: list[Tensor]) -> Tensor:
+    """The paper's ensemble mode: the mean of the heads' probabilities.
+
+    Sigmoid for one class, softmax over classes otherwise. Returns ``(B, classes, *spatial)``.
+    """
+    probs = [y.sigmoid() if y.shape[1] == 1 else y.softmax(dim=1) for y in logits]
+    return torch.stack(probs).mean(dim=0)

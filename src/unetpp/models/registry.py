@@ -1,0 +1,122 @@
+"""Registry of the paper's variants: each name maps to a small function returning a GridSpec."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+
+from ..errors import ConfigError
+from .grid import GridSpec, anti_diagonal, triangle
+from .layers import NormKind
+from .nested import NestedUNet
+
+PAPER_WIDTHS = (32, 64, 128, 256, 512)
+WIDE_WIDTHS = (35, 70, 140, 280, 560)
+
+SpecBuilder = Callable[[int, tuple[int, ...], bool], GridSpec]
+_REGISTRY: dict[str, tuple[SpecBuilder, tuple[int, ...]]] = {}
+
+
+def register_model(name: str, default_widths: tuple[int, ...] = PAPER_WIDTHS) -> Callable[[SpecBuilder], SpecBuilder]:
+    def wrap(fn: SpecBuilder) -> SpecBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = (fn, default_widths)
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return list(_REGISTRY)
+
+
+def _heads(depth: int, deep_supervision: bool) -> tuple[int, ...]:
+    return tuple(range(1, depth + 1)) if deep_supervision else (depth,)
+
+
+@register_model("unet")
+def unet(depth: int, widths: tuple[int, ...], deep_supervision: bool) -> GridSpec:
+    """U-Net L^depth: the anti-diagonal decoder with long skips; it has one head whatever the flag."""
+    return GridSpec(widths, "long", anti_diagonal(depth), (depth,))
+
+
+@register_model("wide_unet", WIDE_WIDTHS)
+def wide_unet(depth: int, widths: tuple[int, ...], deep_supervision: bool) -> GridSpec:
+    """U-Net with widths 35-70-140-280-560: UNet++'s parameter budget without its skips."""
+    return GridSpec(widths, "long", anti_diagonal(depth), (depth,))
+
+
+@register_model("unet_e")
+def unet_e(depth: int, widths: tuple[int, ...], deep_supervision: bool) -> GridSpec:
+    """U-Net^e: U-Nets of depths 1..L sharing one encoder, each with its own decoder chain."""
+    return GridSpec(widths, "long", triangle(depth), _heads(depth, deep_supervision))
+
+
+@register_model("unet+")
+def unet_plus(depth: int, widths: tuple[int, ...], deep_supervision: bool) -> GridSpec:
+    """UNet+: the full grid with short skips X^{i,j-1} -> X^{i,j}."""
+    return GridSpec(widths, "short", triangle(depth), _heads(depth, deep_supervision))
+
+
+@register_model("unet++")
+def unet_plus_plus(depth: int, widths: tuple[int, ...], deep_supervision: bool) -> GridSpec:
+    """UNet++: the full grid with dense skips X^{i,0..j-1} -> X^{i,j}."""
+    return GridSpec(widths, "dense", triangle(depth), _heads(depth, deep_supervision))
+
+
+def build_model(
+    name: str,
+    *,
+    in_channels: int = 1,
+    classes: int = 1,
+    depth: int = 4,
+    widths: Sequence[int] | None = None,
+    deep_supervision: bool = True,
+    spatial_dims: int = 2,
+    norm: NormKind = "batch",
+    dropout: float = 0.0,
+) -> NestedUNet:
+    """Build a member of the UNet++ family by name.
+
+    Args:
+        name: one of :func:`list_models`.
+        in_channels: image channels (1 grey, 3 RGB, ...).
+        classes: 1 for binary segmentation (sigmoid), >1 for softmax over classes.
+        depth: number of down-samplings L (U-Net L^d for "unet").
+        widths: channels per level, L + 1 values; default (32, 64, 128, 256, 512)[:L+1], or
+            (35, 70, 140, 280, 560)[:L+1] for "wide_unet".
+        deep_supervision: a head on every X^{0,j} (needed for ensemble mode and pruning) or only on X^{0,L}.
+        spatial_dims: 2 or 3.
+        norm: "batch" (default), "instance" or None for the authors' plain block. Batch norm is the
+            default because it trains faster and more stably from scratch at the paper's learning
+            rates, and folds into the convolutions at inference, so it costs nothing when deployed.
+        dropout: dropout rate after each convolution.
+
+    Raises:
+        ConfigError: unknown name, bad depth or widths, or another invalid argument.
+
+    Example:
+        >>> m = build_model("unet++", depth=3, widths=(8, 16, 32, 64))
+        >>> [y.shape for y in m(torch.zeros(1, 1, 32, 32))]
+        [torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32])]
+    """
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}{hint}")
+    builder, default_widths = _REGISTRY[name]
+    if not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
+    if widths is None:
+        if depth + 1 > len(default_widths):
+            raise ConfigError(f"depth {depth} needs {depth + 1} widths; pass widths=... (defaults cover depth <= 4)")
+        widths = default_widths[: depth + 1]
+    widths = tuple(widths)
+    if len(widths) != depth + 1 or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ConfigError(
+            f"widths must be {depth + 1} positive integers for depth {depth} (one per level 0..{depth}), got {widths}"
+        )
+    spec = builder(depth, widths, deep_supervision)
+    return NestedUNet(spec, in_channels, classes, spatial_dims, norm, dropout, name=name)
