@@ -6,4 +6,14 @@ from .nested import NestedUNet
 from .pruning import ensemble, prune
 from .registry import build_model, list_models, register_model
 
-__all__ = ["GridSpec", "NestedUNet", "build_model", "ensemble", "list_models", "load", "prune", "register_model", "save"]
+__all__ = [
+    "GridSpec",
+    "NestedUNet",
+    "build_model",
+    "ensemble",
+    "list_models",
+    "load",
+    "prune",
+    "register_model",
+    "save",
+]

@@ -52,7 +52,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it") from e
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     return ckpt
@@ -67,9 +69,9 @@ def load(path: str | os.PathLike[str], into: NestedUNet | None = None) -> Nested
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
     if into is not None and into.config != config:
-        diff = {k: (config.get(k), v) for k, v in into.config.items() if config.get(k) != v}  # type: ignore[union-attr]
+        saved = NestedUNet.from_config(config).describe()  # type: ignore[arg-type]
         raise CheckpointError(
-            f"{path}: checkpoint holds another model (checkpoint vs given: {diff}); build it with unetpp.load(path)"
+            f"{path}: checkpoint holds {saved} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
         model = into if into is not None else NestedUNet.from_config(config)  # type: ignore[arg-type]

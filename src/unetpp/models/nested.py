@@ -96,6 +96,14 @@ class NestedUNet(nn.Module):
             "dropout": self.dropout,
         }
 
+    def describe(self) -> str:
+        """One line that tells two models apart, for messages."""
+        s = self.spec
+        return (
+            f"{self.name} ({s.skip} skips, depth {s.depth}, widths {list(s.widths)}, heads {list(s.heads)}, "
+            f"{self.in_channels}->{self.classes} channels, {self.spatial_dims}D, norm {self.norm})"
+        )
+
     @classmethod
     def from_config(cls, config: dict[str, object]) -> NestedUNet:
         cfg = dict(config)
@@ -132,7 +140,7 @@ class NestedUNet(nn.Module):
         m = 2**self.depth
         if any(s % m for s in sizes):
             lower = [s // m * m for s in sizes]
-            upper = [lo + m for lo in lower]
+            upper = [s if s % m == 0 else s // m * m + m for s in sizes]
             options = [o for o in (lower, upper) if min(o) > 0]
             fmt = "×".join
             raise InputShapeError(

@@ -18,10 +18,8 @@ def prune(model: NestedUNet, depth: int) -> NestedUNet:
         ConfigError: `depth` is not one of the model's heads.
     """
     spec = model.spec.pruned(depth)
-    small = NestedUNet(spec, model.in_channels, model.classes, model.spatial_dims, model.norm, model.dropout, model.name)
-    small.load_state_dict(
-        {k: v for k, v in model.state_dict().items() if k in small.state_dict()}, strict=True
-    )
+    small = NestedUNet.from_config({**model.config, "spec": spec.to_dict()})
+    small.load_state_dict({k: v for k, v in model.state_dict().items() if k in small.state_dict()}, strict=True)
     small.to(next(model.parameters()).device)
     return small.train(model.training)
 

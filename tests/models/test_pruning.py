@@ -1,0 +1,64 @@
+"""prune() yields a physically smaller model whose output is the selected head, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import unetpp
+from unetpp import ConfigError, build_model
+
+TINY = (4, 8, 16, 32, 64)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["unet_e", "unet+", "unet++"])
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_pruned_output_equals_the_head(name, d, norm) -> None:
+    full = build_model(name, widths=TINY, norm=norm).eval()
+    x = torch.randn(2, 1, 32, 32)
+    small = unetpp.prune(full, d)
+    assert not small.training
+    assert small.spec.heads == (d,)
+    torch.testing.assert_close(small(x)[0], full(x)[d - 1], rtol=0, atol=0)
+    assert set(small.state_dict()) <= set(full.state_dict())
+    if d < 4:
+        assert n_params(small) < n_params(full)
+
+
+def test_pruned_unet_plus_plus_parameter_counts() -> None:
+    full = build_model("unet++", widths=TINY, norm=None)
+    counts = [n_params(unetpp.prune(full, d)) for d in (1, 2, 3, 4)]
+    # A freshly built UNet++ of each depth with one head has exactly these counts.
+    built = [
+        n_params(build_model("unet++", depth=d, widths=TINY[: d + 1], norm=None, deep_supervision=False))
+        for d in (1, 2, 3, 4)
+    ]
+    assert counts == built
+    assert counts == sorted(counts)
+
+
+def test_pruned_unet_e_is_a_unet() -> None:
+    full = build_model("unet_e", widths=TINY, norm=None)
+    small = unetpp.prune(full, 2)
+    assert small.spec == build_model("unet", depth=2, widths=TINY[:3]).spec
+    assert n_params(small) == n_params(build_model("unet", depth=2, widths=TINY[:3], norm=None))
+
+
+def test_prune_again_and_to_a_missing_head() -> None:
+    full = build_model("unet++", widths=TINY)
+    with pytest.raises(ConfigError, match=r"cannot prune to depth 2: this model has heads only at depth \[3\]"):
+        unetpp.prune(unetpp.prune(full, 3), 2)
+    with pytest.raises(ConfigError, match=r"heads only at depth \[1, 2, 3, 4\]"):
+        unetpp.prune(full, 5)
+
+
+def test_pruned_model_keeps_training_mode_and_trains() -> None:
+    small = unetpp.prune(build_model("unet++", widths=TINY), 2)
+    assert small.training
+    small(torch.randn(2, 1, 16, 16))[0].mean().backward()
+    assert all(p.grad is not None for p in small.parameters())
