@@ -1,0 +1,466 @@
+"""Read and write images and masks: PNG/JPEG, TIFF (multi-page stacks too), NIfTI and NumPy files.
+
+One reader per format sits behind :func:`read_image` and :func:`read_mask`, so the rest of the package
+never sees a format. Two rules hold for every format:
+
+* **Layout.** An image is returned channel-first, ``(C, *spatial)``, in its stored dtype; a mask is a
+  label map ``(*spatial)`` of ``int64`` class ids (no channel axis: a label map has one value per pixel).
+  ``spatial`` is ``(H, W)`` for images and ``(D, H, W)`` for TIFF stacks; NIfTI keeps the file's voxel
+  order ``(X, Y, Z)``, as nibabel does, so that the affine stays valid.
+* **Errors.** Every problem with a file raises :class:`~unetpp.errors.DataError` as
+  ``"{path}: {what went wrong}; {what to do}"``, never a bare Pillow, tifffile or nibabel exception.
+
+Writers are atomic (temporary file in the same folder, then :func:`os.replace`), so a crash never
+leaves half a file, and they refuse to overwrite unless asked.
+
+Pillow, tifffile and nibabel are imported inside the functions that need them, so
+``import unetpp.data`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NUMPY_SUFFIXES = (".npy",)
+SUFFIXES = PILLOW_SUFFIXES + TIFF_SUFFIXES + NIFTI_SUFFIXES + NUMPY_SUFFIXES
+
+_MAX_LISTED = 10  # values or names quoted in an error message
+
+
+@dataclass(frozen=True, eq=False)
+class ImageMeta:
+    """Where an array came from and its physical geometry.
+
+    Args:
+        path: the file read.
+        spatial_dims: 2 or 3.
+        spacing: voxel size along each spatial axis, in the file's units (mm for NIfTI); 1.0 for
+            formats whose spacing is not read (PNG, JPEG, TIFF, NumPy).
+        affine: the 4x4 voxel-to-world matrix of a NIfTI file, ``None`` for other formats.
+    """
+
+    path: Path
+    spatial_dims: int
+    spacing: tuple[float, ...]
+    affine: np.ndarray | None = field(default=None, repr=False)
+
+
+def suffix(path: PathLike) -> str:
+    """The lower-case format suffix, with the double suffix ``.nii.gz`` kept whole."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def stem(path: PathLike) -> str:
+    """The file name without its format suffix (``case_1.nii.gz`` -> ``case_1``): the key that pairs files."""
+    name = Path(path).name
+    return name[: len(name) - len(suffix(path))]
+
+
+def is_supported(path: PathLike) -> bool:
+    """True for a visible file with a suffix this module reads; ``._*`` and other hidden files are skipped."""
+    return not Path(path).name.startswith(".") and suffix(path) in SUFFIXES
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_with_meta(path: PathLike, spatial_dims: int | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image as ``(C, *spatial)`` with its geometry; values are checked to be finite.
+
+    Args:
+        path: a PNG, JPEG, BMP, TIFF, NIfTI (``.nii``/``.nii.gz``) or ``.npy`` file.
+        spatial_dims: 2 or 3 to insist on a dimensionality (and to resolve ``.npy`` layouts); ``None``
+            takes it from the file: 2 for PNG/JPEG, 3 for TIFF stacks and 3-D NIfTI, and for ``.npy``
+            2 for a 2-D array and 3 for a 3-D or 4-D one (a 3-D array is read as a grey volume, a
+            4-D one as channel-first ``(C, D, H, W)``; pass ``spatial_dims=2`` for a ``(C, H, W)`` array).
+
+    Returns:
+        The array in its stored dtype and an :class:`ImageMeta`.
+
+    Raises:
+        DataError: missing file, unknown suffix, unreadable or truncated file, wrong dimensionality,
+            NaN or Inf values.
+    """
+    arr, meta = _read_any(path, spatial_dims, for_mask=False)
+    _check_finite(arr, meta.path)
+    return arr, meta
+
+
+def read_image(path: PathLike, spatial_dims: int | None = None) -> np.ndarray:
+    """Read an image as ``(C, *spatial)`` in its stored dtype; see :func:`read_with_meta`.
+
+    Example:
+        >>> read_image("images/00.png").shape  # a 512x512 grey PNG
+        (1, 512, 512)
+    """
+    return read_with_meta(path, spatial_dims)[0]
+
+
+def read_mask(path: PathLike, spatial_dims: int | None = None, num_classes: int | None = None) -> np.ndarray:
+    """Read a mask as an ``int64`` label map ``(*spatial)`` of class ids.
+
+    Accepted encodings: binary {0, 1}; binary {0, 255} (mapped to {0, 1}, e.g. ISBI's 255 = cell
+    interior); integer label maps (also palette PNGs, whose indices are the ids). A multi-channel mask is
+    accepted only when its channels are equal (a grey mask saved as RGB) and a constant alpha channel is
+    dropped; a colour-coded mask is rejected because colours are not class ids.
+
+    Args:
+        path: the mask file (same formats as :func:`read_image`; JPEG is read but lossy, so avoid it).
+        spatial_dims: see :func:`read_with_meta`.
+        num_classes: when given, every id must be below it; with 2 the message says the mask is not
+            binary (e.g. anti-aliased edges 0/128/255). ``None`` accepts any non-negative integer ids.
+
+    Raises:
+        DataError: any reading problem of :func:`read_with_meta`, several different channels, non-integer,
+            negative or out-of-range values (naming the values found).
+    """
+    arr, meta = _read_any(path, spatial_dims, for_mask=True)
+    path = meta.path
+    if arr.dtype.kind == "f":
+        _check_finite(arr, path)
+    label = _single_channel(arr, path)
+    return _class_ids(label, path, num_classes)
+
+
+def _read_any(path: PathLike, spatial_dims: int | None, for_mask: bool) -> tuple[np.ndarray, ImageMeta]:
+    path = Path(path)
+    if spatial_dims not in (None, 2, 3):
+        raise DataError(f"{path}: spatial_dims must be 2 or 3, got {spatial_dims}")
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what}; check the path")
+    ext = suffix(path)
+    if ext in PILLOW_SUFFIXES:
+        arr, meta = _read_pillow(path, for_mask)
+    elif ext in TIFF_SUFFIXES:
+        arr, meta = _read_tiff(path, spatial_dims)
+    elif ext in NIFTI_SUFFIXES:
+        arr, meta = _read_nifti(path, spatial_dims)
+    elif ext in NUMPY_SUFFIXES:
+        arr, meta = _read_numpy(path, spatial_dims)
+    else:
+        raise DataError(f"{path}: unknown file type {ext or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
+    if spatial_dims is not None and meta.spatial_dims != spatial_dims:
+        raise DataError(
+            f"{path}: is {meta.spatial_dims}-D (array shape {arr.shape}, channel first) but a {spatial_dims}-D "
+            f"{'mask' if for_mask else 'image'} is expected; check the file or the data set's spatial_dims"
+        )
+    if arr.size == 0:
+        raise DataError(f"{path}: holds an empty array of shape {arr.shape}; re-export the file")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: has unsupported dtype {arr.dtype}; save numeric (integer or float) data")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return arr, meta
+
+
+def _read_pillow(path: Path, for_mask: bool) -> tuple[np.ndarray, ImageMeta]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later in a worker
+            if img.mode == "P" and not for_mask:  # palette indices are ids for masks, colours for images
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("L" if img.mode == "1" else "RGB")
+            arr = np.array(img)
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e}); re-export or re-download it") from e
+    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)  # (H, W[, C]) -> (C, H, W)
+    return np.ascontiguousarray(arr), ImageMeta(path, 2, (1.0, 1.0))
+
+
+# tifffile's axis codes: samples/channels, stacked planes (Z, pages I, unknown Q, time T), and the plane
+_TIFF_CHANNEL_AXES = "SC"
+_TIFF_DEPTH_AXES = "ZIQT"
+
+
+def _read_tiff(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, ImageMeta]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            arr = series.asarray()
+    except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for broken files
+        raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); re-export or re-download it") from e
+    # drop length-1 axes (except the plane) so that e.g. 'TZCYX' with T=C=1 reads as a plain stack
+    keep = [k for k, a in enumerate(axes) if arr.shape[k] > 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[k] for k in keep])
+    axes = "".join(axes[k] for k in keep)
+    channel = [a for a in axes if a in _TIFF_CHANNEL_AXES]
+    depth = [a for a in axes if a in _TIFF_DEPTH_AXES]
+    unknown = [a for a in axes if a not in _TIFF_CHANNEL_AXES + _TIFF_DEPTH_AXES + "YX"]
+    if len(channel) > 1 or len(depth) > 1 or unknown or "Y" not in axes or "X" not in axes:
+        raise DataError(
+            f"{path}: TIFF axes {axes!r} with shape {arr.shape} are not an image, a channel image or one stack; "
+            "save a 2-D image or a single (Z, Y, X) stack"
+        )
+    order = [axes.index(a) for a in (*channel, *depth, "Y", "X")]
+    arr = np.transpose(arr, order)
+    if not channel:
+        arr = arr[None]
+    dims = 3 if depth else 2
+    if spatial_dims == 2 and dims == 3:
+        raise DataError(
+            f"{path}: is a stack of {arr.shape[1]} pages but a 2-D image is expected; "
+            "read it as a volume (spatial_dims=3) or split the stack into one file per page"
+        )
+    return np.ascontiguousarray(arr), ImageMeta(path, dims, (1.0,) * dims)
+
+
+def _read_nifti(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, ImageMeta]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(path)
+        arr = np.asanyarray(img.dataobj)  # applies scl_slope/inter; a truncated .gz fails here
+        affine = np.asarray(img.affine, dtype=np.float64)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except Exception as e:  # nibabel raises ImageFileError, EOFError, zlib.error, ValueError...
+        raise DataError(
+            f"{path}: not a readable NIfTI file ({type(e).__name__}: {e}); re-export or re-download it"
+        ) from e
+    shape = arr.shape
+    if arr.ndim == 5 and shape[3] == 1:  # (X, Y, Z, 1, C): the NIfTI way of storing vector voxels
+        arr = arr[:, :, :, 0]
+    if arr.ndim == 3 and spatial_dims == 2 and arr.shape[2] == 1:  # one slice stored as a volume
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr, dims = arr[None], 2
+    elif arr.ndim == 3:
+        arr, dims = arr[None], 3
+    elif arr.ndim == 4:  # (X, Y, Z, C) -> (C, X, Y, Z): MSD stores modalities last
+        arr, dims = np.moveaxis(arr, -1, 0), 3
+    else:
+        raise DataError(f"{path}: NIfTI array has shape {shape}; expected (X, Y[, Z]) or (X, Y, Z, channels)")
+    return np.ascontiguousarray(arr), ImageMeta(path, dims, zooms[:dims], affine)
+
+
+def _read_numpy(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, ImageMeta]:
+    try:
+        arr = np.load(path, allow_pickle=False)  # never unpickle: a .npy from elsewhere could run code
+    except Exception as e:  # ValueError (pickled or truncated), EOFError, OSError...
+        raise DataError(f"{path}: not a readable .npy array ({type(e).__name__}: {e}); save it with np.save") from e
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: holds {type(arr).__name__}, not an array; save one array per file with np.save")
+    shape = arr.shape
+    if spatial_dims is None:
+        spatial_dims = 2 if arr.ndim == 2 else 3
+    if arr.ndim == spatial_dims:
+        arr = arr[None]
+    elif arr.ndim != spatial_dims + 1:
+        raise DataError(
+            f"{path}: array of shape {shape} is neither {spatial_dims}-D nor channel-first (C, {spatial_dims}-D); "
+            "save (*spatial) or (C, *spatial)"
+        )
+    return np.ascontiguousarray(arr), ImageMeta(path, spatial_dims, (1.0,) * spatial_dims)
+
+
+def _check_finite(arr: np.ndarray, path: Path) -> None:
+    if arr.dtype.kind != "f":
+        return
+    finite = np.isfinite(arr)
+    if not finite.all():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise DataError(
+            f"{path}: contains {n_nan} NaN and {n_inf} Inf values; fix the export or replace them before training"
+        )
+
+
+def _listed(values: np.ndarray) -> str:
+    shown = ", ".join(str(v) for v in values[:_MAX_LISTED].tolist())
+    return f"{{{shown}{', ...' if len(values) > _MAX_LISTED else ''}}}"
+
+
+def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
+    """(C, *spatial) -> (*spatial): drop a constant alpha channel, collapse equal channels, else refuse."""
+    if arr.shape[0] in (2, 4) and suffix(path) in PILLOW_SUFFIXES + TIFF_SUFFIXES:
+        alpha = arr[-1]
+        if alpha.min() != alpha.max():
+            raise DataError(
+                f"{path}: mask has a varying alpha (transparency) channel; save a single-channel mask without alpha"
+            )
+        arr = arr[:-1]
+    first = arr[0]
+    if arr.shape[0] > 1 and not all(np.array_equal(first, c) for c in arr[1:]):
+        raise DataError(
+            f"{path}: mask has {arr.shape[0]} channels with different values (an RGB or colour-coded mask); "
+            "save a single-channel label map of class ids (0, 1, ... or 0/255 for binary)"
+        )
+    return first
+
+
+def _class_ids(label: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
+    values = np.unique(label)
+    if label.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        bad = values[values != np.round(values)]
+        raise DataError(
+            f"{path}: mask has non-integer values {_listed(bad)}; masks must hold class ids (save labels, "
+            "not probabilities or interpolated masks)"
+        )
+    if values[0] < 0:
+        raise DataError(f"{path}: mask has negative values {_listed(values[values < 0])}; class ids start at 0")
+    # 0/255 is the usual way to store a binary mask in an 8-bit file (ISBI: 255 = cell interior)
+    binary_255 = values[-1] == 255 and set(values.tolist()) <= {0, 255}
+    if binary_255 and (num_classes is None or num_classes <= 255):
+        return (label == 255).astype(np.int64)
+    if num_classes is not None and values[-1] >= num_classes:
+        if num_classes == 2:
+            raise DataError(
+                f"{path}: mask values {_listed(values)} are not binary; expected {{0, 1}} or {{0, 255}} "
+                "(anti-aliased or resized masks have in-between values: re-export with nearest-neighbour "
+                "resampling, or set num_classes for a label map)"
+            )
+        raise DataError(
+            f"{path}: mask has class ids {_listed(values[values >= num_classes])} >= num_classes={num_classes} "
+            f"(values found: {_listed(values)}); fix the labels or raise num_classes"
+        )
+    return label.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _atomic_write(path: PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
+    """Write through a temporary file in the same folder, then rename, so readers never see half a file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(f"{path}: file exists; choose another path or pass overwrite=True")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the real suffix: Pillow and nibabel choose the format from it
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix(path))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_image(path: PathLike, image: np.ndarray, *, meta: ImageMeta | None = None, overwrite: bool = False) -> Path:
+    """Write a channel-first image ``(C, *spatial)`` atomically; the format follows the suffix.
+
+    PNG/BMP take 1, 3 or 4 channels of uint8 (PNG also uint16 grey), JPEG 1 or 3 channels of uint8 (it is
+    lossy). TIFF takes 2-D images and single-channel 3-D stacks. NIfTI takes 2-D or 3-D data and writes
+    ``meta.affine`` (or a diagonal of ``meta.spacing``, or identity). ``.npy`` stores the array, without
+    its channel axis when there is one channel, so that :func:`read_image` reads it back unambiguously.
+
+    Args:
+        path: the file to write.
+        image: ``(C, *spatial)``; no value conversion is done, so convert dtypes explicitly beforehand.
+        meta: geometry to keep (NIfTI only), e.g. from :func:`read_with_meta`.
+        overwrite: replace an existing file.
+
+    Raises:
+        DataError: the file exists, the suffix is unknown, or the array does not fit the format.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (3, 4):
+        raise DataError(f"{path}: image must be channel-first (C, H, W) or (C, D, H, W), got shape {image.shape}")
+    return _write(path, image, meta, overwrite, what="image")
+
+
+def write_mask(path: PathLike, mask: np.ndarray, *, meta: ImageMeta | None = None, overwrite: bool = False) -> Path:
+    """Write a label map ``(*spatial)`` of class ids atomically; binary masks are stored as 0/255.
+
+    0/255 makes binary masks visible in any viewer and matches ISBI's convention; :func:`read_mask` maps
+    them back to {0, 1}. Label maps with more classes keep their ids. JPEG is refused: its compression
+    changes values and would corrupt the labels.
+
+    Raises:
+        DataError: the file exists, JPEG or an unknown suffix, negative or non-integer values.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise DataError(f"{path}: mask must be a label map (H, W) or (D, H, W), got shape {mask.shape}")
+    if suffix(path) in (".jpg", ".jpeg"):
+        raise DataError(f"{path}: JPEG is lossy and would corrupt the labels; save masks as PNG, TIFF, NIfTI or .npy")
+    if mask.dtype.kind not in "biuf" or (mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask))):
+        raise DataError(f"{path}: mask of dtype {mask.dtype} does not hold integer class ids")
+    if mask.size and mask.min() < 0:
+        raise DataError(f"{path}: mask has negative values; class ids start at 0")
+    top = int(mask.max()) if mask.size else 0
+    ext = suffix(path)
+    if top <= 1 and ext not in NIFTI_SUFFIXES + NUMPY_SUFFIXES:
+        mask = mask.astype(np.uint8) * 255
+    else:
+        mask = mask.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32)
+    return _write(path, mask[None], meta, overwrite, what="mask")
+
+
+def _write(path: PathLike, arr: np.ndarray, meta: ImageMeta | None, overwrite: bool, what: str) -> Path:
+    ext = suffix(path)
+    channels, spatial = arr.shape[0], arr.shape[1:]
+    if ext in PILLOW_SUFFIXES:
+        allowed = (1, 3) if ext in (".jpg", ".jpeg") else (1, 3, 4)
+        ok_dtype = arr.dtype == np.uint8 or (ext == ".png" and arr.dtype == np.uint16 and channels == 1)
+        if len(spatial) != 2 or channels not in allowed or not ok_dtype:
+            raise DataError(
+                f"{path}: {ext} holds 2-D uint8 images with {allowed} channels (PNG also 1-channel uint16), "
+                f"got {what} {arr.shape} {arr.dtype}; convert it, or use .tif, .nii.gz or .npy"
+            )
+
+        def write(tmp: Path) -> None:
+            from PIL import Image
+
+            plane = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
+            Image.fromarray(np.ascontiguousarray(plane)).save(tmp, format=ext.lstrip(".").replace("jpg", "jpeg"))
+
+    elif ext in TIFF_SUFFIXES:
+        if len(spatial) == 3 and channels != 1:
+            raise DataError(f"{path}: TIFF stacks are written with one channel, got {arr.shape}; use .nii.gz or .npy")
+
+        def write(tmp: Path) -> None:
+            import tifffile
+
+            data = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
+            tifffile.imwrite(tmp, data, photometric="rgb" if channels in (3, 4) and len(spatial) == 2 else None)
+
+    elif ext in NIFTI_SUFFIXES:
+
+        def write(tmp: Path) -> None:
+            import nibabel as nib
+
+            data = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
+            if meta is not None and meta.affine is not None:
+                affine = meta.affine
+            elif meta is not None:
+                affine = np.diag([*meta.spacing, *(1.0,) * (4 - len(meta.spacing))])
+            else:
+                affine = np.eye(4)
+            nib.save(nib.Nifti1Image(data, affine), tmp)
+
+    elif ext in NUMPY_SUFFIXES:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a name
+                np.save(f, arr[0] if channels == 1 else arr, allow_pickle=False)
+
+    else:
+        raise DataError(f"{path}: unknown file type {ext or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
+    return _atomic_write(path, write, overwrite)

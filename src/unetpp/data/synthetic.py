@@ -1,0 +1,140 @@
+"""The embedded demo data set: synthetic EM-like images of touching cells, made on the fly (no download).
+
+It imitates the ISBI 2012 task the paper starts with: grey cell interiors separated by thin dark
+membranes, where the label is 1 for cell interior and 0 for membrane (like ISBI's 255/0), about 75% of
+pixels being interior. How an image is made:
+
+1. cells: a power (weighted Voronoi) diagram of random seeds with random weights, so cell sizes vary,
+   evaluated on smoothly warped coordinates, so membranes curve as in tissue;
+2. membranes: the cell boundaries, thickened to a width that varies smoothly along them (1-3 px at 256²);
+3. intensity: a grey level per cell, a smooth texture, dark organelle-like blobs inside cells (labelled
+   interior, as ISBI labels mitochondria: they make the task more than thresholding), dark membranes of
+   varying contrast; then a Gaussian blur (the microscope's PSF) and Gaussian noise.
+
+Everything is drawn from ``numpy.random.default_rng([seed, k])`` for image ``k``, so an image does not
+depend on how many are made, and the same seed always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .io import write_image, write_mask
+
+PathLike = str | os.PathLike[str]
+
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """A smooth random field in about [-1, 1]: a ``cells`` x ``cells`` random grid, Gaussian-interpolated.
+
+    Separable (``A @ grid @ A.T``) rather than ``scipy.ndimage.map_coordinates``: 20x faster at 256².
+    """
+    centres = np.linspace(-0.5, cells - 0.5, cells + 2)
+    x = np.linspace(0, cells - 1, size)
+    basis = np.exp(-0.5 * ((x[:, None] - centres[None]) / 0.6) ** 2)
+    basis /= basis.sum(axis=1, keepdims=True)
+    grid = rng.uniform(-1, 1, (cells + 2, cells + 2))
+    field = np.einsum("ib,jb->ij", np.einsum("ia,ab->ib", basis, grid), basis)  # no BLAS threads: tiny
+    return (field / max(np.abs(field).max(), 1e-6)).astype(np.float32)
+
+
+def _one_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
+    scale = size / 256
+    # 1. cells: a power diagram argmin_k |x - s_k|^2 - w_k, i.e. argmax_k 2 x.s_k - |s_k|^2 + w_k (one matmul)
+    n_cells = max(4, int(rng.integers(40, 60) * scale**2))
+    margin = 0.1 * size
+    seeds = rng.uniform(-margin, size + margin, (n_cells, 2))
+    mean_area = (size + 2 * margin) ** 2 / n_cells
+    weights = rng.lognormal(0.0, 0.6, n_cells) * mean_area * 0.25
+    yy, xx = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32), indexing="ij")
+    warp = 0.2 * np.sqrt(mean_area)  # curvature of the membranes, relative to the cell size
+    yy = yy + warp * _smooth_field(rng, size, max(2, size // 32))
+    xx = xx + warp * _smooth_field(rng, size, max(2, size // 32))
+    # broadcasting, not a BLAS matmul: multi-threaded BLAS is slower here on a busy machine
+    sy, sx = (2 * seeds.T).astype(np.float32)
+    offset = (weights - (seeds**2).sum(axis=1)).astype(np.float32)
+    score = yy.reshape(-1, 1) * sy + xx.reshape(-1, 1) * sx + offset
+    cells = score.argmax(axis=1).reshape(size, size)
+
+    # 2. membranes: pixels near a boundary, the width varying along the membrane
+    boundary = np.zeros((size, size), dtype=bool)
+    boundary[:-1] |= cells[:-1] != cells[1:]
+    boundary[:, :-1] |= cells[:, :-1] != cells[:, 1:]
+    distance = ndimage.distance_transform_edt(~boundary).astype(np.float32)
+    width = 2.5 + 0.6 * _smooth_field(rng, size, max(2, size // 40))
+    membrane = distance < width
+    mask = (~membrane).astype(np.uint8)
+
+    # 3. intensities (0..255): cell grey levels, texture, organelles, membranes, blur, noise
+    cell_level = rng.uniform(150, 205, n_cells).astype(np.float32)[cells]
+    texture = ndimage.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 2.0)
+    texture *= 12 / max(texture.std(), 1e-6)
+    blobs_field = ndimage.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 3.0)
+    organelles = (blobs_field > np.quantile(blobs_field, 0.96)) & (distance > width + 2)
+    image = cell_level + texture
+    image[organelles] = rng.uniform(95, 125) + 0.5 * texture[organelles]
+    membrane_level = 55 + 20 * _smooth_field(rng, size, max(2, size // 32))
+    image = np.where(membrane, membrane_level, image)
+    image = ndimage.gaussian_filter(image, rng.uniform(0.6, 1.0))
+    image += rng.uniform(6, 12) * rng.standard_normal((size, size), dtype=np.float32)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+
+
+def make_synthetic_em(n_images: int, size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Make ``n_images`` EM-like images of touching cells and their masks.
+
+    Args:
+        n_images: how many.
+        size: side of the square images (at least 32).
+        seed: the same seed gives the same data; image ``k`` is the same whatever ``n_images``.
+
+    Returns:
+        ``images`` uint8 ``(N, size, size)`` and ``masks`` uint8 ``(N, size, size)`` with 1 = cell interior,
+        0 = membrane.
+
+    Raises:
+        ConfigError: ``n_images < 1`` or ``size < 32``.
+
+    Example:
+        >>> images, masks = make_synthetic_em(4, size=128)
+        >>> images.shape, masks.dtype, round(float(masks.mean()), 1)
+        ((4, 128, 128), dtype('uint8'), 0.8)
+    """
+    if not isinstance(n_images, int) or n_images < 1:
+        raise ConfigError(f"n_images must be an int >= 1, got {n_images!r}")
+    if not isinstance(size, int) or size < 32:
+        raise ConfigError(f"size must be an int >= 32, got {size!r}")
+    pairs = [_one_image(np.random.default_rng([seed, k]), size) for k in range(n_images)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def write_synthetic_dataset(
+    root: PathLike, n_images: int = 20, size: int = 256, seed: int = 0, *, overwrite: bool = False
+) -> Path:
+    """Write :func:`make_synthetic_em` as a paired-folder data set (``images/NNN.png``, ``masks/NNN.png``).
+
+    Masks are stored as 0/255 PNGs, as ISBI's are; read the folder with
+    :class:`~unetpp.data.datasets.FolderPairs`.
+
+    Returns:
+        ``root``.
+
+    Raises:
+        DataError: ``root`` already holds image or mask files and ``overwrite`` is False.
+    """
+    root = Path(root)
+    for sub in ("images", "masks"):
+        if not overwrite and (root / sub).is_dir() and any((root / sub).iterdir()):
+            raise DataError(f"{root / sub}: folder is not empty; choose another folder or pass overwrite=True")
+    images, masks = make_synthetic_em(n_images, size, seed)
+    width = max(3, len(str(n_images - 1)))
+    for k, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        write_image(root / "images" / f"{k:0{width}d}.png", image[None], overwrite=overwrite)
+        write_mask(root / "masks" / f"{k:0{width}d}.png", mask, overwrite=overwrite)
+    return root

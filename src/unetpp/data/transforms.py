@@ -1,0 +1,233 @@
+"""Augmentation (2D and 3D, image and mask together) and intensity normalisation.
+
+Augmentation is TorchIO (Pérez-García et al., CMPB 2021, doi:10.1016/j.cmpb.2021.106236): random flips,
+elastic deformation, affine, gamma, noise and blur, each applied to the image and its mask jointly, the
+mask with nearest-neighbour interpolation (TorchIO does that for a ``LabelMap``). This module only adapts
+a sample dict ``{"image": (C, *spatial), "mask": (1, *spatial), ...}`` to a TorchIO subject and back;
+2-D samples travel as ``(C, H, W, 1)`` and are never deformed along the dummy axis. The 90° rotations
+are plain :func:`torch.rot90` (TorchIO has none), in planes whose two sizes are equal so the shape holds.
+
+Randomness comes from torch's global generator (TorchIO's choice): seed it, and each DataLoader worker,
+e.g. with ``lightning.seed_everything(seed, workers=True)``, for reproducible augmentation.
+
+Normalisation is plain NumPy (:func:`normalize_intensity`), applied per image by the data sets before
+patches are cut, so that a patch of background keeps the intensities of its image rather than being
+stretched on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+NormalizeMode = Literal["zscore", "percentile", "none"]
+Strength = Literal["default", "none"]
+SampleTransform = Callable[[dict], dict]
+
+
+def zscore(image: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Per-channel ``(x - mean) / std`` over the whole image, as float32.
+
+    Why per image: microscopy and MRI intensities have no absolute scale, so each image is brought to
+    zero mean and unit variance (nnU-Net's default for non-CT data). A constant channel becomes zeros.
+
+    Args:
+        image: ``(C, *spatial)``.
+        eps: guards the division for constant channels.
+    """
+    x = image.astype(np.float32, copy=True)
+    axes = tuple(range(1, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    std = x.std(axis=axes, keepdims=True)
+    return (x - mean) / np.maximum(std, eps)
+
+
+def percentile_clip(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip each channel to its ``[low, high]`` percentiles, as float32.
+
+    For CT-like inputs, where a few extreme voxels (metal, air, padding values such as -3024) would
+    dominate the mean and standard deviation; nnU-Net clips CT to the 0.5/99.5 percentiles of the
+    foreground before normalising. Here the percentiles are per image.
+
+    Raises:
+        ConfigError: percentiles outside ``0 <= low < high <= 100``.
+    """
+    if not 0 <= low < high <= 100:
+        raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
+    x = image.astype(np.float32, copy=True)
+    flat = x.reshape(x.shape[0], -1)
+    lo, hi = np.percentile(flat, [low, high], axis=1)
+    return np.clip(x, lo.reshape((-1,) + (1,) * (x.ndim - 1)), hi.reshape((-1,) + (1,) * (x.ndim - 1)))
+
+
+def normalize_intensity(image: np.ndarray, mode: NormalizeMode = "zscore") -> np.ndarray:
+    """Normalise an image ``(C, *spatial)`` to float32.
+
+    Args:
+        image: ``(C, *spatial)``.
+        mode: ``"zscore"`` per channel; ``"percentile"`` clips to the 0.5/99.5 percentiles, then z-scores
+            (CT-like data); ``"none"`` only casts to float32.
+
+    Raises:
+        ConfigError: unknown mode.
+    """
+    if mode == "zscore":
+        return zscore(image)
+    if mode == "percentile":
+        return zscore(percentile_clip(image))
+    if mode == "none":
+        return image.astype(np.float32)
+    raise ConfigError(f"normalize must be 'zscore', 'percentile' or 'none', got {mode!r}")
+
+
+class RandomRot90:
+    """Rotate image and mask by a random multiple of 90° in each square plane of the spatial axes.
+
+    Args:
+        p: probability of rotating, per plane.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, sample: dict) -> dict:
+        image, mask = sample["image"], sample["mask"]
+        spatial = range(1, image.ndim)
+        for a in spatial:
+            for b in spatial:
+                if a < b and image.shape[a] == image.shape[b] and torch.rand(()) < self.p:
+                    k = int(torch.randint(1, 4, ()))
+                    image, mask = torch.rot90(image, k, (a, b)), torch.rot90(mask, k, (a, b))
+        return {**sample, "image": image.contiguous(), "mask": mask.contiguous()}
+
+
+class TorchioAugment:
+    """Apply a TorchIO transform to image and mask jointly; 2-D samples go through as ``(C, H, W, 1)``.
+
+    Args:
+        transform: a TorchIO transform (e.g. ``tio.Compose``) expecting a subject with an ``image``
+            ``ScalarImage`` and a ``mask`` ``LabelMap``.
+        spatial_dims: 2 or 3.
+    """
+
+    def __init__(self, transform: Callable, spatial_dims: int) -> None:
+        self.transform = transform
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, sample: dict) -> dict:
+        import torchio as tio
+
+        image, mask = sample["image"], sample["mask"]
+        if self.spatial_dims == 2:
+            image, mask = image.unsqueeze(-1), mask.unsqueeze(-1)
+        subject = tio.Subject(image=tio.ScalarImage(tensor=image), mask=tio.LabelMap(tensor=mask))
+        out = self.transform(subject)
+        image, mask = out["image"].data, out["mask"].data
+        if self.spatial_dims == 2:
+            image, mask = image.squeeze(-1), mask.squeeze(-1)
+        return {**sample, "image": image.float().contiguous(), "mask": mask.long().contiguous()}
+
+
+class RescaledGamma:
+    """Gamma on intensities rescaled to [0, 1] and back, so that z-scored (negative) values are valid.
+
+    TorchIO's ``RandomGamma`` computes ``sign(x)|x|^gamma`` on negative values, which bends a z-scored
+    image around 0 instead of its darkest value; nnU-Net rescales first, and so does this wrapper.
+    """
+
+    def __init__(self, log_gamma: tuple[float, float] = (-0.3, 0.3), p: float = 0.3) -> None:
+        self.log_gamma = log_gamma
+        self.p = p
+
+    def __call__(self, sample: dict) -> dict:
+        import torchio as tio
+
+        image = sample["image"]
+        lo, hi = image.amin(), image.amax()
+        if hi <= lo:
+            return sample
+        unit = (image - lo) / (hi - lo)
+        gamma = tio.RandomGamma(log_gamma=self.log_gamma, p=self.p)
+        # 2-D images are (C, H, W): a 4-D tensor is what TorchIO wants, so add the dummy axis here too
+        out = gamma(tio.ScalarImage(tensor=unit.unsqueeze(-1) if unit.ndim == 3 else unit)).data
+        out = out.reshape(unit.shape)
+        return {**sample, "image": (out * (hi - lo) + lo).float()}
+
+
+class Compose:
+    """Apply sample transforms in order (a tiny ``torchvision.transforms.Compose`` for sample dicts)."""
+
+    def __init__(self, transforms: list[SampleTransform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: dict) -> dict:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({', '.join(type(t).__name__ for t in self.transforms)})"
+
+
+def identity(sample: Mapping) -> dict:
+    """The transform of ``strength="none"``: validation and test data are not augmented."""
+    return dict(sample)
+
+
+def build_transforms(spatial_dims: int, strength: Strength = "default") -> SampleTransform:
+    """The augmentation pipeline for training, or the identity for ``strength="none"``.
+
+    The default is close to nnU-Net's on-the-fly augmentation, at moderate probabilities: flips on every
+    spatial axis, 90° rotations, a random affine (±15° in-plane, scale 0.85-1.15), elastic deformation
+    (as U-Net and UNet++ used for EM), gamma, Gaussian noise and Gaussian blur. Intensity transforms assume
+    z-scored images (what the data sets return by default).
+
+    Args:
+        spatial_dims: 2 for ``(C, H, W)`` samples, 3 for ``(C, D, H, W)``.
+        strength: ``"default"`` or ``"none"``.
+
+    Returns:
+        A callable mapping a sample dict to a new sample dict with the same shapes.
+
+    Raises:
+        ConfigError: ``spatial_dims`` not 2 or 3, or an unknown strength.
+
+    Example:
+        >>> t = build_transforms(2)
+        >>> t({"image": torch.zeros(1, 96, 96), "mask": torch.zeros(1, 96, 96, dtype=torch.long)})["image"].shape
+        torch.Size([1, 96, 96])
+    """
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if strength == "none":
+        return identity
+    if strength != "default":
+        raise ConfigError(f"strength must be 'default' or 'none', got {strength!r}")
+    import torchio as tio
+
+    flat = spatial_dims == 2  # 2-D samples carry a dummy third axis of size 1: never move along it
+    degrees = (0, 0, 0, 0, -15, 15) if flat else 15
+    scales = (0.85, 1.15, 0.85, 1.15, 1, 1) if flat else (0.85, 1.15)
+    displacement = (7.5, 7.5, 0) if flat else 7.5
+    blur = (0, 1, 0, 1, 0, 0) if flat else (0, 1)
+    spatial = tio.Compose(
+        [
+            tio.RandomFlip(axes=(0, 1) if flat else (0, 1, 2), flip_probability=0.5),
+            tio.RandomAffine(scales=scales, degrees=degrees, default_pad_value="minimum", p=0.3),
+            tio.RandomElasticDeformation(num_control_points=7, max_displacement=displacement, p=0.2),
+        ]
+    )
+    intensity = tio.Compose([tio.RandomNoise(std=(0, 0.1), p=0.15), tio.RandomBlur(std=blur, p=0.15)])
+    return Compose(
+        [
+            RandomRot90(p=0.5),
+            TorchioAugment(spatial, spatial_dims),
+            RescaledGamma(p=0.3),
+            TorchioAugment(intensity, spatial_dims),
+        ]
+    )
