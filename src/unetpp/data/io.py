@@ -432,14 +432,19 @@ def _write(path: PathLike, arr: np.ndarray, meta: ImageMeta | None, overwrite: b
             Image.fromarray(np.ascontiguousarray(plane)).save(tmp, format=ext.lstrip(".").replace("jpg", "jpeg"))
 
     elif ext in TIFF_SUFFIXES:
-        if len(spatial) == 3 and channels != 1:
-            raise DataError(f"{path}: TIFF stacks are written with one channel, got {arr.shape}; use .nii.gz or .npy")
+        if channels not in ((1,) if len(spatial) == 3 else (1, 3, 4)):
+            raise DataError(
+                f"{path}: TIFF is written for 2-D images with 1, 3 or 4 channels and for 1-channel stacks, "
+                f"got {arr.shape}; use .nii.gz or .npy"
+            )
 
         def write(tmp: Path) -> None:
             import tifffile
 
-            data = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
-            tifffile.imwrite(tmp, data, photometric="rgb" if channels in (3, 4) and len(spatial) == 2 else None)
+            if channels == 1:  # explicit: tifffile would otherwise take a 3- or 4-page stack for RGB planes
+                tifffile.imwrite(tmp, arr[0], photometric="minisblack")
+            else:
+                tifffile.imwrite(tmp, np.moveaxis(arr, 0, -1), photometric="rgb")
 
     elif ext in NIFTI_SUFFIXES:
 
