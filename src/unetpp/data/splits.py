@@ -51,8 +51,8 @@ def block_split(n: int, val_fraction: float = 0.2, test_fraction: float = 0.0, *
         ConfigError: fractions outside [0, 1), a negative gap, or nothing left for training.
 
     Example:
-        >>> block_split(24, 0.25, seed=1)
-        Split(train=[0, 1, ..., 14, 21, 22, 23], val=[15, ..., 20], test=[])
+        >>> block_split(24, 0.25, seed=1)  # 24 ISBI sections: 6 consecutive ones held out
+        Split(train=[0, 1, 2, 3, 4, 5, 6, 7, 14, 15, ..., 23], val=[8, 9, 10, 11, 12, 13], test=[])
     """
     _check_n(n)
     n_val = _block_size(n, val_fraction, "val_fraction")
