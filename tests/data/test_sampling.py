@@ -107,3 +107,21 @@ def test_bad_arguments(kwargs, message) -> None:
 def test_index_out_of_range() -> None:
     with pytest.raises(IndexError):
         PatchDataset(dataset((8, 8)), 4)[1]
+
+
+def test_foreground_classes_are_drawn_evenly() -> None:
+    # class 1 fills a large block, class 2 a single pixel: each still gets about half of the foreground patches
+    images = np.zeros((1, 64, 64), np.uint8)
+    masks = np.zeros((1, 64, 64), np.uint8)
+    masks[0, :32, :32] = 1
+    masks[0, 60, 60] = 2
+    patches = PatchDataset(ArrayDataset(images, masks, num_classes=3), 8, fg_prob=1.0, patches_per_image=200)
+    with_small = sum(bool((patches[i]["mask"] == 2).any()) for i in range(200)) / 200
+    assert 0.35 < with_small < 0.65
+
+
+def test_cached_samples_are_not_shared_with_callers() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (1, 8, 8), dtype=np.uint8)
+    ds = ArrayDataset(images, np.zeros((1, 8, 8), np.uint8), cache=True)
+    ds[0]["image"].zero_()  # an in-place transform must not change what the cache holds
+    assert ds[0]["image"].abs().sum() > 0

@@ -229,6 +229,8 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load(index)
+        if self._cache is not None:  # tensors share memory with their arrays: keep the cache safe from in-place ops
+            image, mask = image.copy(), mask.copy()
         sample = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask[None]), "id": self.items[index].id}
         return self.transform(sample) if self.transform is not None else sample
 
@@ -419,8 +421,9 @@ class Decathlon(SegmentationDataset):
     """A Medical Segmentation Decathlon task: ``imagesTr/*.nii.gz``, ``labelsTr/*.nii.gz``, ``dataset.json``.
 
     Labels are label maps (e.g. Hippocampus: 0 background, 1 anterior, 2 posterior); ``num_classes`` is
-    read from ``dataset.json``'s ``labels``. macOS ``._*`` files, which the official archives contain,
-    are skipped. Images are ``(C, X, Y, Z)`` with C the number of modalities.
+    read from ``dataset.json``'s ``labels``. Images and labels are paired by file name from the folders
+    rather than from ``dataset.json``'s ``training`` list, so a partial copy works. macOS ``._*`` files,
+    which the official archives contain, are skipped. Images are ``(C, X, Y, Z)``, C the modalities.
 
     Args:
         root: the task folder (e.g. ``Task04_Hippocampus``).

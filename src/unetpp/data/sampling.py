@@ -53,8 +53,9 @@ class PatchDataset(Dataset):
         dataset: yields ``{"image": (C, *spatial), "mask": (1, *spatial), ...}`` (any data set of
             :mod:`unetpp.data.datasets`), without augmentation: augment patches, not whole images.
         patch_size: one int or one per spatial axis; default 96x96 (2D) or 64x64x64 (3D).
-        fg_prob: probability that a patch is centred on a random foreground voxel (mask > 0); the rest
-            are uniform. An image without foreground always gets a uniform patch.
+        fg_prob: probability that a patch is centred on a foreground voxel: a random class > 0 present in
+            the mask, then a random voxel of it; the rest are uniform. An image without foreground always
+            gets a uniform patch.
         patches_per_image: patches per image per epoch.
         spatial_dims: 2 or 3; default ``dataset.spatial_dims``.
         seed: with the epoch, fixes every patch.
@@ -128,9 +129,13 @@ class PatchDataset(Dataset):
         shape = mask.shape
         high = [s - p for s, p in zip(shape, self.patch_size, strict=True)]  # last valid corner per axis
         if rng.random() < self.fg_prob:
-            foreground = torch.nonzero(mask > 0)  # (K, spatial_dims)
-            if len(foreground):
-                centre = foreground[int(rng.integers(len(foreground)))].tolist()
+            classes = torch.unique(mask)
+            classes = classes[classes > 0]
+            if len(classes):
+                # a class first, then one of its voxels (as nnU-Net): small classes are not drowned by large ones
+                chosen = classes[int(rng.integers(len(classes)))]
+                voxels = torch.nonzero(mask == chosen)  # (K, spatial_dims)
+                centre = voxels[int(rng.integers(len(voxels)))].tolist()
                 # centre the patch on the voxel, shifted back inside the image at the borders
                 return tuple(min(max(c - p // 2, 0), h) for c, p, h in zip(centre, self.patch_size, high, strict=True))
         return tuple(int(rng.integers(0, h + 1)) for h in high)
