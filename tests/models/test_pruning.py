@@ -7,6 +7,7 @@ import torch
 
 import unetpp
 from unetpp import ConfigError, build_model
+from unetpp.models.inference import fuse_batch_norm
 
 TINY = (4, 8, 16, 32, 64)
 
@@ -62,3 +63,19 @@ def test_pruned_model_keeps_training_mode_and_trains() -> None:
     assert small.training
     small(torch.randn(2, 1, 16, 16))[0].mean().backward()
     assert all(p.grad is not None for p in small.parameters())
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "instance"])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_fused_batch_norm_keeps_the_output(norm, spatial_dims) -> None:
+    model = build_model("unet++", depth=2, widths=TINY[:3], norm=norm, spatial_dims=spatial_dims)
+    x = torch.randn(2, 1, *(8,) * spatial_dims)
+    for _ in range(3):  # move the running statistics away from their initial values
+        model(torch.randn_like(x) * 3 + 1)
+    model.eval()
+    fused = fuse_batch_norm(model)
+    assert fused.norm is None if norm == "batch" else fused.norm == norm
+    assert not fused.training
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    for a, b in zip(model(x), fused(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
