@@ -7,8 +7,9 @@ a sample dict ``{"image": (C, *spatial), "mask": (1, *spatial), ...}`` to a Torc
 2-D samples travel as ``(C, H, W, 1)`` and are never deformed along the dummy axis. The 90° rotations
 are plain :func:`torch.rot90` (TorchIO has none), in planes whose two sizes are equal so the shape holds.
 
-Randomness comes from torch's global generator (TorchIO's choice): seed it, and each DataLoader worker,
-e.g. with ``lightning.seed_everything(seed, workers=True)``, for reproducible augmentation.
+Randomness comes from torch's global generator (TorchIO's choice). A DataLoader seeds each worker's
+generator from the main process's, so ``torch.manual_seed`` (or ``lightning.seed_everything``) before
+creating the loader makes augmentation reproducible.
 
 Normalisation is plain NumPy (:func:`normalize_intensity`), applied per image by the data sets before
 patches are cut, so that a patch of background keeps the intensities of its image rather than being
