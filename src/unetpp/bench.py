@@ -1,0 +1,340 @@
+"""Cost of a model on this machine, per pruning level (the paper's Fig. 5), and the choice of a depth.
+
+UNet++ (Zhou et al., "UNet++: Redesigning Skip Connections to Exploit Multiscale Features in Image
+Segmentation", IEEE TMI 2019, doi:10.1109/TMI.2019.2959609) is trained with deep supervision and
+pruned at inference: UNet++ L^d keeps the nodes with i + j <= d. The paper's Fig. 5 weighs each
+depth's accuracy against its parameters and inference time; which depth to pick is left open, since
+it depends on the data set. This module measures the cost side (:func:`measure`,
+:func:`pruning_table`) and picks a depth from measured scores (:func:`choose_depth`).
+
+Measurements, as in ``benchmarks/bench_models.py``:
+
+* **GFLOPs** of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode``
+  (a multiply-add counts as 2 FLOPs).
+* **Latency**: median wall time of a forward pass after a warm-up, in inference mode with batch norm
+  folded (what :func:`unetpp.predict` runs). Depths are timed interleaved (L1, L2, ..., L1, L2, ...)
+  so that load from other processes hits them alike.
+* **Peak memory**: resident memory high-water mark of two forward passes, above what the built model
+  already holds (so activations and workspace, not weights), in a fresh subprocess per model. The
+  kernel's mark is reset through ``/proc/self/clear_refs`` and glibc is told to return freed blocks
+  (``MALLOC_MMAP_THRESHOLD_``), otherwise it keeps them and hides the peak. Linux only; ``None`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import ConfigError
+from .models import NestedUNet, prune
+from .models.inference import fuse_batch_norm
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, float | int | str | None]
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_gflops(model: nn.Module, x: Tensor, head: int | None = None) -> float:
+    """GFLOPs of one forward pass on `x` (multiply-add = 2 FLOPs)."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x) if head is None else model(x, head=head)
+    return counter.get_total_flops() / 1e9
+
+
+def _runner(model: nn.Module, x: Tensor, head: int | None, precision: str) -> Callable[[], None]:
+    bf16 = precision == "bfloat16"
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(x) if head is None else model(x, head=head)
+
+    return run
+
+
+def interleaved_seconds(steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each."""
+    for run in steps.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(reps):
+        for k, run in steps.items():
+            t = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _check(shape: Sequence[int], reps: int) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 3 or any(s < 1 for s in shape):
+        raise ConfigError(f"shape must be (B, C, *spatial) with positive sizes, got {shape}")
+    if not isinstance(reps, int) or reps < 1:
+        raise ConfigError(f"reps must be a positive integer, got {reps!r}")
+    return shape
+
+
+# --------------------------------------------------------------------------------------------- memory
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _probe() -> None:
+    """Child process of :func:`peak_memory_mib`: argv = checkpoint, shape, head, precision, threads."""
+    from .models import load
+
+    path, shape, head, precision, threads = sys.argv[1:6]
+    torch.set_num_threads(int(threads))
+    model = fuse_batch_norm(load(path))
+    x = torch.randn(tuple(int(s) for s in shape.split("x")))
+    run = _runner(model, x, None if head == "all" else int(head), precision)
+    gc.collect()
+    base = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    run()
+    run()
+    sys.stdout.write(f"{(_rss_kib('VmHWM') - base) / 1024}\n")
+
+
+def peak_memory_mib(
+    model: NestedUNet, shape: Sequence[int], head: int | None = None, precision: str = "float32"
+) -> float | None:
+    """Peak resident memory (MiB) of inference above the built model, measured in a fresh subprocess.
+
+    ``None`` where ``/proc/self/clear_refs`` is missing (not Linux) or the probe fails (logged).
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    from .models import save
+
+    src = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save(model, Path(tmp) / "model.pt")
+        args = [str(ckpt), "x".join(map(str, shape)), "all" if head is None else str(head), precision]
+        cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args, str(torch.get_num_threads())]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        logger.warning("memory probe failed: %s", out.stderr.strip().splitlines()[-1:] or out.returncode)
+        return None
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def measure(
+    model: NestedUNet,
+    shape: Sequence[int],
+    reps: int = 10,
+    *,
+    head: int | None = None,
+    precision: str = "float32",
+    memory: bool = True,
+    warmup: int = 1,
+) -> Row:
+    """Parameters, GFLOPs, latency, throughput and peak memory of inference on a random input of `shape`.
+
+    Batch norm is folded first (as in prediction); the caller's model is not modified.
+
+    Args:
+        model: any NestedUNet (pruned or not).
+        shape: ``(B, C, *spatial)``; spatial sizes divisible by 2^depth.
+        reps: timed forward passes (the median is reported).
+        head: time head `head` only (``model(x, head=d)``); ``None`` runs every head.
+        precision: ``"float32"`` or ``"bfloat16"`` (CPU autocast).
+        memory: also measure peak memory (a subprocess; takes a few seconds).
+        warmup: untimed passes first (oneDNN picks its kernels on the first call).
+
+    Returns:
+        ``params``, ``gflops``, ``latency_ms`` (median), ``throughput`` (images/s), ``peak_mib`` (or None).
+
+    Raises:
+        ConfigError: a bad shape, reps or precision.
+        InputShapeError: a shape the model does not take.
+    """
+    shape = _check(shape, reps)
+    if precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    net = fuse_batch_norm(model)
+    x = torch.randn(shape, device=next(net.parameters()).device)
+    net.check_input(x)
+    seconds = interleaved_seconds({"m": _runner(net, x, head, precision)}, reps, warmup)["m"]
+    return {
+        "params": n_params(net if head is None else prune(net, head)),
+        "gflops": forward_gflops(net, x, head),
+        "latency_ms": seconds * 1e3,
+        "throughput": shape[0] / seconds,
+        "peak_mib": peak_memory_mib(net, shape, head, precision) if memory else None,
+    }
+
+
+def pruning_table(
+    model: NestedUNet,
+    shape: Sequence[int],
+    reps: int = 10,
+    *,
+    precision: str = "float32",
+    memory: bool = True,
+    warmup: int = 1,
+) -> list[Row]:
+    """The paper's Fig. 5 as rows: each pruned UNet++ L^d of `model`, then the ensemble of all heads.
+
+    Every row has ``mode`` ("L1", ..., "ensemble"), ``depth`` (None for the ensemble) and the figures of
+    :func:`measure`, plus ``params_vs_full``, ``gflops_vs_full``, ``latency_vs_full`` and
+    ``memory_vs_full``: ratios to the deepest pruned model L^L (the paper's reference). Pruned models are
+    timed interleaved with each other and with the ensemble.
+
+    Raises:
+        ConfigError: a bad shape or reps.
+        InputShapeError: a shape the model does not take.
+    """
+    shape = _check(shape, reps)
+    full = fuse_batch_norm(model)
+    x = torch.randn(shape, device=next(full.parameters()).device)
+    full.check_input(x)
+    models: dict[str, tuple[NestedUNet, int | None]] = {f"L{d}": (prune(full, d), d) for d in full.spec.heads}
+    if len(full.spec.heads) > 1:
+        models["ensemble"] = (full, None)
+    seconds = interleaved_seconds({k: _runner(m, x, None, precision) for k, (m, _) in models.items()}, reps, warmup)
+    rows: list[Row] = []
+    for k, (m, depth) in models.items():
+        rows.append(
+            {
+                "mode": k,
+                "depth": depth,
+                "params": n_params(m),
+                "gflops": forward_gflops(m, x),
+                "latency_ms": seconds[k] * 1e3,
+                "throughput": shape[0] / seconds[k],
+                "peak_mib": peak_memory_mib(m, shape, None, precision) if memory else None,
+            }
+        )
+    ref = rows[len(full.spec.heads) - 1]  # L^L, the deepest pruned model
+    for row in rows:
+        for key, out in (
+            ("params", "params_vs_full"),
+            ("gflops", "gflops_vs_full"),
+            ("latency_ms", "latency_vs_full"),
+            ("peak_mib", "memory_vs_full"),
+        ):
+            a, b = row[key], ref[key]
+            row[out] = a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A Markdown table of :func:`pruning_table` rows (also readable on a terminal)."""
+
+    def pct(v: object) -> str:
+        return f"{v:.0%}" if isinstance(v, float) else "–"
+
+    lines = [
+        "| mode | params | GFLOPs | latency | images/s | peak memory | params vs L | time vs L | memory vs L |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        mem = f"{r['peak_mib']:.0f} MiB" if isinstance(r["peak_mib"], float) else "–"
+        lines.append(
+            f"| {r['mode']} | {r['params']:,} | {r['gflops']:.2f} | {r['latency_ms']:.1f} ms | {r['throughput']:.1f} "
+            f"| {mem} | {pct(r.get('params_vs_full'))} | {pct(r.get('latency_vs_full'))} | "
+            f"{pct(r.get('memory_vs_full'))} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- choice
+
+
+def choose_depth(
+    scores: Mapping[int, float],
+    tolerance: float = 0.0,
+    *,
+    latencies: Mapping[int, float] | None = None,
+    max_latency: float | None = None,
+) -> int:
+    """The depth to prune to, from each depth's validation score (higher is better, e.g. IoU).
+
+    Without a budget: the shallowest depth whose score is within `tolerance` of the best score (the
+    paper leaves the optimal depth open; this makes "as fast as possible at almost no loss" explicit).
+    With `max_latency`: only depths whose latency fits the budget compete, and among them the same rule
+    applies, so ``tolerance=0`` gives the most accurate depth under the budget (the shallower on ties).
+
+    Args:
+        scores: depth -> score, e.g. ``{1: 0.80, 2: 0.84, 3: 0.85, 4: 0.852}``.
+        tolerance: score that may be given up for speed, in the scores' units (0.003 = 0.3 IoU points
+            for IoU in [0, 1]).
+        latencies: depth -> latency (any unit, the same as `max_latency`); needed with `max_latency`.
+        max_latency: the budget.
+
+    Raises:
+        ConfigError: no scores, a NaN score, a negative tolerance, missing latencies, or no depth within
+            the budget (the message names the fastest depth and its latency).
+
+    Example:
+        >>> choose_depth({1: 0.80, 2: 0.84, 3: 0.85, 4: 0.852}, tolerance=0.005)
+        3
+    """
+    if not scores:
+        raise ConfigError("no scores given; evaluate at least one depth")
+    bad = [d for d, s in scores.items() if not isinstance(s, (int, float)) or math.isnan(s)]
+    if bad:
+        raise ConfigError(f"scores of depth {bad} are not numbers ({[scores[d] for d in bad]}); evaluate them again")
+    if not tolerance >= 0:
+        raise ConfigError(f"tolerance must be >= 0, got {tolerance!r}")
+    candidates = dict(scores)
+    if max_latency is not None:
+        if latencies is None or any(d not in latencies for d in scores):
+            missing = sorted(set(scores) - set(latencies or {}))
+            raise ConfigError(f"max_latency needs the latency of every depth; missing for depth {missing}")
+        candidates = {d: s for d, s in scores.items() if latencies[d] <= max_latency}
+        if not candidates:
+            fastest = min(scores, key=lambda d: latencies[d])
+            raise ConfigError(
+                f"no depth runs within {max_latency:g} (fastest: depth {fastest} at {latencies[fastest]:g}); "
+                "raise the budget, use a smaller input or a faster machine"
+            )
+    best = max(candidates.values())
+    return min(d for d, s in candidates.items() if s >= best - tolerance - 1e-12)  # 1e-12: float rounding
+
+
+__all__ = [
+    "choose_depth",
+    "format_table",
+    "forward_gflops",
+    "interleaved_seconds",
+    "measure",
+    "n_params",
+    "peak_memory_mib",
+    "pruning_table",
+]
