@@ -612,7 +612,8 @@ def predict_files(
         mode, head, roi_size, overlap, blend, sw_batch_size, tta, precision: see :func:`predict`.
         threshold: foreground probability above which a pixel is foreground (binary models).
         normalize: intensity normalisation, as in training (``"zscore"`` per image by default).
-        probabilities: also write the probability maps (float32).
+        probabilities: also write float32 probability maps: the foreground's for one class, ``(K, *spatial)``
+            for K classes (channels last in NIfTI, as MSD stores them).
         overlay: write ``<name>_overlay.png`` for 2D inputs.
         overwrite: replace existing outputs.
         progress: a tqdm bar when tqdm is installed, otherwise one log line per file.
