@@ -91,6 +91,18 @@ def masks_from_logits(logits: Tensor) -> Tensor:
     return one_hot(logits.argmax(dim=1, keepdim=True), logits.shape[1])
 
 
+def masks_from_probs(probs: Tensor) -> Tensor:
+    """Hard bool masks ``(B, C, *spatial)`` from probabilities: ``> 0.5`` for one class, argmax for several."""
+    if probs.shape[1] == 1:
+        return probs > 0.5
+    return one_hot(probs.argmax(dim=1, keepdim=True), probs.shape[1])
+
+
+def masks_from_labels(labels: Tensor, classes: int) -> Tensor:
+    """Ground-truth class ids ``(B, 1, *spatial)`` as bool masks in a model's channel layout (1 or C channels)."""
+    return labels.bool() if classes == 1 else one_hot(labels, classes)
+
+
 # --- IoU and Dice ------------------------------------------------------------------------------
 
 

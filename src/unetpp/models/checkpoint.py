@@ -10,6 +10,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from .nested import NestedUNet
+from .registry import build_model
 
 FORMAT = "unetpp.model"
 VERSION = 1
@@ -55,9 +56,22 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it"
         ) from e
+    if isinstance(ckpt, dict) and "model_config" in ckpt.get("hyper_parameters", {}):
+        return _from_training_checkpoint(ckpt)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     return ckpt
+
+
+def _from_training_checkpoint(ckpt: dict[str, object]) -> dict[str, object]:
+    """A training checkpoint (``best.ckpt``/``last.ckpt`` of a run) as a model file: config + weights."""
+    kwargs = dict(ckpt["hyper_parameters"]["model_config"])  # type: ignore[index]
+    if "encoder_weights" in kwargs:  # the weights come from the checkpoint, not from a download
+        kwargs["encoder_weights"] = None
+    model = build_model(kwargs.pop("name"), **kwargs)
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}  # type: ignore[union-attr]
+    return {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}
 
 
 def load(path: str | os.PathLike[str], into: NestedUNet | None = None) -> NestedUNet:

@@ -1,0 +1,94 @@
+"""Pictures a user looks at: prediction overlays and learning curves."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Any-range grey or RGB image ``(C, H, W)`` as ``(H, W, 3)`` uint8, stretched to its 1st-99th percentile."""
+    image = np.asarray(image, dtype=np.float32)
+    grey = image[:3].transpose(1, 2, 0) if image.shape[0] >= 3 else np.repeat(image[0][..., None], 3, axis=2)
+    lo, hi = np.percentile(grey, (1, 99))
+    return (np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.4) -> np.ndarray:
+    """The image with the predicted foreground tinted: green where right, red where wrong (if `truth` is given).
+
+    Without ground truth the prediction is tinted yellow. ``pred``/``truth`` are ``(H, W)`` bool/int masks.
+    """
+    rgb = to_uint8(image).astype(np.float32)
+    pred = np.asarray(pred) > 0
+    colours = {}
+    if truth is None:
+        colours[(255, 220, 0)] = pred
+    else:
+        truth = np.asarray(truth) > 0
+        colours[(0, 200, 0)] = pred & truth
+        colours[(230, 0, 0)] = pred ^ truth
+    for colour, where in colours.items():
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, dtype=np.float32)
+    return rgb.astype(np.uint8)
+
+
+def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an RGB uint8 array atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def read_run_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """A run's CSV logs, every session in order, as ``{metric: [(epoch, value), ...]}`` (empty cells skipped)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(run_dir).glob("logs/part-*/metrics.csv")):
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for k, v in row.items():
+                    if k not in ("epoch", "step") and v not in ("", None):
+                        series.setdefault(k, []).append((int(row["epoch"]), float(v)))
+    return series
+
+
+def plot_learning_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+    """Training loss and validation IoU per epoch of several run folders, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, run_dir in runs.items():
+        series = read_run_metrics(run_dir)
+        for ax, key in ((ax_loss, "train/loss"), (ax_iou, "val/iou")):
+            points = _per_epoch(series.get(key, []))
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (sum over heads)", title="Training loss")
+    ax_iou.set(xlabel="epoch", ylabel="IoU", title="Validation IoU (ensemble / deepest head)")
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _per_epoch(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The last logged value of each epoch."""
+    return sorted(dict(points).items())

@@ -1,0 +1,119 @@
+"""The training engine: real learning on one batch, a run folder, resume, and safe refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import unetpp
+from unetpp.config import RunConfig
+from unetpp.engine.module import SegmentationModule
+from unetpp.engine.train import fit
+from unetpp.errors import CheckpointError, ConfigError
+from unetpp.visualize import read_run_metrics
+
+TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}
+
+
+def tiny_run(*extra: str) -> RunConfig:
+    return RunConfig().override(
+        [
+            "model.depth=2",
+            "model.widths=[4,8,16]",
+            "data.layout=synthetic",
+            "data.synthetic_images=6",
+            "data.synthetic_size=64",
+            "data.patch_size=[32,32]",
+            "data.patches_per_image=2",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.val_fraction=0.34",
+            "train.progress=false",
+            "train.max_epochs=1",
+            *extra,
+        ]
+    )
+
+
+def test_overfit_one_batch_really_learns() -> None:
+    from unetpp.data import make_synthetic_em
+    from unetpp.data.transforms import zscore
+
+    images, masks = make_synthetic_em(2, size=32, seed=3)
+    batch = {
+        "image": torch.stack([torch.as_tensor(zscore(im[None].astype("float32"))) for im in images]),
+        "mask": torch.as_tensor(masks[:, None]).long(),
+    }
+    module = SegmentationModule(TINY, lr=1e-2)
+    opt = module.configure_optimizers()
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    module.eval()
+    with torch.no_grad():
+        probs = unetpp.ensemble(module.model(batch["image"]))
+    iou = unetpp.metrics.iou(probs > 0.5, batch["mask"].bool()).mean().item()
+    assert loss.item() < 0.5 * first
+    assert iou > 0.85
+
+
+def test_fit_writes_a_run_and_resume_continues(tmp_path) -> None:
+    run = tmp_path / "run"
+    best = fit(tiny_run(), run)
+    assert best == run / "checkpoints" / "best.ckpt"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    config_text = (run / "config.yaml").read_text()
+    assert RunConfig.load(run / "config.yaml") == tiny_run()
+
+    model = unetpp.load(best)  # a training checkpoint alone rebuilds the model
+    assert model.spec.heads == (1, 2)
+
+    with pytest.raises(ConfigError, match="folder already holds a run; pass --resume"):
+        fit(tiny_run(), run)
+
+    fit(tiny_run("train.max_epochs=2"), run, resume=True)
+    series = read_run_metrics(run)
+    assert [epoch for epoch, _ in series["val/iou"]] == [0, 1]
+    assert len(series["train/loss_head1"]) >= 2
+    assert (run / "config.yaml").read_text() == config_text
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_resume_refusals(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        fit(tiny_run(), tmp_path / "empty", resume=True)
+    fit(tiny_run(), tmp_path / "run")
+    with pytest.raises(ConfigError, match="trained with another model"):
+        fit(tiny_run("model.name=unet+"), tmp_path / "run", resume=True)
+
+
+def test_interrupt_saves_last_checkpoint(tmp_path) -> None:
+    from lightning.pytorch.callbacks import Callback
+
+    from unetpp.engine import train as train_module
+
+    class Interrupt(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    original = train_module.build_trainer
+
+    def with_interrupt(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.append(Interrupt())
+        return trainer
+
+    train_module.build_trainer = with_interrupt
+    try:
+        with pytest.raises(SystemExit):
+            fit(tiny_run("train.max_epochs=5", "data.patches_per_image=4"), tmp_path / "run")
+    finally:
+        train_module.build_trainer = original
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    fit(tiny_run("train.max_epochs=1"), tmp_path / "run", resume=True)
