@@ -281,8 +281,9 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            reason = " ".join(str(e).split())[:200]  # onnxruntime's messages span lines
             raise CheckpointError(
-                f"{self.path}: not a readable ONNX model ({type(e).__name__}); re-export it with unetpp export"
+                f"{self.path}: not a readable ONNX model ({type(e).__name__}: {reason}); re-export it"
             ) from e
         meta = self.session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in meta:
