@@ -10,6 +10,7 @@ concatenation of the up-sampled X^{i+1,j-1} and some same-level predecessors. A 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -78,10 +79,19 @@ class GridSpec:
         i, j = node
         return [(i + 1, j - 1), *self.inputs(i, j)]
 
-    def in_channels(self, node: Node) -> int:
-        """Channels of the concatenated input of X^{i,j}: f_i for the up-sampled node plus each skip."""
+    def width(self, node: Node, encoder_widths: Sequence[int] | None = None) -> int:
+        """Channels of X^{i,j}: the encoder's width at level i for j = 0, the grid's f_i for j >= 1.
+
+        A pretrained backbone has its own widths (ResNet-34: 64-64-128-256), so X^{i,0} need not
+        be f_i; with the plain encoder both coincide and `encoder_widths` may be omitted.
+        """
         i, j = node
-        return self.widths[i] * (1 + len(self.inputs(i, j)))
+        return self.widths[i] if j > 0 or encoder_widths is None else encoder_widths[i]
+
+    def in_channels(self, node: Node, encoder_widths: Sequence[int] | None = None) -> int:
+        """Channels of the concatenated input of X^{i,j}: f_i for the up-sampled node plus each skip's width."""
+        i, j = node
+        return self.widths[i] + sum(self.width(p, encoder_widths) for p in self.inputs(i, j))
 
     def ancestors(self, node: Node) -> frozenset[Node]:
         """Decoder nodes that `node` depends on, itself included: exactly what its head needs."""

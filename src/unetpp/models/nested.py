@@ -2,7 +2,9 @@
 
 Module names are grid coordinates and are API (checkpoints and pruning match on them):
 ``encoder.x_{i}_0`` for X^{i,0}, ``nodes.x_{i}_{j}`` for decoder blocks, ``ups.x_{i}_{j}`` for the
-up-sampler feeding X^{i,j}, ``heads.x_0_{j}`` for the supervision heads.
+up-sampler feeding X^{i,j}, ``heads.x_0_{j}`` for the supervision heads. With a timm encoder the
+backbone sits under ``encoder.backbone`` with timm's own names, and ``encoder.x_{i}_0`` holds only
+the plain levels below its first stride.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
 from .blocks import ConvBlock, Head, UpSample
-from .encoders import PlainEncoder
+from .encoders import EncoderWeights, PlainEncoder, TimmEncoder
 from .grid import GridSpec, Node
 from .layers import NORMS, NormKind, check_spatial_dims
 
@@ -37,6 +39,12 @@ class NestedUNet(nn.Module):
         norm: None for the authors' plain block, "batch" or "instance".
         dropout: dropout after each convolution of each block.
         name: registry name this model was built as (kept in checkpoints).
+        encoder: None for the paper's plain encoder, or a timm backbone name (2D only) that
+            supplies X^{i,0}; see :class:`~unetpp.models.encoders.TimmEncoder`. The decoder keeps
+            the grid's widths whatever the backbone's.
+        encoder_weights: "imagenet" or None (random). Not part of :attr:`config`: a checkpoint
+            carries the weights, so a rebuilt model starts from None.
+        encoder_freeze: train the decoder only; see :meth:`freeze_encoder`.
 
     Returns (forward): logits of every head X^{0,j}, j in ``spec.heads`` ascending, each
     ``(B, classes, *spatial)``; always a list, with one element when there is one head or ``head``
@@ -57,9 +65,14 @@ class NestedUNet(nn.Module):
         norm: NormKind = "batch",
         dropout: float = 0.0,
         name: str = "custom",
+        encoder: str | None = None,
+        encoder_weights: EncoderWeights = None,
+        encoder_freeze: bool = False,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
+        if encoder is not None and spatial_dims != 2:
+            raise ConfigError(f"encoder={encoder!r} is a 2D backbone; use encoder=None for spatial_dims={spatial_dims}")
         for arg, value in (("in_channels", in_channels), ("classes", classes)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
@@ -69,19 +82,28 @@ class NestedUNet(nn.Module):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.spec = spec
         self.in_channels, self.classes, self.spatial_dims = in_channels, classes, spatial_dims
-        self.norm, self.dropout, self.name = norm, dropout, name
+        self.norm, self.dropout, self.name, self.encoder_name = norm, dropout, name, encoder
         levels = spec.encoder_levels(spec.nodes)
-        self.encoder = PlainEncoder(in_channels, spec.widths[:levels], spatial_dims, norm, dropout)
-        f = spec.widths
-        self.ups = nn.ModuleDict({key(n): UpSample(f[n[0] + 1], f[n[0]], spatial_dims) for n in spec.order()})
+        self.encoder: PlainEncoder | TimmEncoder
+        if encoder is None:
+            self.encoder = PlainEncoder(in_channels, spec.widths[:levels], spatial_dims, norm, dropout)
+        else:
+            self.encoder = TimmEncoder(encoder, in_channels, levels, spec.widths, encoder_weights, norm, dropout)
+        # One channel arithmetic for every encoder: each input of a node counts with its actual
+        # width (the encoder's for X^{i,0}, the grid's for j >= 1); for the plain encoder they coincide.
+        f, e = spec.widths, self.encoder.widths
+        self.ups = nn.ModuleDict(
+            {key((i, j)): UpSample(spec.width((i + 1, j - 1), e), f[i], spatial_dims) for i, j in spec.order()}
+        )
         self.nodes = nn.ModuleDict(
-            {key(n): ConvBlock(spec.in_channels(n), f[n[0]], spatial_dims, norm, dropout) for n in spec.order()}
+            {key(n): ConvBlock(spec.in_channels(n, e), f[n[0]], spatial_dims, norm, dropout) for n in spec.order()}
         )
         self.heads = nn.ModuleDict({key((0, j)): Head(f[0], classes, spatial_dims) for j in spec.heads})
         # Channels-last end to end: oneDNN's convolutions run 1.2-1.6x faster on it on CPU (see
         # benchmarks/RESULTS.md); load_state_dict and optimizers keep the layout of the parameters.
         self.memory_format = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
         self.to(memory_format=self.memory_format)
+        self.freeze_encoder(encoder_freeze)
 
     @property
     def depth(self) -> int:
@@ -98,14 +120,61 @@ class NestedUNet(nn.Module):
             "spatial_dims": self.spatial_dims,
             "norm": self.norm,
             "dropout": self.dropout,
+            "encoder": self.encoder_name,
+            "encoder_freeze": self.encoder_frozen,
         }
+
+    @property
+    def encoder_frozen(self) -> bool:
+        return isinstance(self.encoder, TimmEncoder) and self.encoder.frozen
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the pretrained backbone: no gradients, batch norms kept in eval mode.
+
+        Freezing trains the decoder on fixed ImageNet features (useful with little data or to
+        warm up the decoder before fine-tuning everything). The backbone's batch norms stay in eval
+        mode even under ``model.train()``, since updating their statistics would shift the frozen
+        features. The plain levels ``encoder.x_{i}_0`` of a timm encoder are new and keep training.
+
+        Raises:
+            ConfigError: the model has the plain encoder, which has no pretrained part to freeze.
+        """
+        if isinstance(self.encoder, TimmEncoder):
+            self.encoder.freeze(frozen)
+        elif frozen:
+            raise ConfigError("encoder_freeze needs a pretrained backbone (encoder='resnet34', ...); got encoder=None")
+
+    def parameter_groups(self, lr: float, encoder_lr_scale: float = 1.0) -> list[dict[str, object]]:
+        """Optimizer parameter groups: the pretrained backbone at ``lr * encoder_lr_scale``, the rest at `lr`.
+
+        Fine-tuning an ImageNet backbone at a tenth of the decoder's rate (``encoder_lr_scale=0.1``)
+        keeps its features while the new decoder learns. Frozen parameters are left out; groups are
+        named ("decoder", "encoder") and empty ones dropped, so the plain encoder gives one group.
+
+        Example:
+            >>> opt = torch.optim.AdamW(model.parameter_groups(lr=1e-3, encoder_lr_scale=0.1))
+        """
+        if not encoder_lr_scale > 0:
+            raise ConfigError(f"encoder_lr_scale must be > 0, got {encoder_lr_scale!r}")
+        pretrained = self.encoder.pretrained_parameters() if isinstance(self.encoder, TimmEncoder) else []
+        ids = {id(p) for p in pretrained}
+        groups = [
+            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in ids], "lr": lr},
+            {"name": "encoder", "params": pretrained, "lr": lr * encoder_lr_scale},
+        ]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]  # type: ignore[attr-defined]
+        return [g for g in groups if g["params"]]
 
     def describe(self) -> str:
         """One line that tells two models apart, for messages."""
         s = self.spec
         return (
             f"{self.name} ({s.skip} skips, depth {s.depth}, widths {list(s.widths)}, heads {list(s.heads)}, "
-            f"{self.in_channels}->{self.classes} channels, {self.spatial_dims}D, norm {self.norm})"
+            f"{self.in_channels}->{self.classes} channels, {self.spatial_dims}D, norm {self.norm}"
+            + ("" if self.encoder_name is None else f", encoder {self.encoder_name}")
+            + (", frozen" if self.encoder_frozen else "")
+            + ")"
         )
 
     @classmethod

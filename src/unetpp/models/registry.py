@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Callable, Sequence
 
 from ..errors import ConfigError
+from .encoders import EncoderWeights, fit_depth
 from .grid import GridSpec, anti_diagonal, triangle
 from .layers import NormKind
 from .nested import NestedUNet
@@ -71,12 +72,15 @@ def build_model(
     *,
     in_channels: int = 1,
     classes: int = 1,
-    depth: int = 4,
+    depth: int | None = None,
     widths: Sequence[int] | None = None,
     deep_supervision: bool = True,
     spatial_dims: int = 2,
     norm: NormKind = "batch",
     dropout: float = 0.0,
+    encoder: str | None = None,
+    encoder_weights: EncoderWeights = "imagenet",
+    encoder_freeze: bool = False,
 ) -> NestedUNet:
     """Build a member of the UNet++ family by name.
 
@@ -84,7 +88,8 @@ def build_model(
         name: one of :func:`list_models`.
         in_channels: image channels (1 grey, 3 RGB, ...).
         classes: 1 for binary segmentation (sigmoid), >1 for softmax over classes.
-        depth: number of down-samplings L (U-Net L^d for "unet").
+        depth: number of down-samplings L (U-Net L^d for "unet"); default 4, or with an encoder
+            the deepest its strides allow up to 4 (ResNet: features at strides 2..32 allow 1..5).
         widths: channels per level, L + 1 values; default (32, 64, 128, 256, 512)[:L+1], or
             (35, 70, 140, 280, 560)[:L+1] for "wide_unet".
         deep_supervision: a head on every X^{0,j} (needed for ensemble mode and pruning) or only on X^{0,L}.
@@ -93,9 +98,21 @@ def build_model(
             default because it trains faster and more stably from scratch at the paper's learning
             rates, and folds into the convolutions at inference, so it costs nothing when deployed.
         dropout: dropout rate after each convolution.
+        encoder: None for the paper's plain VGG-style encoder trained from scratch, or any timm
+            backbone name (2D): "resnet34", the paper's "vgg19" / "vgg19_bn", "resnet152",
+            "densenet201", "efficientnet_b0", "convnext_tiny", ... Its features at strides 2^i
+            become X^{i,0}; the decoder keeps `widths`.
+        encoder_weights: "imagenet" (timm's default pretrained weights, downloaded once and
+            cached) or None for random initialisation. Ignored without `encoder`.
+        encoder_freeze: keep the backbone fixed (no gradients, batch norms in eval mode) and train
+            the decoder only. For a lower encoder learning rate instead, see
+            :meth:`NestedUNet.parameter_groups`.
 
     Raises:
-        ConfigError: unknown name, bad depth or widths, or another invalid argument.
+        ConfigError: unknown name or encoder, bad depth or widths (including a depth the encoder's
+            strides cannot supply), or another invalid argument.
+        UnetppError: `encoder_weights="imagenet"` but the weights cannot be downloaded or found in
+            the cache.
 
     Example:
         >>> m = build_model("unet++", depth=3, widths=(8, 16, 32, 64))
@@ -107,8 +124,14 @@ def build_model(
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}{hint}")
     builder, default_widths = _REGISTRY[name]
-    if not isinstance(depth, int) or depth < 1:
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
         raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
+    if encoder is None:
+        depth = 4 if depth is None else depth
+    elif spatial_dims != 2:
+        raise ConfigError(f"encoder={encoder!r} is a 2D backbone; use encoder=None for spatial_dims={spatial_dims}")
+    else:
+        depth = fit_depth(encoder, depth)
     if widths is None:
         if depth + 1 > len(default_widths):
             raise ConfigError(f"depth {depth} needs {depth + 1} widths; pass widths=... (defaults cover depth <= 4)")
@@ -119,4 +142,15 @@ def build_model(
             f"widths must be {depth + 1} positive integers for depth {depth} (one per level 0..{depth}), got {widths}"
         )
     spec = builder(depth, widths, deep_supervision)
-    return NestedUNet(spec, in_channels, classes, spatial_dims, norm, dropout, name=name)
+    return NestedUNet(
+        spec,
+        in_channels,
+        classes,
+        spatial_dims,
+        norm,
+        dropout,
+        name=name,
+        encoder=encoder,
+        encoder_weights=encoder_weights if encoder is not None else None,
+        encoder_freeze=encoder_freeze,
+    )
