@@ -9,15 +9,19 @@ Two parts, each a ratio against a baseline measured in the same process, interle
   the two outputs (the window positions and Gaussian are the same, so it should be ~1e-6).
 * ``engines``: one window through eager PyTorch float32 (the baseline), eager bfloat16 autocast,
   ONNX Runtime float32 and ONNX Runtime int8 (static QDQ, calibrated on a few random windows; dynamic
-  weight-only int8 too), for the full UNet++ (ensemble of 4 heads) and the pruned UNet++ L2. The
-  IoU change of each precision needs a trained model and is measured separately; here the largest
-  difference in probabilities from float32 is printed.
+  weight-only int8 too), for the full UNet++ (ensemble of 4 heads) and the pruned UNet++ L2, with
+  random weights; the largest difference in probabilities from float32 is printed.
+* ``iou``: the same engines on a trained checkpoint and held-out labelled images (``--checkpoint``,
+  ``--data``; int8 calibrated on windows of ``--calibration`` images): mean IoU per engine, its change
+  from eager float32 in IoU points, and the speed of ``unetpp.predict`` per image.
 
 Run in the bench environment (MONAI is a peer, never a dependency of unetpp):
 
     bash benchmarks/setup_bench_env.sh
     .bench-venv/bin/python benchmarks/bench_predict.py --part window --reps 3 --out window.json
     .bench-venv/bin/python benchmarks/bench_predict.py --part engines --reps 10 --out engines.json
+    .bench-venv/bin/python benchmarks/bench_predict.py --part iou --checkpoint runs/em/checkpoints/best.ckpt \
+        --data data/em_test --calibration data/em_train/images --roi 256
 """
 
 from __future__ import annotations
@@ -161,9 +165,91 @@ def engines_markdown(cases: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- part 3: IoU change on a trained model
+def calibration_windows(folder: Path, model: torch.nn.Module, roi: int, n: int = 8) -> list[Tensor]:
+    """Up to `n` normalised windows ``(1, C, roi, roi)`` cut from the centre of the images in `folder`."""
+    from unetpp.data.datasets import convert_channels
+    from unetpp.data.io import read_image
+    from unetpp.data.transforms import normalize_intensity
+    from unetpp.predict import find_inputs
+
+    windows = []
+    for path in find_inputs(folder)[:n]:
+        image = convert_channels(read_image(path, 2), "grey" if model.in_channels == 1 else "rgb", path)
+        x = torch.from_numpy(normalize_intensity(image))
+        h, w = x.shape[1:]
+        if min(h, w) < roi:
+            continue
+        top, left = (h - roi) // 2, (w - roi) // 2
+        windows.append(x[None, :, top : top + roi, left : left + roi].contiguous())
+    return windows
+
+
+def iou_case(checkpoint: Path, data: Path, calibration: Path, roi: int, mode: str, reps: int, work: Path) -> dict:
+    from unetpp.data.datasets import FolderPairs
+    from unetpp.metrics import iou, masks_from_labels, masks_from_probs
+
+    model = unetpp.load(checkpoint).eval()
+    head = None if mode == "ensemble" else int(mode.partition(":")[2])
+    deployed = model if head is None else unetpp.prune(model, head)  # ONNX computes every head it holds
+    test = FolderPairs(data, channels="grey" if model.in_channels == 1 else "rgb")
+    onnx = export_onnx(deployed, work / "model.onnx", (1, model.in_channels, roi, roi))
+    int8 = quantize_onnx(
+        onnx.path, work / "int8.onnx", "static", calibration=calibration_windows(calibration, model, roi)
+    )
+    engines: dict[str, tuple[object, str]] = {
+        "eager float32": (deployed, "float32"),
+        "eager bfloat16 (autocast)": (deployed, "bfloat16"),
+        "ONNX Runtime float32": (OnnxRunner(onnx.path), "float32"),
+        "ONNX Runtime int8 static (QDQ)": (OnnxRunner(int8.path), "float32"),
+    }
+    scores: dict[str, list[float]] = {k: [] for k in engines}
+    seconds: dict[str, list[float]] = {k: [] for k in engines}
+    for index in range(len(test)):
+        sample = test[index]
+        image, target = sample["image"], sample["mask"][None]
+        steps = {
+            k: (lambda m=m, p=p, x=image: predict(m, x, roi_size=roi, precision=p)) for k, (m, p) in engines.items()
+        }
+        times, outs = interleaved(steps, reps)
+        truth = masks_from_labels(target, model.classes)
+        for k in engines:
+            pred = masks_from_probs(outs[k][None])  # (1, K, H, W) bool: > 0.5 for one class, argmax otherwise
+            scores[k].append(float(iou(pred, truth, include_background=False).mean()))
+            seconds[k].append(times[k])
+    return {
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "images": len(test),
+        "mode": mode,
+        "roi": roi,
+        "mean_iou": {k: statistics.mean(v) for k, v in scores.items()},
+        "seconds_per_image": {k: statistics.median(v) for k, v in seconds.items()},
+    }
+
+
+def iou_markdown(case: dict) -> str:
+    base_iou, base_s = case["mean_iou"]["eager float32"], case["seconds_per_image"]["eager float32"]
+    lines = [
+        f"{case['images']} images of {case['data']}, {case['checkpoint']}, mode {case['mode']}, window {case['roi']}",
+        "",
+        "| engine | mean IoU | IoU change (points) | time per image | speed vs eager float32 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, v in case["mean_iou"].items():
+        s = case["seconds_per_image"][k]
+        lines.append(f"| {k} | {v:.4f} | {100 * (v - base_iou):+.2f} | {s * 1e3:.0f} ms | {base_s / s:.2f}× |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["window", "engines"], required=True)
+    parser.add_argument("--part", choices=["window", "engines", "iou"], required=True)
+    parser.add_argument("--checkpoint", type=Path, help="iou: a trained model file")
+    parser.add_argument("--data", type=Path, help="iou: held-out images/ + masks/ (or labels/)")
+    parser.add_argument("--calibration", type=Path, help="iou: training images for int8 calibration")
+    parser.add_argument("--roi", type=int, default=256, help="iou: window size")
+    parser.add_argument("--mode", default="ensemble", help="iou: 'ensemble' or 'select:d'")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -179,10 +265,16 @@ def main() -> None:
             window_case(3, 128, 64, args.overlap, args.sw_batch_size, args.reps),
         ]
         table = window_markdown(cases)
-    else:
+    elif args.part == "engines":
         with tempfile.TemporaryDirectory() as tmp:
             cases = [engines_case(d, (1, 1, 512, 512), args.reps, Path(tmp)) for d in (None, 2)]
         table = engines_markdown(cases)
+    else:
+        if not (args.checkpoint and args.data and args.calibration):
+            parser.error("--part iou needs --checkpoint, --data and --calibration")
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = [iou_case(args.checkpoint, args.data, args.calibration, args.roi, args.mode, args.reps, Path(tmp))]
+        table = iou_markdown(cases[0])
     print(header)
     print(table)
     if args.out:

@@ -304,3 +304,13 @@ def test_predictor_is_reusable_and_validates_once() -> None:
     predictor = Predictor(tiny(), roi_size=8, tta=True)
     assert predictor(torch.randn(1, 12, 12)).shape == (1, 12, 12)
     assert predictor(torch.randn(3, 1, 9, 20)).shape == (3, 1, 9, 20)
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("unetpp.data", "unetpp.engine", "onnx", "onnxruntime", "safetensors", "PIL", "nibabel", "lightning")
+    code = f"import sys, unetpp.predict, unetpp.export, unetpp.bench; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
