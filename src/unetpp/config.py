@@ -55,6 +55,7 @@ class DataConfig:
     val_fraction: float = 0.2
     folds: int = 5
     fold: int = 0
+    ids: list[str] | None = None  # use only these images (by id), e.g. to keep a test set out; None: all
     val_ids: list[str] | None = None  # explicit validation images (by id); overrides split
     batch_size: int = 16
     num_workers: int = 1

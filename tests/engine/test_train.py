@@ -117,3 +117,16 @@ def test_interrupt_saves_last_checkpoint(tmp_path) -> None:
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 3
     fit(tiny_run("train.max_epochs=1"), tmp_path / "run", resume=True)
+
+
+def test_data_ids_keep_a_test_set_out() -> None:
+    from unetpp.engine.datamodule import SegmentationDataModule
+
+    cfg = tiny_run("data.ids=['0','1','2','3']", "data.val_ids=['3']").data
+    data = SegmentationDataModule(cfg, spatial_dims=2, classes=1, in_channels=1)
+    data.setup()
+    assert data.train_set.dataset.indices == [0, 1, 2]
+    assert data.val_set.indices == [3]
+    bad = tiny_run("data.ids=['0','99']").data
+    with pytest.raises(ConfigError, match=r"data.ids names images that do not exist: \['99'\]"):
+        SegmentationDataModule(bad, spatial_dims=2, classes=1, in_channels=1).setup()

@@ -49,13 +49,18 @@ def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int) -> Segmentati
     return LAYOUTS[cfg.layout](cfg.root, **kwargs)
 
 
+def indices_of(wanted: list[str], ids: list[str], field: str) -> list[int]:
+    """Positions of the named images, in data set order; an unknown name is an error."""
+    unknown = sorted(set(wanted) - set(ids))
+    if unknown:
+        raise ConfigError(f"data.{field} names images that do not exist: {unknown[:5]}; ids look like {ids[:3]}")
+    return [k for k, i in enumerate(ids) if i in set(wanted)]
+
+
 def split_indices(cfg: DataConfig, ids: list[str], seed: int) -> Split:
     """Training and validation indices: explicit ids, contiguous blocks, random, or one of k folds."""
     if cfg.val_ids:
-        unknown = sorted(set(cfg.val_ids) - set(ids))
-        if unknown:
-            raise ConfigError(f"data.val_ids names images that do not exist: {unknown[:5]}; ids look like {ids[:3]}")
-        val = [k for k, i in enumerate(ids) if i in set(cfg.val_ids)]
+        val = indices_of(cfg.val_ids, ids, "val_ids")
         return Split([k for k in range(len(ids)) if k not in set(val)], val, [])
     if cfg.split == "block":
         return block_split(len(ids), cfg.val_fraction, seed=seed)
@@ -98,10 +103,11 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"images of {self.cfg.root or 'the data set'} have {channels} channel(s) but the model takes "
                 f"{self.in_channels}; set model.in_channels={channels} or data.channels=grey/rgb"
             )
-        split = split_indices(self.cfg, full.ids, self.seed)
-        self.split = split
+        pool = list(range(len(full))) if self.cfg.ids is None else indices_of(self.cfg.ids, full.ids, "ids")
+        split = split_indices(self.cfg, [full.ids[k] for k in pool], self.seed)
+        train, val = [pool[k] for k in split.train], [pool[k] for k in split.val]
         self.train_set = PatchDataset(
-            Subset(full, split.train),
+            Subset(full, train),
             self.cfg.patch_size,
             fg_prob=self.cfg.fg_prob,
             patches_per_image=self.cfg.patches_per_image,
@@ -109,7 +115,7 @@ class SegmentationDataModule(L.LightningDataModule):
             seed=self.seed,
             transform=build_transforms(self.spatial_dims, self.cfg.augment),
         )
-        self.val_set = Subset(full, split.val) if split.val else None
+        self.val_set = Subset(full, val) if val else None
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
