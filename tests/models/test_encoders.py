@@ -85,9 +85,19 @@ def test_prune_and_head_match_and_shrink_the_backbone(encoder, name) -> None:
             torch.testing.assert_close(small(x)[0], full[d - 1], rtol=0, atol=0)
         assert n_params(small.encoder) < backbone  # deep stages deleted, not skipped
         assert set(small.state_dict()) <= set(model.state_dict())
-        # head=d runs what the pruned model holds and nothing more: same parameters get gradients.
+        # head=d runs what the pruned model holds and nothing more: no deeper stage is even called,
+        # and the same parameters get gradients.
+        called: set[str] = set()
+        hooks = [
+            m.register_forward_hook(lambda *_, n=n, called=called: called.add(n))
+            for n, m in model.named_modules()
+            if n.startswith("encoder.backbone.")
+        ]
         model.zero_grad(set_to_none=True)
         (y,) = model(x, head=d)
+        for h in hooks:
+            h.remove()
+        assert called <= {n for n, _ in small.named_modules()}
         y.mean().backward()
         used = {n for n, p in model.named_parameters() if p.grad is not None}
         assert used == {n for n, _ in small.named_parameters()}
@@ -213,7 +223,7 @@ def test_freeze_keeps_backbone_fixed_and_its_norms_in_eval() -> None:
     torch.testing.assert_close(backbone.model.bn1.running_mean, stats, rtol=0, atol=0)
     assert all(p.grad is None for p in backbone.parameters())
     assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("encoder.backbone"))
-    assert [g["name"] for g in model.parameter_groups(lr=1e-3, encoder_lr_scale=0.1)] == ["decoder"]
+    assert [g["name"] for g in model.parameter_groups(0.1, lr=1e-3)] == ["decoder"]
     assert unetpp.prune(model, 1).encoder_frozen
     model.freeze_encoder(False)
     assert backbone.training
@@ -222,12 +232,16 @@ def test_freeze_keeps_backbone_fixed_and_its_norms_in_eval() -> None:
 
 def test_parameter_groups_give_the_backbone_a_lower_rate() -> None:
     model = model_on("resnet18", depth=2)
-    groups = model.parameter_groups(lr=1e-3, encoder_lr_scale=0.1)
+    groups = model.parameter_groups(0.1, lr=1e-3)
     assert [(g["name"], g["lr"]) for g in groups] == [("decoder", 1e-3), ("encoder", pytest.approx(1e-4))]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.encoder.backbone.parameters()}
     torch.optim.AdamW(groups)  # accepted as is
-    assert len(build_model("unet", depth=1, widths=(4, 8)).parameter_groups(lr=1e-3)) == 1
+    assert all("lr" not in g for g in model.parameter_groups())  # one rate: the optimizer's default
+    with pytest.raises(ConfigError, match=r"needs lr=\.\.\. so that the encoder group"):
+        model.parameter_groups(0.1)
+    plain = build_model("unet", depth=1, widths=(4, 8))
+    assert [g["name"] for g in plain.parameter_groups(0.1)] == ["decoder"]  # no backbone: no lr needed
 
 
 def test_import_unetpp_does_not_import_timm() -> None:

@@ -89,7 +89,12 @@ def load(path: str | os.PathLike[str], into: NestedUNet | None = None) -> Nested
         )
     try:
         model = into if into is not None else NestedUNet.from_config(config)  # type: ignore[arg-type]
+    except (ConfigError, TypeError, KeyError) as e:
+        if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
+            raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
+        raise CheckpointError(f"{path}: weights do not fit the saved config ({e}); the file is damaged") from e
+    try:
         model.load_state_dict(ckpt["state_dict"])  # type: ignore[arg-type]
-    except (ConfigError, RuntimeError, TypeError, KeyError) as e:
+    except (RuntimeError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path}: weights do not fit the saved config ({e}); the file is damaged") from e
     return model

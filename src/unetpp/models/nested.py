@@ -144,26 +144,38 @@ class NestedUNet(nn.Module):
         elif frozen:
             raise ConfigError("encoder_freeze needs a pretrained backbone (encoder='resnet34', ...); got encoder=None")
 
-    def parameter_groups(self, lr: float, encoder_lr_scale: float = 1.0) -> list[dict[str, object]]:
+    def parameter_groups(self, encoder_lr_scale: float = 1.0, lr: float | None = None) -> list[dict[str, object]]:
         """Optimizer parameter groups: the pretrained backbone at ``lr * encoder_lr_scale``, the rest at `lr`.
 
         Fine-tuning an ImageNet backbone at a tenth of the decoder's rate (``encoder_lr_scale=0.1``)
-        keeps its features while the new decoder learns. Frozen parameters are left out; groups are
-        named ("decoder", "encoder") and empty ones dropped, so the plain encoder gives one group.
+        keeps its features while the new decoder learns. Groups are named "decoder" (everything
+        but the backbone: decoder, heads, plain levels) and "encoder" (the timm backbone); frozen
+        parameters are left out and empty groups dropped, so the plain encoder gives one group.
+        Each group carries its "lr" when `lr` is given; without it the optimizer's default applies,
+        which is only possible when every group trains at the same rate.
+
+        Raises:
+            ConfigError: `encoder_lr_scale` is not positive, or differs from 1 for a backbone but
+                `lr` is missing (the encoder group could not carry its own rate).
 
         Example:
-            >>> opt = torch.optim.AdamW(model.parameter_groups(lr=1e-3, encoder_lr_scale=0.1))
+            >>> opt = torch.optim.AdamW(model.parameter_groups(0.1, lr=1e-3), lr=1e-3)
         """
         if not encoder_lr_scale > 0:
             raise ConfigError(f"encoder_lr_scale must be > 0, got {encoder_lr_scale!r}")
         pretrained = self.encoder.pretrained_parameters() if isinstance(self.encoder, TimmEncoder) else []
+        if lr is None and encoder_lr_scale != 1.0 and any(p.requires_grad for p in pretrained):
+            raise ConfigError(
+                f"parameter_groups(encoder_lr_scale={encoder_lr_scale}) needs lr=... so that the encoder group "
+                "carries its own learning rate (lr * encoder_lr_scale)"
+            )
         ids = {id(p) for p in pretrained}
-        groups = [
-            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in ids], "lr": lr},
-            {"name": "encoder", "params": pretrained, "lr": lr * encoder_lr_scale},
+        groups: list[dict[str, object]] = [
+            {"name": "decoder", "params": [p for p in self.parameters() if id(p) not in ids and p.requires_grad]},
+            {"name": "encoder", "params": [p for p in pretrained if p.requires_grad]},
         ]
-        for g in groups:
-            g["params"] = [p for p in g["params"] if p.requires_grad]  # type: ignore[attr-defined]
+        if lr is not None:
+            groups[0]["lr"], groups[1]["lr"] = lr, lr * encoder_lr_scale
         return [g for g in groups if g["params"]]
 
     def describe(self) -> str:

@@ -91,7 +91,10 @@ def build_model(
         depth: number of down-samplings L (U-Net L^d for "unet"); default 4, or with an encoder
             the deepest its strides allow up to 4 (ResNet: features at strides 2..32 allow 1..5).
         widths: channels per level, L + 1 values; default (32, 64, 128, 256, 512)[:L+1], or
-            (35, 70, 140, 280, 560)[:L+1] for "wide_unet".
+            (35, 70, 140, 280, 560)[:L+1] for "wide_unet". With an encoder the defaults are halved,
+            (16, 32, 64, 128, 256): the decoder widths of the authors' backbone experiments
+            (``decoder_filters=(256, 128, 64, 32, 16)`` over strides 16..1 in their Keras code), since a
+            pretrained backbone carries the features and the full-resolution row dominates the cost.
         deep_supervision: a head on every X^{0,j} (needed for ensemble mode and pruning) or only on X^{0,L}.
         spatial_dims: 2 or 3.
         norm: "batch" (default), "instance" or None for the authors' plain block. Batch norm is the
@@ -133,6 +136,8 @@ def build_model(
     else:
         depth = fit_depth(encoder, depth)
     if widths is None:
+        if encoder is not None:
+            default_widths = tuple(w // 2 for w in default_widths)
         if depth + 1 > len(default_widths):
             raise ConfigError(f"depth {depth} needs {depth + 1} widths; pass widths=... (defaults cover depth <= 4)")
         widths = default_widths[: depth + 1]
