@@ -181,7 +181,7 @@ class TimmEncoder(nn.Module):
     ``benchmarks/bench_encoder_stem.py``: on the synthetic cell images, from scratch, both learnt
     equally well (ResNet-18 UNet++, widths 32-512, 300 steps, 3 seeds: membrane IoU
     0.922 ± 0.019 with the stem, 0.922 ± 0.016 without), and dropping the stem saves 7% of the
-    forward FLOPs of a ResNet-34 UNet++ at 4x1x256x256 -- yet it ran 9-13% *slower* on CPU,
+    forward FLOPs of a ResNet-34 UNet++ at 4x1x256x256 -- yet it ran 10-20% *slower* on CPU,
     because concatenating a 1- or 3-channel image makes the top row's convolutions take 17, 33,
     49, ... channels, which oneDNN handles worse than multiples of 16. So the stem stays.
 
