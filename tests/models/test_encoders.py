@@ -247,3 +247,17 @@ def test_parameter_groups_give_the_backbone_a_lower_rate() -> None:
 def test_import_unetpp_does_not_import_timm() -> None:
     code = "import sys, unetpp; unetpp.build_model('unet', depth=1, widths=(4, 8)); print('timm' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_load_into_ignores_freezing_and_reads_files_from_before_encoders(tmp_path) -> None:
+    model = model_on("resnet18", depth=2).eval()
+    path = unetpp.save(model, tmp_path / "m.pt")
+    frozen = unetpp.load(path, into=model_on("resnet18", depth=2, encoder_freeze=True))
+    assert frozen.encoder_frozen
+    plain = build_model("unet", depth=1, widths=(4, 8))
+    ckpt = torch.load(unetpp.save(plain, tmp_path / "old.pt"), weights_only=True)
+    for k in ("encoder", "encoder_freeze"):  # the file format before issue 5
+        del ckpt["config"][k]
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert unetpp.load(tmp_path / "old.pt", into=build_model("unet", depth=1, widths=(4, 8))).config == plain.config
+    assert unetpp.load(tmp_path / "old.pt").config == plain.config

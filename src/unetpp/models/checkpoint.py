@@ -81,8 +81,9 @@ def load(path: str | os.PathLike[str], into: NestedUNet | None = None) -> Nested
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
     """
     ckpt = read_checkpoint(path)
-    config = ckpt["config"]
-    if into is not None and into.config != config:
+    # Files from before encoders existed lack these keys; freezing is a training choice, not architecture.
+    config = {"encoder": None, "encoder_freeze": False, **ckpt["config"]}  # type: ignore[dict-item]
+    if into is not None and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}:
         saved = NestedUNet.from_config(config).describe()  # type: ignore[arg-type]
         raise CheckpointError(
             f"{path}: checkpoint holds {saved} but the model is {into.describe()}; build it with unetpp.load(path)"
