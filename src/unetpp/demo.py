@@ -30,6 +30,7 @@ def run_demo(out: str | Path, *, minutes: float = 2.0, images: int = 30, test_im
     """
     from .data import FolderPairs, write_synthetic_dataset
     from .engine.train import fit
+    from .predict import bf16_supported
     from .visualize import overlay, plot_learning_curves, save_png
 
     out = Path(out)
@@ -47,7 +48,7 @@ def run_demo(out: str | Path, *, minutes: float = 2.0, images: int = 30, test_im
                 "data.num_workers=0",
                 "train.max_epochs=1000",
                 f"train.max_minutes={minutes}",
-                "train.precision=bf16-mixed",
+                f"train.precision={'bf16-mixed' if bf16_supported() else '32-true'}",
                 f"train.seed={seed}",
                 *overrides,
             ]

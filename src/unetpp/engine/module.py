@@ -89,10 +89,6 @@ class SegmentationModule(L.LightningModule):
         self.log_dict(scores, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # a backbone encoder may train at a lower rate; its groups carry their own "lr"
-        groups = (
-            self.model.parameter_groups(self.hparams.encoder_lr_scale)
-            if hasattr(self.model, "parameter_groups")
-            else self.model.parameters()
-        )
+        # a pretrained backbone may train at a lower rate: its group carries its own "lr"
+        groups = self.model.parameter_groups(self.hparams.encoder_lr_scale, lr=self.hparams.lr)
         return torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
