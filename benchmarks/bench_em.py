@@ -55,11 +55,12 @@ def run_one(data: str, model: str, seed: int, minutes: float, precision: str, ru
 
 
 def summary(rows: list[dict]) -> str:
+    """Mean ± s.d. over seeds of each seed's mean IoU, per model and mode; the last model's ensemble vs the first."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
     lines = ["| model | mode | IoU % (mean ± s.d. over seeds) | per seed |", "|---|---|---:|---|"]
-    for model in MODELS:
-        modes = dict.fromkeys(r["mode"] for r in rows if r["model"] == model)
-        for mode in modes:
-            seeds = sorted({r["seed"] for r in rows if r["model"] == model})
+    for model in models:
+        seeds = sorted({r["seed"] for r in rows if r["model"] == model})
+        for mode in dict.fromkeys(r["mode"] for r in rows if r["model"] == model):
             per_seed = [
                 statistics.mean(r["iou"] for r in rows if (r["model"], r["mode"], r["seed"]) == (model, mode, s))
                 for s in seeds
@@ -67,12 +68,16 @@ def summary(rows: list[dict]) -> str:
             sd = statistics.stdev(per_seed) if len(per_seed) > 1 else float("nan")
             listed = ", ".join(f"{100 * v:.2f}" for v in per_seed)
             lines.append(f"| {model} | {mode} | {100 * statistics.mean(per_seed):.2f} ± {100 * sd:.2f} | {listed} |")
-    unet = {(r["seed"], r["image"]): r["iou"] for r in rows if r["model"] == "U-Net (L4)"}
-    plus = {(r["seed"], r["image"]): r["iou"] for r in rows if (r["model"], r["mode"]) == ("UNet++ (DS)", "ensemble")}
-    common = sorted(set(unet) & set(plus))
-    if len(common) > 1:
-        p = paired_t_test([plus[k] for k in common], [unet[k] for k in common])
-        lines.append(f"\nUNet++ ensemble vs U-Net, paired t-test over {len(common)} (seed, section) pairs: p = {p:.3g}")
+    if len(models) > 1:
+        first, last = models[0], models[-1]
+        base = {(r["seed"], r["image"]): r["iou"] for r in rows if r["model"] == first}
+        ens = {(r["seed"], r["image"]): r["iou"] for r in rows if (r["model"], r["mode"]) == (last, "ensemble")}
+        common = sorted(set(base) & set(ens))
+        if len(common) > 1:
+            p = paired_t_test([ens[k] for k in common], [base[k] for k in common])
+            lines.append(
+                f"\n{last} ensemble vs {first}, paired t-test over {len(common)} (seed, image) pairs: p = {p:.3g}"
+            )
     return "\n".join(lines)
 
 

@@ -104,6 +104,10 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"{self.in_channels}; set model.in_channels={channels} or data.channels=grey/rgb"
             )
         pool = list(range(len(full))) if self.cfg.ids is None else indices_of(self.cfg.ids, full.ids, "ids")
+        # Read every image once now: a bad file fails before anything is written, and with the cache
+        # on, loading workers (started anew each epoch) inherit the decoded images instead of re-reading.
+        for k in pool:
+            full.load(k)
         split = split_indices(self.cfg, [full.ids[k] for k in pool], self.seed)
         train, val = [pool[k] for k in split.train], [pool[k] for k in split.val]
         self.train_set = PatchDataset(
