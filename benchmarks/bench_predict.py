@@ -20,8 +20,8 @@ Run in the bench environment (MONAI is a peer, never a dependency of unetpp):
     bash benchmarks/setup_bench_env.sh
     .bench-venv/bin/python benchmarks/bench_predict.py --part window --reps 3 --out window.json
     .bench-venv/bin/python benchmarks/bench_predict.py --part engines --reps 10 --out engines.json
-    .bench-venv/bin/python benchmarks/bench_predict.py --part iou --checkpoint runs/em/checkpoints/best.ckpt \
-        --data data/em_test --calibration data/em_train/images --roi 256
+    .bench-venv/bin/python benchmarks/bench_predict.py --part iou --checkpoint runs/em/checkpoints/last.ckpt \
+        --data ../shared/data/isbi2012-em --ids 20,21,22,23 --calibration "../shared/data/isbi2012-em/images/0*.png"
 """
 
 from __future__ import annotations
@@ -185,7 +185,9 @@ def calibration_windows(folder: Path, model: torch.nn.Module, roi: int, n: int =
     return windows
 
 
-def iou_case(checkpoint: Path, data: Path, calibration: Path, roi: int, mode: str, reps: int, work: Path) -> dict:
+def iou_case(
+    checkpoint: Path, data: Path, calibration: Path, roi: int, mode: str, reps: int, work: Path, ids: list[str] | None
+) -> dict:
     from unetpp.data.datasets import FolderPairs
     from unetpp.metrics import iou, masks_from_labels, masks_from_probs
 
@@ -205,7 +207,8 @@ def iou_case(checkpoint: Path, data: Path, calibration: Path, roi: int, mode: st
     }
     scores: dict[str, list[float]] = {k: [] for k in engines}
     seconds: dict[str, list[float]] = {k: [] for k in engines}
-    for index in range(len(test)):
+    indices = [k for k, i in enumerate(test.ids) if ids is None or i in ids]
+    for index in indices:
         sample = test[index]
         image, target = sample["image"], sample["mask"][None]
         steps = {
@@ -220,7 +223,7 @@ def iou_case(checkpoint: Path, data: Path, calibration: Path, roi: int, mode: st
     return {
         "checkpoint": str(checkpoint),
         "data": str(data),
-        "images": len(test),
+        "images": len(indices),
         "mode": mode,
         "roi": roi,
         "mean_iou": {k: statistics.mean(v) for k, v in scores.items()},
@@ -247,7 +250,8 @@ def main() -> None:
     parser.add_argument("--part", choices=["window", "engines", "iou"], required=True)
     parser.add_argument("--checkpoint", type=Path, help="iou: a trained model file")
     parser.add_argument("--data", type=Path, help="iou: held-out images/ + masks/ (or labels/)")
-    parser.add_argument("--calibration", type=Path, help="iou: training images for int8 calibration")
+    parser.add_argument("--calibration", type=Path, help="iou: training images (folder or glob) for int8 calibration")
+    parser.add_argument("--ids", help="iou: comma-separated image names to score (default: all in --data)")
     parser.add_argument("--roi", type=int, default=256, help="iou: window size")
     parser.add_argument("--mode", default="ensemble", help="iou: 'ensemble' or 'select:d'")
     parser.add_argument("--reps", type=int, default=3)
@@ -273,7 +277,11 @@ def main() -> None:
         if not (args.checkpoint and args.data and args.calibration):
             parser.error("--part iou needs --checkpoint, --data and --calibration")
         with tempfile.TemporaryDirectory() as tmp:
-            cases = [iou_case(args.checkpoint, args.data, args.calibration, args.roi, args.mode, args.reps, Path(tmp))]
+            ids = args.ids.split(",") if args.ids else None
+            case = iou_case(
+                args.checkpoint, args.data, args.calibration, args.roi, args.mode, args.reps, Path(tmp), ids
+            )
+            cases = [case]
         table = iou_markdown(cases[0])
     print(header)
     print(table)
