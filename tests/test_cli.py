@@ -73,3 +73,68 @@ def test_a_failed_start_writes_nothing(tmp_path, capsys) -> None:
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--run-dir", str(run)]) == 2
     capsys.readouterr()
     assert not run.exists()
+
+
+def tiny_checkpoint(tmp_path, **kw):
+    model = build_model("unet++", depth=2, widths=(4, 8, 16), **kw)
+    return save(model, tmp_path / "model.pt")
+
+
+def test_predict_writes_masks_and_refuses_to_overwrite(tmp_path, capsys) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
+    ckpt, out = tiny_checkpoint(tmp_path), tmp_path / "out"
+    args = ["predict", "--checkpoint", str(ckpt), "--inputs", str(data / "images"), "--out", str(out)]
+    assert main(args) == 0
+    assert len(list(out.glob("*.png"))) >= 2
+    capsys.readouterr()
+    assert main([*args, "--head", "1"]) == 2
+    assert "exist" in one_line_error(capsys)
+    assert main([*args, "--head", "3", "--overwrite"]) == 2
+    assert "head" in one_line_error(capsys)
+
+
+def test_prune_auto_needs_deep_supervision(tmp_path, capsys) -> None:
+    ckpt = tiny_checkpoint(tmp_path, deep_supervision=False)
+    args = ["prune", "--checkpoint", str(ckpt), "--auto", "--out", str(tmp_path / "p.pt"), "--shape", "1x1x16x16"]
+    assert main(args) == 2
+    assert "--auto needs deep supervision" in one_line_error(capsys)
+
+
+def test_prune_auto_scores_every_depth(tmp_path, capsys) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
+    ckpt, out = tiny_checkpoint(tmp_path), tmp_path / "pruned.pt"
+    args = ["prune", "--checkpoint", str(ckpt), "--data", str(data), "--auto", "--out", str(out)]
+    assert main([*args, "--shape", "1x1x32x32", "--reps", "1", "--table", str(tmp_path / "t.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "pruned to depth" in printed
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 1 + 3  # L1, L2, ensemble
+    pruned = __import__("unetpp").load(out)
+    assert len(pruned.spec.heads) == 1
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_export(tmp_path, capsys, fmt) -> None:
+    pytest.importorskip("onnxruntime")
+    ckpt = tiny_checkpoint(tmp_path)
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out), "--depth", "1"]) == 0
+    assert out.is_file()
+    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out)]) == 2
+    capsys.readouterr()
+
+
+def test_bench_fresh_model(tmp_path, capsys) -> None:
+    ckpt = tiny_checkpoint(tmp_path)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--checkpoint", str(ckpt), "--shapes", "1x1x16x16", "--reps", "1", "--json", str(out)]) == 0
+    assert "L1" in capsys.readouterr().out
+    assert out.is_file()
+
+
+def test_predict_into_an_unwritable_folder(tmp_path, capsys) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", n_images=1, size=32)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = ["predict", "--checkpoint", str(tiny_checkpoint(tmp_path)), "--inputs", str(data / "images")]
+    assert main([*args, "--out", str(blocker / "sub")]) == 2
+    one_line_error(capsys)

@@ -11,8 +11,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UnetppError
+
+if TYPE_CHECKING:
+    from .data import SegmentationDataset
+    from .models import NestedUNet
 
 log = logging.getLogger("unetpp")
 
@@ -143,19 +148,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .engine.datamodule import LAYOUTS
     from .errors import ConfigError
     from .evaluate import evaluate, format_table, summarize, write_csv
     from .models import load
 
     model = load(args.checkpoint)
-    channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
-    if args.layout not in LAYOUTS:
-        raise ConfigError(f"--layout must be one of {list(LAYOUTS)}, got {args.layout!r}")
-    dataset = LAYOUTS[args.layout](
-        args.data, spatial_dims=model.spatial_dims, num_classes=max(2, model.classes), channels=channels
-    )
-    rows = evaluate(model, dataset, with_hd95=not args.no_hd95)
+    rows = evaluate(model, _dataset(args.data, args.layout, model), with_hd95=not args.no_hd95)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out}: file exists; pass --overwrite or choose --out")
@@ -181,7 +179,229 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_evaluate)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_demo, add_train, add_evaluate]
+# ---------------------------------------------------------------- predict
+def _shape(text: str) -> tuple[int, ...]:
+    from .errors import ConfigError
+
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--shape must look like 1x1x512x512 (B x C x spatial...), got {text!r}") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    written = predict_files(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        mode="ensemble" if args.head is None else f"select:{args.head}",
+        roi_size=args.roi,
+        overlap=args.overlap,
+        tta=args.tta,
+        precision=args.precision,
+        probabilities=args.probabilities,
+        overlay=not args.no_overlay,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(written)} mask(s) to {args.out}")
+    return 0
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        "predict",
+        "Segment images or volumes of any size (sliding window); masks in each input's format, plus overlays.",
+        _examples(
+            "unetpp predict --checkpoint runs/em/checkpoints/best.ckpt --inputs 'scans/*.png' --out masks",
+            "unetpp predict --checkpoint pruned_l3.pt --inputs volume.nii.gz --out masks --roi 96 --tta",
+        ),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint, a saved or pruned model, or an .onnx file")
+    p.add_argument("--inputs", required=True, nargs="+", help="files, folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--head", type=int, help="use only head d (runs only what it needs); default: ensemble of heads")
+    p.add_argument("--roi", type=int, help="sliding-window size (default: whole image up to a limit)")
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--probabilities", action="store_true", help="also write probability maps")
+    p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.set_defaults(handler=cmd_predict)
+
+
+# ---------------------------------------------------------------- prune
+def cmd_prune(args: argparse.Namespace) -> int:
+    import csv
+
+    from .bench import choose_depth, format_table, pruning_table
+    from .errors import ConfigError
+    from .evaluate import evaluate, summarize
+    from .models import load, prune, save
+
+    model = load(args.checkpoint)
+    heads = model.spec.heads
+    if (args.auto or args.max_latency_ms is not None) and len(heads) < 2:
+        raise ConfigError(
+            f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
+            "train with it or give --depth"
+        )
+    rows = pruning_table(model, _shape(args.shape), args.reps)
+    iou: dict[str, float] = {}
+    if args.data:
+        samples = _dataset(args.data, args.layout, model)
+        iou = {mode: s["iou"][0] for mode, s in summarize(evaluate(model, samples, with_hd95=False)).items()}
+    for row in rows:
+        row["iou"] = iou.get("ensemble" if row["depth"] is None else f"head{row['depth']}")
+    print(format_table(rows))
+    if args.table:
+        with open(args.table, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.depth is not None:
+        depth = args.depth
+    else:
+        if not iou:
+            raise ConfigError("--auto and --max-latency-ms need --data (labelled validation images) to score depths")
+        scores = {r["depth"]: r["iou"] for r in rows if r["depth"] is not None}
+        latencies = {r["depth"]: r["latency_ms"] for r in rows if r["depth"] is not None}
+        depth = choose_depth(scores, args.tolerance, latencies=latencies, max_latency=args.max_latency_ms)
+    path = save(prune(model, depth), args.out, overwrite=args.overwrite)
+    print(f"pruned to depth {depth}: {path}")
+    return 0
+
+
+def _dataset(root: str, layout: str, model: NestedUNet) -> SegmentationDataset:
+    """The labelled images at `root` in `layout`, read as the model expects (channels, 2D/3D, classes)."""
+    from .engine.datamodule import LAYOUTS
+    from .errors import ConfigError
+
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
+    return LAYOUTS[layout](root, spatial_dims=model.spatial_dims, num_classes=max(2, model.classes), channels=channels)
+
+
+def add_prune(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        "prune",
+        "Measure every pruning level (IoU, params, GFLOPs, latency, memory: the paper's Fig. 5) and write "
+        "the pruned model of the chosen depth.",
+        _examples(
+            "unetpp prune --checkpoint runs/em/checkpoints/best.ckpt --data data/em_val --auto --out em_pruned.pt",
+            "unetpp prune --checkpoint best.ckpt --data data/em_val --max-latency-ms 200 --out fast.pt",
+            "unetpp prune --checkpoint best.ckpt --depth 3 --out em_l3.pt",
+        ),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="labelled validation images to score each depth")
+    p.add_argument("--layout", default="folders")
+    choice = p.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--depth", type=int, help="prune to this depth")
+    choice.add_argument("--auto", action="store_true", help="the shallowest depth within --tolerance of the best IoU")
+    choice.add_argument("--max-latency-ms", type=float, help="the most accurate depth within this latency")
+    p.add_argument("--tolerance", type=float, default=0.003, help="IoU that --auto may give up (0.003 = 0.3 points)")
+    p.add_argument("--shape", default="1x1x512x512", help="input shape to time, B x C x spatial")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--table", help="also write the table as CSV")
+    p.add_argument("--out", required=True, help="the pruned model file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=cmd_prune)
+
+
+# ---------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, export_program, export_safetensors, quantize_onnx
+    from .models import load, prune
+
+    model = load(args.checkpoint)
+    if args.depth is not None:
+        model = prune(model, args.depth)
+    shape = _shape(args.shape) if args.shape else None
+    if args.format == "onnx":
+        report = export_onnx(model, args.out, shape, overwrite=args.overwrite)
+        if args.int8:
+            int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
+            q = quantize_onnx(args.out, int8, "dynamic", overwrite=args.overwrite)
+            print(f"int8 copy: {q.path} ({q.bytes / 1e6:.1f} MB)")
+    elif args.format == "program":
+        report = export_program(model, args.out, overwrite=args.overwrite)
+    else:
+        report = export_safetensors(model, args.out, overwrite=args.overwrite)
+    diff = "" if report.max_abs_diff is None else f"; max abs diff vs eager {report.max_abs_diff:.2e}"
+    print(f"wrote {', '.join(map(str, report.files))} ({report.bytes / 1e6:.1f} MB){diff}")
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        "export",
+        "Export a model to ONNX (checked in ONNX Runtime), a torch.export program, or safetensors + JSON.",
+        _examples(
+            "unetpp export --checkpoint runs/em/checkpoints/best.ckpt --format onnx --out em.onnx",
+            "unetpp export --checkpoint best.ckpt --depth 2 --format safetensors --out em_l2.safetensors",
+        ),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", choices=["onnx", "program", "safetensors"], default="onnx")
+    p.add_argument("--out", required=True)
+    p.add_argument("--depth", type=int, help="prune to this depth first (exports as small as it is)")
+    p.add_argument("--shape", help="example input, e.g. 1x1x512x512 (sizes stay dynamic)")
+    p.add_argument("--int8", action="store_true", help="ONNX: also write a dynamically quantized int8 copy")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=cmd_export)
+
+
+# ---------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import format_table, pruning_table
+    from .models import build_model, load
+
+    model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    results = {}
+    for text in args.shapes:
+        rows = pruning_table(model, _shape(text), args.reps, precision=args.precision)
+        results[text] = rows
+        print(f"\n{text} ({args.precision})\n{format_table(rows)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        "bench",
+        "Params, GFLOPs, latency, throughput and peak memory of a model at every pruning level, per input size.",
+        _examples("unetpp bench --model unet++ --shapes 1x1x512x512 16x1x96x96 --json bench.json"),
+        sub,
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint")
+    source.add_argument("--model", default="unet++", help="a fresh model of this name (paper widths)")
+    p.add_argument("--shapes", nargs="+", default=["1x1x512x512"])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--json")
+    p.set_defaults(handler=cmd_bench)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_demo,
+    add_train,
+    add_evaluate,
+    add_predict,
+    add_prune,
+    add_export,
+    add_bench,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

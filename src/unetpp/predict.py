@@ -483,7 +483,7 @@ OUTPUT_TAGS = ("_mask", "_overlay", "_prob")  # suffixes of the names predict_fi
 
 
 def find_inputs(inputs: PathLike | Sequence[PathLike], exclude_outputs_in: Path | None = None) -> list[Path]:
-    """Files to predict: a folder (its readable images, sorted), a glob pattern, one file, or a list.
+    """Files to predict: a folder (its readable images, sorted), a glob pattern, one file, or a list of those.
 
     Raises:
         DataError: a missing file, an empty folder, or a pattern that matches nothing.
@@ -507,13 +507,9 @@ def find_inputs(inputs: PathLike | Sequence[PathLike], exclude_outputs_in: Path 
                 raise DataError(f"{inputs}: pattern matches no files; check the pattern and quote it in a shell")
             return found
         raise DataError(f"{path}: no such file or folder; check the path")
-    paths = [Path(p) for p in inputs]
-    if not paths:
+    if not inputs:
         raise DataError("no input files given")
-    for p in paths:
-        if not p.is_file():
-            raise DataError(f"{p}: {'is a folder, not a file' if p.is_dir() else 'no such file'}; check the path")
-    return paths
+    return [path for each in inputs for path in find_inputs(each, exclude_outputs_in)]
 
 
 def _plan_outputs(path: Path, out_dir: Path, spatial_dims: int, overlay: bool, probs: bool) -> Written:
