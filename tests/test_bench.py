@@ -67,6 +67,10 @@ def test_pruning_table_shrinks_with_depth() -> None:
     assert rows[0]["gflops_vs_full"] < 1.0
     assert rows[0]["memory_vs_full"] is None
     assert "| L1 |" in format_table(rows)
+    assert "IoU" not in format_table(rows)
+    rows[0]["iou"] = 0.8123
+    assert "| L1 | 81.23 |" in format_table(rows)
+    assert "| L2 | – |" in format_table(rows)
 
 
 def test_bad_shapes() -> None:

@@ -254,20 +254,29 @@ def pruning_table(
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """A Markdown table of :func:`pruning_table` rows (also readable on a terminal)."""
+    """A Markdown table of :func:`pruning_table` rows (also readable on a terminal).
+
+    Rows that carry an ``iou`` score (in [0, 1], e.g. added by ``unetpp prune --data``) get an IoU column
+    in percent, so that accuracy and cost of each depth read side by side, as in the paper's Fig. 5.
+    """
 
     def pct(v: object) -> str:
         return f"{v:.0%}" if isinstance(v, float) else "–"
 
+    with_iou = any(isinstance(r.get("iou"), float) for r in rows)
     lines = [
-        "| mode | params | GFLOPs | latency | images/s | peak memory | params vs L | time vs L | memory vs L |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode |"
+        + (" IoU % |" if with_iou else "")
+        + " params | GFLOPs | latency | images/s | peak memory | params vs L | time vs L | memory vs L |",
+        "|---|" + ("---:|" if with_iou else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mem = f"{r['peak_mib']:.0f} MiB" if isinstance(r["peak_mib"], float) else "–"
+        iou = r.get("iou")
+        score = (f" {100 * iou:.2f} |" if isinstance(iou, float) else " – |") if with_iou else ""
         lines.append(
-            f"| {r['mode']} | {r['params']:,} | {r['gflops']:.2f} | {r['latency_ms']:.1f} ms | {r['throughput']:.1f} "
-            f"| {mem} | {pct(r.get('params_vs_full'))} | {pct(r.get('latency_vs_full'))} | "
+            f"| {r['mode']} |{score} {r['params']:,} | {r['gflops']:.2f} | {r['latency_ms']:.1f} ms | "
+            f"{r['throughput']:.1f} | {mem} | {pct(r.get('params_vs_full'))} | {pct(r.get('latency_vs_full'))} | "
             f"{pct(r.get('memory_vs_full'))} |"
         )
     return "\n".join(lines)
