@@ -12,6 +12,7 @@ from unetpp import CheckpointError, ConfigError, DataError, GridSpec, InputShape
 from unetpp.models.inference import fuse_batch_norm
 from unetpp.predict import (
     Predictor,
+    auto_window,
     find_inputs,
     head_probabilities,
     importance_map,
@@ -89,6 +90,14 @@ def test_window_positions_cover_the_image_as_monai_does() -> None:
     assert window_starts(100, 32, 0.5) == [0, 16, 32, 48, 64, 68]
     assert window_starts(32, 32, 0.5) == [0]
     assert window_starts(40, 32, 0.0) == [0, 8]
+
+
+def test_default_window_bounds_memory_on_large_inputs() -> None:
+    assert auto_window((1024, 1024), 16) is None  # one pass
+    assert auto_window((1025, 1024), 16) == (512, 512)
+    assert auto_window((128, 128, 128), 16) is None
+    assert auto_window((129, 128, 128), 32) == (96, 96, 96)
+    assert auto_window((200, 200, 200), 64) == (128, 128, 128)  # rounded up to a size the model takes
 
 
 def test_importance_map_is_cached_centred_and_positive() -> None:

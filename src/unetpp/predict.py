@@ -182,6 +182,24 @@ def window_size(size: Sequence[int], roi_size: int | Sequence[int] | None, multi
     return tuple(min(r, f) for r, f in zip(roi, fit, strict=True))
 
 
+# Whole-image passes above these sizes would need several GB for the paper's UNet++ (activations grow with
+# the image), so larger inputs go through windows by default: memory stays that of one window batch.
+WHOLE_IMAGE_LIMIT = {2: 1024 * 1024, 3: 128**3}
+DEFAULT_WINDOW = {2: 512, 3: 96}
+
+
+def auto_window(size: Sequence[int], multiple: int = 1) -> tuple[int, ...] | None:
+    """The default window for an image of `size`: ``None`` (one pass) up to ``WHOLE_IMAGE_LIMIT``, else windows.
+
+    The window is ``DEFAULT_WINDOW`` (512² in 2D, 96³ in 3D) rounded up to `multiple`.
+    """
+    dims = len(size)
+    if math.prod(size) <= WHOLE_IMAGE_LIMIT.get(dims, WHOLE_IMAGE_LIMIT[3]):
+        return None
+    side = DEFAULT_WINDOW.get(dims, DEFAULT_WINDOW[3])
+    return (-(-side // multiple) * multiple,) * dims
+
+
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Start of each window along one axis; the last window ends at the border (MONAI's positions)."""
     if roi >= size:
@@ -284,7 +302,8 @@ class Predictor:
         model: a NestedUNet, a pruned one, or an :class:`~unetpp.export.OnnxRunner`.
         mode: ``"ensemble"`` (mean of the heads' probabilities) or ``"select:d"``.
         head: run only head `d` and the nodes it needs (same as ``mode="select:d"``).
-        roi_size: sliding-window size per spatial axis; ``None`` predicts the whole image in one pass.
+        roi_size: sliding-window size per spatial axis; ``None`` predicts the whole image in one pass up to
+            1024² pixels or 128³ voxels, and larger inputs through 512² or 96³ windows (:func:`auto_window`).
         overlap: window overlap in [0, 1).
         blend: ``"gaussian"`` or ``"constant"``.
         sw_batch_size: windows per forward pass.
@@ -355,10 +374,9 @@ class Predictor:
         """
         x, batched = self._as_batch(image)
         fn = with_flips(self._forward, self.model.spatial_dims) if self.tta else self._forward
+        roi = self.roi_size if self.roi_size is not None else auto_window(x.shape[2:], self.multiple)
         with torch.inference_mode():
-            out = sliding_window(
-                fn, x, self.roi_size, self.overlap, self.blend, self.sw_batch_size, multiple=self.multiple
-            )
+            out = sliding_window(fn, x, roi, self.overlap, self.blend, self.sw_batch_size, multiple=self.multiple)
         return out if batched else out[0]
 
     def _as_batch(self, image: Tensor | np.ndarray) -> tuple[Tensor, bool]:
@@ -410,7 +428,8 @@ def predict(
             ``"select:d"`` (head d only, running only the nodes with i + j <= d).
         head: the same as ``mode="select:<head>"``.
         roi_size: sliding-window size per spatial axis, divisible by 2^depth; ``None`` predicts the whole
-            image in one pass. Sizes that the model cannot take are padded and cropped back.
+            image in one pass up to 1024² pixels or 128³ voxels, and larger inputs through 512² or 96³
+            windows, so that memory stays bounded. Sizes the model cannot take are padded and cropped back.
         overlap: window overlap in [0, 1).
         blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
         sw_batch_size: windows per forward pass (more uses more memory, and is often faster).
@@ -706,6 +725,7 @@ __all__ = [
     "predict",
     "predict_files",
     "head_probabilities",
+    "auto_window",
     "check_window_args",
     "sliding_window",
     "window_starts",
