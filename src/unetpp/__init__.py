@@ -1,10 +1,13 @@
 """unetpp: UNet++ and its family (Zhou et al., IEEE TMI 2019, doi:10.1109/TMI.2019.2959609).
 
-Build, prune, save and load every variant of the paper on one nested grid, in 2D and 3D.
+Build, train, prune, save, load and run every variant of the paper on one nested grid, in 2D and 3D.
+Importing this package needs only torch; training, data and export live in sub-packages with extras.
 """
 
 from .errors import CheckpointError, ConfigError, DataError, InputShapeError, UnetppError
+from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
+from .predict import predict  # the function; import the module as `from unetpp.predict import ...`
 
 __version__ = "0.1.0"
 
@@ -12,7 +15,9 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DeepSupervisionLoss",
     "GridSpec",
+    "HybridLoss",
     "InputShapeError",
     "NestedUNet",
     "UnetppError",
@@ -20,6 +25,7 @@ __all__ = [
     "ensemble",
     "list_models",
     "load",
+    "predict",
     "prune",
     "save",
 ]
