@@ -568,29 +568,6 @@ def _channels_for(image: np.ndarray, in_channels: int, path: Path) -> np.ndarray
     raise DataError(f"{path}: image has {c} channel(s) but the model takes {in_channels}; convert the image")
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """An RGB ``(3, H, W)`` uint8 picture of a 2D image with its mask tinted on top, for a quick look.
-
-    The image's intensities are stretched to its 1st-99th percentiles; class k > 0 gets the k-th
-    colour of a fixed palette (class 1 is red).
-    """
-    import numpy as np
-
-    x = image.astype(np.float32)
-    grey = x.mean(axis=0) if x.shape[0] not in (3, 4) else x[:3].transpose(1, 2, 0)
-    lo, hi = np.percentile(grey, (1, 99))
-    grey = np.clip((grey - lo) / max(hi - lo, 1e-8), 0, 1)
-    rgb = np.repeat(grey[..., None], 3, axis=-1) if grey.ndim == 2 else grey
-    palette = np.array(
-        [(1, 0, 0), (0, 1, 0), (0, 0.4, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 0.5, 0), (0.6, 0.3, 1)],
-        dtype=np.float32,
-    )
-    for k in range(1, int(mask.max()) + 1):
-        sel = mask == k
-        rgb[sel] = (1 - alpha) * rgb[sel] + alpha * palette[(k - 1) % len(palette)]
-    return np.ascontiguousarray((rgb * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1))
-
-
 def predict_files(
     model: Segmenter | PathLike,
     inputs: PathLike | Sequence[PathLike],
@@ -644,6 +621,7 @@ def predict_files(
     """
     from .data.io import read_with_meta, write_image, write_mask
     from .data.transforms import normalize_intensity
+    from .visualize import overlay as tinted
 
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}")
@@ -694,7 +672,7 @@ def predict_files(
         mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
         write_mask(plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite)
         if plan.overlay is not None:
-            write_image(plan.overlay, overlay_image(raw, mask), overwrite=overwrite)
+            write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
         if plan.probabilities is not None:
             write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
         written.append(replace(plan, seconds=time.perf_counter() - t0))
@@ -720,7 +698,6 @@ __all__ = [
     "find_inputs",
     "importance_map",
     "load_model",
-    "overlay_image",
     "parse_mode",
     "predict",
     "predict_files",

@@ -18,22 +18,24 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.4) -> np.ndarray:
-    """The image with the predicted foreground tinted: green where right, red where wrong (if `truth` is given).
+PALETTE = np.array([(255, 40, 40), (0, 200, 0), (0, 100, 255), (255, 220, 0), (255, 0, 255), (0, 255, 255)])
 
-    Without ground truth the prediction is tinted yellow. ``pred``/``truth`` are ``(H, W)`` bool/int masks.
+
+def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.4) -> np.ndarray:
+    """The image ``(C, H, W)`` with a ``(H, W)`` label map tinted on top, as ``(H, W, 3)`` uint8.
+
+    Without ground truth, class k > 0 gets the k-th palette colour (class 1 red). With `truth`, the
+    foreground is green where prediction and truth agree and red where they differ.
     """
     rgb = to_uint8(image).astype(np.float32)
-    pred = np.asarray(pred) > 0
-    colours = {}
+    pred = np.asarray(pred)
     if truth is None:
-        colours[(255, 220, 0)] = pred
+        tints = [(PALETTE[(k - 1) % len(PALETTE)], pred == k) for k in range(1, int(pred.max(initial=0)) + 1)]
     else:
-        truth = np.asarray(truth) > 0
-        colours[(0, 200, 0)] = pred & truth
-        colours[(230, 0, 0)] = pred ^ truth
-    for colour, where in colours.items():
-        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, dtype=np.float32)
+        hit, truth = pred > 0, np.asarray(truth) > 0
+        tints = [(np.array((0, 200, 0)), hit & truth), (np.array((230, 0, 0)), hit ^ truth)]
+    for colour, where in tints:
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * colour.astype(np.float32)
     return rgb.astype(np.uint8)
 
 
