@@ -359,7 +359,8 @@ def quantize_onnx(
     pairing ONNX Runtime recommends on x86) with activation ranges measured on `calibration`: a few
     normalised training images, ``(B, C, *spatial)`` each, sizes divisible by 2^depth. ``"dynamic"``
     quantizes weights only and measures activation ranges at run time; it needs no calibration but
-    runs convolutions as ``ConvInteger``, which is often slower than float on CPU.
+    runs convolutions as ``ConvInteger``, which measured 6-7x *slower* than float32 for UNet++ on an
+    AVX-512 CPU, while static int8 was 2-2.8x faster at 512² (benchmarks/RESULTS.md): prefer static.
 
     Args:
         src: a file from :func:`export_onnx`.
