@@ -117,8 +117,12 @@ def test_export(tmp_path, capsys, fmt) -> None:
     pytest.importorskip("onnxruntime")
     ckpt = tiny_checkpoint(tmp_path)
     out = tmp_path / f"m.{fmt}"
-    assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out), "--depth", "1"]) == 0
+    args = ["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out), "--depth", "1"]
+    if fmt == "onnx":  # also a statically quantized copy, calibrated on two images
+        args += ["--calibration", str(write_synthetic_dataset(tmp_path / "data", n_images=2, size=32) / "images")]
+    assert main(args) == 0
     assert out.is_file()
+    assert (tmp_path / "m.int8.onnx").is_file() == (fmt == "onnx")
     assert main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out)]) == 2
     capsys.readouterr()
 

@@ -325,10 +325,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     shape = _shape(args.shape) if args.shape else None
     if args.format == "onnx":
         report = export_onnx(model, args.out, shape, overwrite=args.overwrite)
-        if args.int8:
+        if args.calibration:
             int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
-            q = quantize_onnx(args.out, int8, "dynamic", overwrite=args.overwrite)
-            print(f"int8 copy: {q.path} ({q.bytes / 1e6:.1f} MB)")
+            images = _calibration_images(args.calibration, model)
+            q = quantize_onnx(args.out, int8, "static", calibration=images, overwrite=args.overwrite)
+            print(f"int8 copy (static, {len(images)} calibration images): {q.path} ({q.bytes / 1e6:.1f} MB)")
     elif args.format == "program":
         report = export_program(model, args.out, overwrite=args.overwrite)
     else:
@@ -338,6 +339,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
+    """Training images as the model sees them (channels, z-score, padded to a valid size), batch of one."""
+    import torch
+
+    from .data.io import read_image
+    from .data.transforms import normalize_intensity
+    from .padding import pad_to_multiple
+    from .predict import _channels_for, find_inputs
+
+    images = []
+    for path in find_inputs(inputs):
+        image = normalize_intensity(
+            _channels_for(read_image(path, model.spatial_dims), model.in_channels, path), "zscore"
+        )
+        images.append(pad_to_multiple(torch.from_numpy(image)[None].float(), 2**model.depth)[0])
+    return images
+
+
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         "export",
@@ -345,6 +364,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         _examples(
             "unetpp export --checkpoint runs/em/checkpoints/best.ckpt --format onnx --out em.onnx",
             "unetpp export --checkpoint best.ckpt --depth 2 --format safetensors --out em_l2.safetensors",
+            "unetpp export --checkpoint best.ckpt --format onnx --out em.onnx --calibration 'data/em/images/0*.png'",
         ),
         sub,
     )
@@ -353,7 +373,11 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--depth", type=int, help="prune to this depth first (exports as small as it is)")
     p.add_argument("--shape", help="example input, e.g. 1x1x512x512 (sizes stay dynamic)")
-    p.add_argument("--int8", action="store_true", help="ONNX: also write a dynamically quantized int8 copy")
+    p.add_argument(
+        "--calibration",
+        nargs="+",
+        help="ONNX: also write a statically quantized int8 copy, calibrated on these training images (a few)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
 
