@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	rm -rf runs/demo
-	$(VENV)/bin/unetpp demo --out runs/demo
+	$(VENV)/bin/unetpp demo --out runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -m "not slow and not gpu" -q
+
+bench:  # the model benchmark against MONAI, in a separate environment that holds the peers
+	bash benchmarks/setup_bench_env.sh
+	.bench-venv/bin/python benchmarks/bench_models.py --out benchmarks/results_models.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
