@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError, ConfigError, InputShapeError
+from .files import atomic_write
 from .models import GridSpec, NestedUNet
 from .models.inference import fuse_batch_norm
 
@@ -74,25 +75,6 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Write through a temporary file in the target folder, then rename: readers never see half a file."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: file exists; choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)  # writers check it
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_model(model: object) -> NestedUNet:
@@ -228,7 +210,7 @@ def export_onnx(
         )
         program.save(tmp)
 
-    path = _atomic_write(path, write, overwrite)
+    path = atomic_write(path, write, overwrite, CheckpointError)
     diff = None
     if verify:
         runner, eager = OnnxRunner(path), _eager(model)
@@ -407,7 +389,7 @@ def quantize_onnx(
             onnx.helper.set_model_props(proto, {**meta, "unetpp.quantized": method})
             onnx.save(proto, str(tmp))
 
-    path = _atomic_write(dst, write, overwrite)
+    path = atomic_write(dst, write, overwrite, CheckpointError)
     return ExportReport((path,), path.stat().st_size)
 
 
@@ -448,7 +430,9 @@ def export_program(
     dynamic_shapes = _dynamic_shapes(model) if dynamic else None
     program = torch.export.export(net, (_trace_input(x, model.depth, dynamic),), dynamic_shapes=dynamic_shapes)
     extra = {"unetpp_config.json": json.dumps(model.config)}
-    path = _atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra), overwrite)
+    path = atomic_write(
+        path, lambda tmp: torch.export.save(program, tmp, extra_files=extra), overwrite, CheckpointError
+    )
     diff = None
     if verify:
         loaded = torch.export.load(path).module()
@@ -486,8 +470,8 @@ def export_safetensors(model: NestedUNet, path: PathLike, *, overwrite: bool = F
     config = json.dumps(model.config, indent=1)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, CONFIG_KEY: json.dumps(model.config)}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta), overwrite)
-    _atomic_write(side, lambda tmp: tmp.write_text(config + "\n"), overwrite)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta), overwrite, CheckpointError)
+    atomic_write(side, lambda tmp: tmp.write_text(config + "\n"), overwrite, CheckpointError)
     return ExportReport((path, side), path.stat().st_size + side.stat().st_size)
 
 

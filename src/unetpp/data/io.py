@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -342,26 +341,6 @@ def _class_ids(label: np.ndarray, path: Path, num_classes: int | None) -> np.nda
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Write through a temporary file in the same folder, then rename, so readers never see half a file."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise DataError(f"{path}: file exists; choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix: Pillow and nibabel choose the format from it
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix(path))
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_image(path: PathLike, image: np.ndarray, *, meta: ImageMeta | None = None, overwrite: bool = False) -> Path:
     """Write a channel-first image ``(C, *spatial)`` atomically; the format follows the suffix.
 
@@ -468,4 +447,4 @@ def _write(path: PathLike, arr: np.ndarray, meta: ImageMeta | None, overwrite: b
 
     else:
         raise DataError(f"{path}: unknown file type {ext or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
-    return _atomic_write(path, write, overwrite)
+    return atomic_write(path, write, overwrite)
