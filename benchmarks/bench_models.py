@@ -16,10 +16,8 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import unetpp
+from unetpp.bench import interleaved_seconds
 from unetpp.losses import DeepSupervisionLoss, HybridLoss
 from unetpp.models.inference import fuse_batch_norm
 
@@ -110,19 +109,6 @@ def step_for(mode: str, name: str, shape: Shape) -> Callable[[], None]:
 
 
 # ---------------------------------------------------------------- measurements
-def interleaved_times(steps: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:
-    """Median seconds per call, measured A, B, A, B, ... after one warm-up call each."""
-    for run in steps.values():
-        run()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(reps):
-        for k, run in steps.items():
-            t = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -188,7 +174,7 @@ def conv3x3_speeds(model: nn.Module, shape: Shape, reps: int = 3) -> dict[str, o
         conv = nn.Conv2d(c_in, c_out, 3, padding=1).to(memory_format=torch.channels_last).eval()
         x = torch.randn(n, c_in, h, w).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            seconds[key] = interleaved_times({"c": lambda conv=conv, x=x: conv(x)}, reps)["c"]
+            seconds[key] = interleaved_seconds({"c": lambda conv=conv, x=x: conv(x)}, reps)["c"]
 
     def gflops(key: tuple[int, ...]) -> float:
         n, c_in, h, w, c_out = key
@@ -211,7 +197,7 @@ def n_params(model: nn.Module) -> int:
 def compare(shape: Shape, reps: int) -> dict[str, object]:
     res: dict[str, object] = {"shape": list(shape)}
     for mode, table in (("infer", INFER), ("train", TRAIN)):
-        times = interleaved_times({k: step_for(mode, k, shape) for k in table}, reps)
+        times = interleaved_seconds({k: step_for(mode, k, shape) for k in table}, reps)
         memory = {k: peak_memory(mode, k, shape) for k in table}
         res[mode] = {k: {"seconds": times[k], "peak_mib": memory[k]} for k in table}
         gc.collect()
@@ -236,7 +222,7 @@ def pruning_table(shape: Shape, reps: int) -> list[dict[str, float]]:
 
         return run
 
-    times = interleaved_times({str(d): infer(m) for d, m in models.items()}, reps)
+    times = interleaved_seconds({str(d): infer(m) for d, m in models.items()}, reps)
     rows = []
     for d, m in models.items():
         rows.append(
