@@ -12,7 +12,6 @@ Each line is a ratio against the implementation unetpp uses, run interleaved in 
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -21,21 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import unetpp
+from unetpp.bench import interleaved_seconds
 from unetpp.models.inference import fuse_batch_norm
 
 CL = torch.channels_last
 
 
 def median_ms(fns: dict[str, Callable[[], object]], reps: int = 7) -> dict[str, float]:
-    for f in fns.values():
-        f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return {k: v * 1e3 for k, v in interleaved_seconds(fns, reps).items()}
 
 
 def concat_alternatives(n: int, size: int, channels: int, inputs: int) -> dict[str, float]:

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
-from bench_em import summary  # same folder: run as a script
+from bench_em import collect, summary, train_last  # same folder: run as a script
 
-from unetpp.config import RunConfig
 from unetpp.data import DSB2018
-from unetpp.engine.train import fit
 from unetpp.evaluate import evaluate
-from unetpp.models import load
 
 MODELS = {
     "U-Net (resnet34)": ["model.name=unet"],
@@ -38,27 +34,17 @@ def split_ids(root: str) -> tuple[list[str], list[str]]:
 
 def run_one(root: str, model: str, seed: int, minutes: float, precision: str, run_dir: Path) -> list[dict]:
     train_ids, test_ids = split_ids(root)
-    cfg = RunConfig().override(
-        [
-            f"data.root={root}",
-            "data.layout=dsb2018",
-            "data.channels=grey",
-            f"data.ids={json.dumps(train_ids)}",
-            "data.val_fraction=0",
-            "data.patches_per_image=1",
-            "data.num_workers=1",
-            "model.encoder=resnet34",
-            "model.depth=4",
-            "train.max_epochs=100000",
-            f"train.max_minutes={minutes}",
-            f"train.precision={precision}",
-            f"train.seed={seed}",
-            "train.progress=false",
-            *MODELS[model],
-        ]
-    )
-    fit(cfg, run_dir)
-    net = load(run_dir / "checkpoints" / "last.ckpt")
+    overrides = [
+        f"data.root={root}",
+        "data.layout=dsb2018",
+        "data.channels=grey",
+        f"data.ids={json.dumps(train_ids)}",
+        "data.patches_per_image=1",
+        "model.encoder=resnet34",
+        "model.depth=4",
+        *MODELS[model],
+    ]
+    net = train_last(overrides, minutes, precision, seed, run_dir)
     test = DSB2018(root, ids=test_ids, channels="grey")
     return [{"model": model, "seed": seed, **r.__dict__} for r in evaluate(net, test, with_hd95=False)]
 
@@ -72,14 +58,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results_dsb.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rows: list[dict] = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["model"], r["seed"]) for r in rows}
-    for seed in args.seeds:
-        for model in MODELS:
-            if (model, seed) not in done:
-                with tempfile.TemporaryDirectory() as tmp:
-                    rows += run_one(args.data, model, seed, args.minutes, args.precision, Path(tmp) / "run")
-                args.out.write_text(json.dumps(rows, indent=1))
+    rows = collect(
+        args.out,
+        list(MODELS),
+        args.seeds,
+        lambda model, seed, run_dir: run_one(args.data, model, seed, args.minutes, args.precision, run_dir),
+    )
     print(f"{args.minutes:g} min per run, precision {args.precision}, seeds {args.seeds}")
     print(summary(rows))
 

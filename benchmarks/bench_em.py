@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,32 +24,54 @@ from unetpp.config import RunConfig
 from unetpp.data import ISBI2012
 from unetpp.engine.train import fit
 from unetpp.evaluate import evaluate, paired_t_test
-from unetpp.models import load
+from unetpp.models import NestedUNet, load
 
 MODELS = {"U-Net (L4)": ["model.name=unet"], "UNet++ (DS)": ["model.name=unet++", "model.deep_supervision=true"]}
 TRAIN_IDS = [f"{k:02d}" for k in range(20)]
 TEST_IDS = [f"{k:02d}" for k in range(20, 24)]
 
 
+def train_last(overrides: list[str], minutes: float, precision: str, seed: int, run_dir: Path) -> NestedUNet:
+    """Train with a wall-clock budget on all the given images (no validation split) and return the last model.
+
+    Scoring the last checkpoint keeps the test images out of model selection.
+    """
+    budget = [
+        "data.val_fraction=0",
+        "data.num_workers=1",
+        "train.max_epochs=100000",
+        f"train.max_minutes={minutes}",
+        f"train.precision={precision}",
+        f"train.seed={seed}",
+        "train.progress=false",
+    ]
+    fit(RunConfig().override([*overrides, *budget]), run_dir)
+    return load(run_dir / "checkpoints" / "last.ckpt")
+
+
+def collect(out: Path, models: list[str], seeds: list[int], run: Callable[[str, int, Path], list[dict]]) -> list[dict]:
+    """Every (model, seed) run not yet in `out`, appending rows to it after each run (resumable)."""
+    rows: list[dict] = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["model"], r["seed"]) for r in rows}
+    for seed in seeds:
+        for model in models:
+            if (model, seed) not in done:
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows += run(model, seed, Path(tmp) / "run")
+                out.write_text(json.dumps(rows, indent=1))
+                print(summary(rows), flush=True)
+    return rows
+
+
 def run_one(data: str, model: str, seed: int, minutes: float, precision: str, run_dir: Path) -> list[dict]:
-    cfg = RunConfig().override(
-        [
-            f"data.root={data}",
-            "data.layout=isbi2012",
-            f"data.ids={json.dumps(TRAIN_IDS)}",
-            "data.val_fraction=0",
-            "data.patches_per_image=16",
-            "data.num_workers=1",
-            "train.max_epochs=100000",
-            f"train.max_minutes={minutes}",
-            f"train.precision={precision}",
-            f"train.seed={seed}",
-            "train.progress=false",
-            *MODELS[model],
-        ]
-    )
-    fit(cfg, run_dir)
-    net = load(run_dir / "checkpoints" / "last.ckpt")
+    overrides = [
+        f"data.root={data}",
+        "data.layout=isbi2012",
+        f"data.ids={json.dumps(TRAIN_IDS)}",
+        "data.patches_per_image=16",
+        *MODELS[model],
+    ]
+    net = train_last(overrides, minutes, precision, seed, run_dir)
     test = ISBI2012(data)
     samples = (test[k] for k, i in enumerate(test.ids) if i in TEST_IDS)
     return [{"model": model, "seed": seed, **r.__dict__} for r in evaluate(net, samples, with_hd95=False)]
@@ -90,16 +113,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results_em.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rows: list[dict] = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["model"], r["seed"]) for r in rows}
-    for seed in args.seeds:
-        for model in MODELS:
-            if (model, seed) in done:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                rows += run_one(args.data, model, seed, args.minutes, args.precision, Path(tmp) / "run")
-            args.out.write_text(json.dumps(rows, indent=1))
-            print(summary(rows), flush=True)
+    rows = collect(
+        args.out,
+        list(MODELS),
+        args.seeds,
+        lambda model, seed, run_dir: run_one(args.data, model, seed, args.minutes, args.precision, run_dir),
+    )
     print(f"\n{args.minutes:g} min per run on {torch.get_num_threads()} CPU threads, precision {args.precision}")
     print(summary(rows))
 

@@ -32,24 +32,14 @@ import unetpp
 from unetpp.data.synthetic import make_synthetic_em
 from unetpp.losses import DeepSupervisionLoss, HybridLoss
 from unetpp.models import nested
-from unetpp.models.encoders import EncoderWeights, TimmEncoder
-from unetpp.models.layers import NormKind
+from unetpp.models.encoders import TimmEncoder
 
 
 class ImageAsX00(TimmEncoder):
     """The alternative: X^{0,0} is the input image (no stem block); levels >= 1 as in TimmEncoder."""
 
-    def __init__(
-        self,
-        name: str,
-        in_channels: int,
-        levels: int,
-        widths: tuple[int, ...],
-        weights: EncoderWeights = None,
-        norm: NormKind = "batch",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(name, in_channels, levels, widths, weights, norm, dropout)
+    def __init__(self, name: str, in_channels: int, *args, **kwargs) -> None:
+        super().__init__(name, in_channels, *args, **kwargs)
         if self.plain_levels != 1:
             raise SystemExit(f"{name}: the comparison needs a backbone whose first feature is at stride 2")
         self.x_0_0 = nn.Identity()
