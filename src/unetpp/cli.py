@@ -277,13 +277,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _dataset(root: str, layout: str, model: NestedUNet) -> SegmentationDataset:
     """The labelled images at `root` in `layout`, read as the model expects (channels, 2D/3D, classes)."""
-    from .engine.datamodule import LAYOUTS
-    from .errors import ConfigError
+    from .config import DataConfig
+    from .engine.datamodule import open_dataset
 
-    if layout not in LAYOUTS:
-        raise ConfigError(f"--layout must be one of {list(LAYOUTS)}, got {layout!r}")
     channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
-    return LAYOUTS[layout](root, spatial_dims=model.spatial_dims, num_classes=max(2, model.classes), channels=channels)
+    cfg = DataConfig(root=root, layout=layout, channels=channels, cache=False)  # type: ignore[arg-type]
+    return open_dataset(cfg, model.spatial_dims, model.classes)
 
 
 def add_prune(sub: argparse._SubParsersAction) -> None:
