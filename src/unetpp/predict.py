@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError, DataError, InputShapeError
 from .models import GridSpec, NestedUNet
 from .models import load as load_checkpoint
 from .models.inference import fuse_batch_norm
+from .padding import pad_end
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,9 +118,7 @@ def sliding_window(
     size = tuple(int(s) for s in image.shape[2:])
     roi = window_size(size, roi_size, multiple)
     padded = tuple(max(s, r) for s, r in zip(size, roi, strict=True))
-    if padded != size:  # F.pad lists pads from the last axis backwards: (last_lo, last_hi, ...)
-        pads = [p for s, t in zip(reversed(size), reversed(padded), strict=True) for p in (0, t - s)]
-        image = F.pad(image, pads)
+    image = pad_end(image, padded)
     windows = [
         tuple(slice(a, a + r) for a, r in zip(starts, roi, strict=True))
         for starts in itertools.product(*(window_starts(s, r, overlap) for s, r in zip(padded, roi, strict=True)))

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from ..padding import pad_end
 
 DEFAULT_PATCH = {2: (96, 96), 3: (64, 64, 64)}
 
@@ -33,14 +33,6 @@ def _patch_size(patch_size: int | Sequence[int] | None, spatial_dims: int) -> tu
     if len(size) != spatial_dims or not all(isinstance(s, int) and s > 0 for s in size):
         raise ConfigError(f"patch_size must be {spatial_dims} positive ints (or one int), got {patch_size!r}")
     return size
-
-
-def pad_to(tensor: torch.Tensor, size: Sequence[int], value: float = 0.0) -> torch.Tensor:
-    """Pad ``(C, *spatial)`` at the end of each spatial axis to at least ``size``."""
-    pad: list[int] = []
-    for have, want in zip(reversed(tensor.shape[1:]), reversed(size), strict=True):
-        pad += [0, max(0, want - have)]
-    return F.pad(tensor, pad, value=value) if any(pad) else tensor
 
 
 class PatchDataset(Dataset):
@@ -112,8 +104,8 @@ class PatchDataset(Dataset):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         sample = self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image = pad_to(sample["image"], self.patch_size, self.pad_value)
-        mask = pad_to(sample["mask"], self.patch_size, 0)
+        image = pad_end(sample["image"], self.patch_size, self.pad_value)
+        mask = pad_end(sample["mask"], self.patch_size, 0)
         origin = self._origin(mask[0], rng)
         window = (slice(None), *(slice(o, o + s) for o, s in zip(origin, self.patch_size, strict=True)))
         patch = {
