@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import ConfigError
-from .evaluate import evaluate, format_table, head_probabilities, summarize, write_csv
+from .evaluate import evaluate, format_table, probabilities_per_mode, summarize, write_csv
 from .metrics import masks_from_probs
 from .models import load
 
@@ -64,7 +64,7 @@ def run_demo(out: str | Path, *, minutes: float = 2.0, images: int = 30, test_im
         runs[name] = run_dir
         for k in range(min(3, len(test))):
             sample = test[k]
-            probs = head_probabilities(model, sample["image"][None])
+            probs = probabilities_per_mode(model, sample["image"][None])
             mode = "ensemble" if "ensemble" in probs else next(iter(probs))
             pred = masks_from_probs(probs[mode])[0, 0].numpy()
             picture = overlay(sample["image"].numpy(), pred, sample["mask"][0].numpy())

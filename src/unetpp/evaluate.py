@@ -34,7 +34,7 @@ class Row:
 
 
 @torch.inference_mode()
-def head_probabilities(model: NestedUNet, image: Tensor) -> dict[str, Tensor]:
+def probabilities_per_mode(model: NestedUNet, image: Tensor) -> dict[str, Tensor]:
     """Probabilities of every head and of the ensemble for one ``(1, C, *spatial)`` image of any size."""
     padded, crop = pad_to_multiple(image, 2**model.depth)
     heads = [h[crop] for h in model(padded)]
@@ -62,7 +62,7 @@ def evaluate(
         image = sample["image"][None].to(device)
         truth = masks_from_labels(sample["mask"][None].to(device), model.classes)
         fg = model.classes == 1
-        for mode, probs in head_probabilities(model, image).items():
+        for mode, probs in probabilities_per_mode(model, image).items():
             pred = masks_from_probs(probs)
             distance = hd95(pred, truth, spacing=spacing, include_background=fg).mean() if with_hd95 else math.nan
             rows.append(
