@@ -35,7 +35,7 @@ def test_train_on_a_missing_folder(tmp_path, capsys) -> None:
 def test_train_with_an_unknown_model(tmp_path, capsys) -> None:
     code = main(["train", "--data", str(tmp_path), "--model", "unet+++", "--run-dir", str(tmp_path / "run")])
     assert code == 2
-    assert "unknown model 'unet+++'" in one_line_error(capsys)
+    assert "model.name: got 'unet+++'; expected one of unet, wide_unet" in one_line_error(capsys)
 
 
 def test_train_with_a_bad_override(tmp_path, capsys) -> None:

@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .errors import ConfigError
 from .models import NestedUNet, prune
 from .models.inference import fuse_batch_norm
+from .precision import canonical_precision
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def forward_gflops(model: nn.Module, x: Tensor, head: int | None = None) -> floa
 
 
 def _runner(model: nn.Module, x: Tensor, head: int | None, precision: str) -> Callable[[], None]:
-    bf16 = precision == "bfloat16"
+    bf16 = precision == "bf16"
 
     def run() -> None:
         with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -122,7 +123,7 @@ def _probe() -> None:
 
 
 def peak_memory_mib(
-    model: NestedUNet, shape: Sequence[int], head: int | None = None, precision: str = "float32"
+    model: NestedUNet, shape: Sequence[int], head: int | None = None, precision: str = "32"
 ) -> float | None:
     """Peak resident memory (MiB) of inference above the built model, measured in a fresh subprocess.
 
@@ -159,7 +160,7 @@ def measure(
     reps: int = 10,
     *,
     head: int | None = None,
-    precision: str = "float32",
+    precision: str = "32",
     memory: bool = True,
     warmup: int = 1,
 ) -> Row:
@@ -172,7 +173,7 @@ def measure(
         shape: ``(B, C, *spatial)``; spatial sizes divisible by 2^depth.
         reps: timed forward passes (the median is reported).
         head: time head `head` only (``model(x, head=d)``); ``None`` runs every head.
-        precision: ``"float32"`` or ``"bfloat16"`` (CPU autocast).
+        precision: ``"32"`` or ``"bf16"`` (autocast; old spellings accepted with a warning).
         memory: also measure peak memory (a subprocess; takes a few seconds).
         warmup: untimed passes first (oneDNN picks its kernels on the first call).
 
@@ -184,8 +185,7 @@ def measure(
         InputShapeError: a shape the model does not take.
     """
     shape = _check(shape, reps)
-    if precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    precision = canonical_precision(precision, ("32", "bf16"))
     net = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(net.parameters()).device)
     net.check_input(x)
@@ -204,7 +204,7 @@ def pruning_table(
     shape: Sequence[int],
     reps: int = 10,
     *,
-    precision: str = "float32",
+    precision: str = "32",
     memory: bool = True,
     warmup: int = 1,
 ) -> list[Row]:
@@ -220,6 +220,7 @@ def pruning_table(
         InputShapeError: a shape the model does not take.
     """
     shape = _check(shape, reps)
+    precision = canonical_precision(precision, ("32", "bf16"))
     full = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(full.parameters()).device)
     full.check_input(x)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data.layouts import LAYOUTS
 from .errors import UnetppError
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "train.max_minutes": args.minutes,
         "train.lr": args.lr,
         "train.precision": args.precision,
+        "train.accelerator": args.accelerator,
         "train.devices": args.devices,
         "train.num_nodes": args.num_nodes,
         "train.strategy": args.strategy,
@@ -116,7 +119,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         sub,
     )
     p.add_argument("--data", help="data set folder (images/ + masks/ or labels/, or --layout's layout)")
-    p.add_argument("--layout", choices=["folders", "isbi2012", "dsb2018", "decathlon", "synthetic"])
+    p.add_argument("--layout", choices=list(LAYOUTS), help="how the data set lies on disk (default folders)")
     p.add_argument("--channels", choices=["grey", "rgb", "keep"])
     p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default unet++)")
     p.add_argument("--depth", type=int)
@@ -134,13 +137,20 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int, help="data-loading processes")
-    p.add_argument("--precision", help="32-true (default) or bf16-mixed")
+    p.add_argument("--precision", help="32 (default), bf16 (CPUs with AVX-512 bf16, GPUs) or 16 (GPUs)")
+    p.add_argument("--accelerator", help="auto (default), cpu or gpu")
     p.add_argument("--devices", help="e.g. 4 for four GPUs (DDP)")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="a YAML config (see a run folder's config.yaml)")
-    p.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="any config field, e.g. train.lr=1e-3")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        metavar="SECTION.FIELD=VALUE",
+        help="any config field, e.g. train.lr=1e-3 (repeatable; later values win)",
+    )
     p.add_argument("--run-dir", required=True, help="the run folder (new, or existing with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.set_defaults(handler=cmd_train)
@@ -148,16 +158,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .evaluate import evaluate, format_table, summarize, write_csv
+    from .files import check_output
     from .models import load
 
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
+    check_output(out, args.overwrite)
     model = load(args.checkpoint)
     rows = evaluate(model, _dataset(args.data, args.layout, model), with_hd95=not args.no_hd95)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"{out}: file exists; pass --overwrite or choose --out")
-    write_csv(rows, out)
+    write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}))
     print(f"per-image scores: {out}")
     return 0
@@ -172,7 +181,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a run's best.ckpt/last.ckpt or a saved model file")
     p.add_argument("--data", required=True, help="labelled images (images/ + masks/, or --layout's layout)")
-    p.add_argument("--layout", default="folders", help="folders, isbi2012, dsb2018 or decathlon")
+    p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
     p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
@@ -235,15 +244,19 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- prune
 def cmd_prune(args: argparse.Namespace) -> int:
-    import csv
-
     from .bench import choose_depth, format_table, pruning_table
     from .errors import ConfigError
     from .evaluate import evaluate, summarize
+    from .files import check_output, write_text
     from .models import load, prune, save
 
+    check_output(args.out, args.overwrite)
+    if args.table:
+        check_output(args.table, args.overwrite)
     model = load(args.checkpoint)
     heads = model.spec.heads
+    if args.depth is not None and args.depth not in heads:
+        raise ConfigError(f"--depth {args.depth}: the model has heads at depths {list(heads)}; choose one of them")
     if (args.auto or args.max_latency_ms is not None) and len(heads) < 2:
         raise ConfigError(
             f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
@@ -258,10 +271,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         row["iou"] = iou.get("ensemble" if row["depth"] is None else f"head{row['depth']}")
     print(format_table(rows))
     if args.table:
-        with open(args.table, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_text(args.table, _csv(rows), args.overwrite)
     if args.depth is not None:
         depth = args.depth
     else:
@@ -275,13 +285,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def _dataset(root: str, layout: str, model: NestedUNet) -> SegmentationDataset:
     """The labelled images at `root` in `layout`, read as the model expects (channels, 2D/3D, classes)."""
     from .config import DataConfig
-    from .engine.datamodule import open_dataset
+    from .data.layouts import open_dataset
 
     channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
-    cfg = DataConfig(root=root, layout=layout, channels=channels, cache=False)  # type: ignore[arg-type]
+    cfg = DataConfig(root=root, layout=layout, channels=channels, cache=False)
     return open_dataset(cfg, model.spatial_dims, model.classes)
 
 
@@ -299,7 +320,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", help="labelled validation images to score each depth")
-    p.add_argument("--layout", default="folders")
+    p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--depth", type=int, help="prune to this depth")
     choice.add_argument("--auto", action="store_true", help="the shallowest depth within --tolerance of the best IoU")
@@ -309,7 +330,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--table", help="also write the table as CSV")
     p.add_argument("--out", required=True, help="the pruned model file")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and --table if they exist")
     p.set_defaults(handler=cmd_prune)
 
 
@@ -386,16 +407,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from .bench import format_table, pruning_table
+    from .files import check_output, write_text
     from .models import build_model, load
 
+    if args.json:
+        check_output(args.json, args.overwrite)
+    shapes = [_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
     results = {}
-    for text in args.shapes:
-        rows = pruning_table(model, _shape(text), args.reps, precision=args.precision)
+    for text, shape in zip(args.shapes, shapes, strict=True):
+        rows = pruning_table(model, shape, args.reps, precision=args.precision)
         results[text] = rows
         print(f"\n{text} ({args.precision})\n{format_table(rows)}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_text(args.json, json.dumps(results, indent=1), args.overwrite)
     return 0
 
 
@@ -411,8 +436,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--model", default="unet++", help="a fresh model of this name (paper widths)")
     p.add_argument("--shapes", nargs="+", default=["1x1x512x512"])
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--json")
+    p.add_argument("--precision", default="32", help="32 (default) or bf16")
+    p.add_argument("--json", help="also write the tables as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(handler=cmd_bench)
 
 
@@ -447,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return args.handler(args)
     except UnetppError as e:
@@ -455,3 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unetpp: interrupted; a training run resumes with --resume from its last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Warnings (an old option spelling, say) as one line on stderr, not Python's two-line form."""
+    print(f"unetpp: note: {message}", file=sys.stderr)

@@ -1,35 +1,57 @@
 """Every setting of a training run in one visible place, with its default and why.
 
-A run is ``RunConfig(model=..., data=..., train=...)``. The resolved config is written to the run
-folder as ``config.yaml``; the CLI and YAML files override single fields (``train.lr=1e-3``).
+A run is ``RunConfig(model=..., data=..., train=...)``: frozen dataclasses whose fields are checked
+when they are built (types, choices, ranges), so a bad value fails in one line that names the field,
+the value and what is allowed, before any folder is created. The resolved config is written to the
+run folder as ``config.yaml``; the CLI and YAML files override single fields (``train.lr=1e-3``).
+Model defaults are those of :func:`unetpp.build_model` (one set of defaults, read from its signature).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .data.layouts import LAYOUTS
 from .errors import ConfigError
+from .models import build_model
+from .precision import LIGHTNING_NAMES, Precision, canonical_precision
 
-Layout = Literal["folders", "isbi2012", "dsb2018", "decathlon", "synthetic"]
+
+def _model_default(name: str) -> Any:
+    return inspect.signature(build_model).parameters[name].default
 
 
-@dataclass
+def _f(
+    default: Any, *, ge: float | None = None, gt: float | None = None, lt: float | None = None, le: float | None = None
+) -> Any:
+    """A field with a range checked when the config is built (for numbers, or every item of a tuple)."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "lt": lt, "le": le})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "unet++"  # one of unetpp.list_models()
-    in_channels: int = 1
-    classes: int = 1  # 1 = binary (sigmoid); >1 = softmax over classes incl. background
-    depth: int = 4  # down-samplings L; the paper uses 4
-    widths: list[int] | None = None  # None: the paper's 32-64-128-256-512
-    deep_supervision: bool = True  # heads on every X^{0,j}: needed for ensemble mode and pruning
-    spatial_dims: int = 2
-    norm: str | None = "batch"
-    dropout: float = 0.0
-    encoder: str | None = None  # a timm backbone name, or None for the paper's plain encoder
-    encoder_weights: str | None = None  # "imagenet" to start from pretrained weights (needs internet)
-    encoder_freeze: bool = False
+    in_channels: int = _f(_model_default("in_channels"), ge=1)
+    classes: int = _f(_model_default("classes"), ge=1)  # 1 = binary (sigmoid); >1 = softmax incl. background
+    depth: int | None = _f(_model_default("depth"), ge=1)  # None: 4, or as deep as an encoder's strides allow
+    widths: tuple[int, ...] | None = _f(_model_default("widths"), ge=1)  # None: the paper's 32-64-128-256-512
+    deep_supervision: bool = _model_default("deep_supervision")  # heads on every X^{0,j}: ensemble and pruning
+    spatial_dims: Literal[2, 3] = _model_default("spatial_dims")
+    norm: Literal["batch", "instance"] | None = _model_default("norm")
+    dropout: float = _f(_model_default("dropout"), ge=0.0, lt=1.0)
+    encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
+    encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
+    encoder_freeze: bool = _model_default("encoder_freeze")
+
+    def __post_init__(self) -> None:
+        _validate(self, "model")
 
     def build_kwargs(self) -> dict[str, Any]:
         """Arguments of unetpp.build_model; encoder fields only when an encoder is set."""
@@ -41,108 +63,253 @@ class ModelConfig:
         return {"name": name, **kw}
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     root: str = ""  # the data set folder; unused for layout "synthetic"
-    layout: Layout = "folders"  # folders: images/ + masks/ (or labels/), matched by file stem
-    channels: str = "keep"  # "grey", "rgb" or "keep"
-    normalize: str = "zscore"
-    patch_size: list[int] | None = None  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
-    patches_per_image: int = 8  # patches drawn from each training image per epoch
-    fg_prob: float = 0.33  # foreground oversampling, as nnU-Net
-    augment: str = "default"  # "default" or "none"
-    split: str = "block"  # "block" (contiguous: for serial sections), "random" or "kfold"
-    val_fraction: float = 0.2
-    folds: int = 5
-    fold: int = 0
-    ids: list[str] | None = None  # use only these images (by id), e.g. to keep a test set out; None: all
-    val_ids: list[str] | None = None  # explicit validation images (by id); overrides split
-    batch_size: int = 16
-    num_workers: int = 1
+    layout: str = "folders"  # a name of unetpp.data.layouts.LAYOUTS
+    channels: Literal["grey", "rgb", "keep"] = "keep"
+    normalize: Literal["zscore", "percentile", "none"] = "zscore"
+    patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
+    patches_per_image: int = _f(8, ge=1)  # patches drawn from each training image per epoch
+    fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
+    augment: Literal["default", "none"] = "default"
+    split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)
+    val_fraction: float = _f(0.2, ge=0.0, lt=1.0)
+    folds: int = _f(5, ge=2)
+    fold: int = _f(0, ge=0)
+    ids: tuple[str, ...] | None = None  # use only these images (by id), e.g. to keep a test set out; None: all
+    val_ids: tuple[str, ...] | None = None  # explicit validation images (by id); overrides split
+    batch_size: int = _f(16, ge=1)
+    num_workers: int = _f(1, ge=0)
     cache: bool = True  # keep decoded images in memory
-    synthetic_images: int = 24  # layout "synthetic": the embedded demo data set
-    synthetic_size: int = 256
+    synthetic_images: int = _f(24, ge=2)  # layout "synthetic": the embedded demo data set
+    synthetic_size: int = _f(256, ge=16)
+
+    def __post_init__(self) -> None:
+        _validate(self, "data")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 100
-    max_minutes: float | None = None  # wall-clock budget; training stops cleanly when it is spent
-    lr: float = 3e-4  # Adam, as the paper
-    weight_decay: float = 0.0
-    encoder_lr_scale: float = 1.0  # lr of a pretrained encoder relative to lr
-    head_weights: list[float] | None = None  # deep-supervision weights per head; None: all 1 (paper)
-    bce_weight: float = 0.5  # hybrid loss: bce_weight * CE + dice_weight * (1 - Dice), as the authors' code
-    dice_weight: float = 1.0
-    early_stopping: int | None = None  # patience in validations; None: off
-    precision: str = "32-true"  # "bf16-mixed" is about 2x faster on CPUs with AVX-512 bf16 and on GPUs
-    accelerator: str = "auto"
-    devices: str = "auto"  # e.g. 4 GPUs: "4"; several nodes: also num_nodes, started by torchrun/SLURM
-    num_nodes: int = 1
+    max_epochs: int = _f(100, ge=1)
+    max_minutes: float | None = _f(None, gt=0.0)  # wall-clock budget; training stops cleanly when it is spent
+    lr: float = _f(3e-4, gt=0.0)  # Adam, as the paper
+    weight_decay: float = _f(0.0, ge=0.0)
+    encoder_lr_scale: float = _f(1.0, ge=0.0)  # lr of a pretrained encoder relative to lr
+    head_weights: tuple[float, ...] | None = _f(None, ge=0.0)  # deep-supervision weight per head; None: all 1
+    bce_weight: float = _f(0.5, ge=0.0)  # hybrid loss: bce_weight * CE + dice_weight * (1 - Dice), authors' code
+    dice_weight: float = _f(1.0, ge=0.0)
+    early_stopping: int | None = _f(None, ge=1)  # patience in validations; None: off
+    precision: Precision = "32"  # "bf16": about 2x faster on CPUs with AVX-512 bf16 and on GPUs; "16": GPUs
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: str = "auto"  # "auto", a count ("4") or a list of GPU ids ("0,1")
+    num_nodes: int = _f(1, ge=1)  # several nodes: started by torchrun/SLURM
     strategy: str = "auto"  # "ddp" across GPUs/nodes
-    seed: int = 0
-    val_every: int = 1  # validate every n epochs
-    log_every: int = 10  # steps
+    seed: int = _f(0, ge=0)
+    val_every: int = _f(1, ge=1)  # validate every n epochs
+    log_every: int = _f(10, ge=1)  # steps
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", canonical_precision(self.precision, where="train.precision"))
+        if isinstance(self.devices, int) and not isinstance(self.devices, bool):
+            object.__setattr__(self, "devices", str(self.devices))
+        _validate(self, "train")
+        parts = self.devices.split(",")
+        if self.devices != "auto" and not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"train.devices: got {self.devices!r}; expected 'auto', a count like '2' or ids '0,1'")
+        if not self.strategy:
+            raise ConfigError("train.strategy: got ''; expected 'auto', 'ddp' or another Lightning strategy")
 
-@dataclass
+    @property
+    def lightning_precision(self) -> str:
+        return LIGHTNING_NAMES[self.precision]
+
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain types only (tuples as lists), ready for YAML."""
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        unknown = set(d) - {"model", "data", "train"}
+    def from_dict(cls, d: Any, source: str = "config") -> RunConfig:
+        """Build and validate a config from nested dicts (YAML).
+
+        Raises:
+            ConfigError: not a mapping, an unknown section or field, or an invalid value.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections (model, data, train), got {type(d).__name__}")
+        unknown = set(d) - set(_SECTIONS)
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; sections are model, data, train")
-        return cls(
-            **{name: _section(kind, d.get(name) or {}, name) for name, kind in _SECTIONS.items()}  # type: ignore[arg-type]
-        )
+            raise ConfigError(f"{source}: unknown config section(s) {sorted(unknown)}; sections are model, data, train")
+        sections = {}
+        for name, kind in _SECTIONS.items():
+            values = d.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section {name!r} must be a mapping of fields, got {values!r}")
+            known = {f.name for f in dataclasses.fields(kind)}
+            if set(values) - known:
+                extra = sorted(set(values) - known)
+                raise ConfigError(f"{source}: unknown field(s) {extra} in section {name!r}; known: {sorted(known)}")
+            sections[name] = kind(**values)
+        return cls(**sections)
 
     def override(self, assignments: list[str]) -> RunConfig:
-        """Apply ``section.field=value`` strings (values parsed as YAML: 3, 1e-3, [32, 64], null)."""
+        """Apply ``section.field=value`` strings in order (values parsed as YAML: 3, 1e-3, [32, 64], null).
+
+        Raises:
+            ConfigError: a malformed assignment, an unknown field, or an invalid value.
+        """
         import yaml
 
         d = self.to_dict()
         for a in assignments:
             dotted, sep, raw = a.partition("=")
-            section, _, name = dotted.partition(".")
+            section, _, name = dotted.strip().partition(".")
             if not sep or section not in d or name not in d[section]:
                 raise ConfigError(f"cannot apply {a!r}: expected section.field=value with a field of {_fields()}")
-            d[section][name] = yaml.safe_load(raw)
+            try:
+                d[section][name] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                d[section][name] = raw  # not YAML: keep the text, validation says what was expected
         return RunConfig.from_dict(d)
 
-    def save(self, path: Path) -> None:
+    def dump(self) -> str:
         import yaml
 
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        from .files import write_text
+
+        return write_text(path, self.dump(), overwrite, ConfigError)
 
     @classmethod
-    def load(cls, path: Path) -> RunConfig:
+    def load(cls, path: str | Path) -> RunConfig:
         import yaml
 
         try:
             d = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read the config ({e}); check the path and the YAML syntax") from e
-        return cls.from_dict(d or {})
-
-
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise ConfigError(f"{path}: cannot read the config ({reason}); check the path and YAML syntax") from None
+        return cls.from_dict(d or {}, source=str(path))
 
 
 def _fields() -> str:
     return ", ".join(f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k))
 
 
-def _section(kind: type, values: dict[str, Any], name: str) -> Any:
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"unknown field(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
-    return kind(**values)
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _validate(section: Any, name: str) -> None:
+    """Check and normalise every field of a frozen section against its type hint and range."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        where = f"{name}.{f.name}"
+        value = _coerce(getattr(section, f.name), hints[f.name], where)
+        _check_range(value, f.metadata, where)
+        object.__setattr__(section, f.name, value)
+    if name == "model":
+        _check_model_name(section.name)
+    if name == "data" and section.layout not in LAYOUTS:
+        raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+def _check_model_name(model_name: str) -> None:
+    from .models import list_models
+
+    names = list_models()
+    if model_name not in names:
+        close = difflib.get_close_matches(model_name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"model.name: got {model_name!r}; expected one of {', '.join(names)}{hint}")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ConfigError(f"{where}: got {value!r}; expected {_describe(hint)}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return tuple(_coerce(v, args[0], f"{where}[{k}]") for k, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise bad
+
+
+def _check_range(value: Any, meta: Any, where: str) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    for v in items:
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        for key, ok, text in (
+            ("ge", lambda x, b: x >= b, ">="),
+            ("gt", lambda x, b: x > b, ">"),
+            ("lt", lambda x, b: x < b, "<"),
+            ("le", lambda x, b: x <= b, "<="),
+        ):
+            bound = meta.get(key)
+            if bound is not None and not ok(v, bound):
+                raise ConfigError(f"{where}: got {value!r}; expected a value {text} {bound:g}")
+
+
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig"]

@@ -8,6 +8,7 @@ from the same table (:func:`summarize`, :func:`paired_t_test`).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .files import write_text
 from .metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
 from .models import NestedUNet, ensemble
 from .padding import pad_to_multiple
@@ -97,17 +99,13 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float:
     return float(ttest_rel(a, b).pvalue)
 
 
-def write_csv(rows: Sequence[Row], path: str | os.PathLike) -> Path:
-    """Per-image rows as CSV, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "mode", *METRICS])
-        writer.writerows([r.image, r.mode, f"{r.iou:.6f}", f"{r.dice:.6f}", f"{r.hd95:.4f}"] for r in rows)
-    os.replace(tmp, path)
-    return path
+def write_csv(rows: Sequence[Row], path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Per-image rows as CSV, through the one writer (atomic; an existing file only with `overwrite`)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["image", "mode", *METRICS])
+    writer.writerows([r.image, r.mode, f"{r.iou:.6f}", f"{r.dice:.6f}", f"{r.hd95:.4f}"] for r in rows)
+    return write_text(path, text.getvalue(), overwrite)
 
 
 def format_table(summaries: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> str:

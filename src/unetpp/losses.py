@@ -19,7 +19,7 @@ UNet++ heads are full-resolution, so targets are never resized: a shape mismatch
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError, InputShapeError
 
-__all__ = ["DeepSupervisionLoss", "HybridLoss", "SoftDiceLoss"]
+__all__ = ["DeepSupervisionLoss", "HybridLoss", "SoftDiceLoss", "prepare_target"]
 
 
 class SoftDiceLoss(nn.Module):
@@ -70,7 +70,10 @@ class SoftDiceLoss(nn.Module):
         self.include_background = include_background
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        dense, _ = _prepare_target(logits, target)
+        return self.from_prepared(logits, *prepare_target(logits, target))
+
+    def from_prepared(self, logits: Tensor, dense: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The loss for a target already prepared by :func:`prepare_target` (no checks, no conversion)."""
         return self.from_dense(logits, dense)
 
     def from_dense(self, logits: Tensor, dense: Tensor) -> Tensor:
@@ -143,7 +146,10 @@ class HybridLoss(nn.Module):
         self.dice = SoftDiceLoss(smooth, batch_dice, include_background)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        dense, labels = _prepare_target(logits, target)
+        return self.from_prepared(logits, *prepare_target(logits, target))
+
+    def from_prepared(self, logits: Tensor, dense: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The loss for a target already prepared by :func:`prepare_target` (no checks, no conversion)."""
         loss = logits.new_zeros(())
         if self.bce_weight:
             if logits.shape[1] == 1:
@@ -206,9 +212,9 @@ class DeepSupervisionLoss(nn.Module):
         self.weights = weights
 
     def forward(self, heads: Sequence[Tensor], target: Tensor) -> Tensor:
-        self._check(heads)
+        one = self._per_head_loss(heads, target)
         # at least one weight is non-zero, so this is a tensor, never the start value 0
-        return sum(w * self.loss(logits, target) for w, logits in zip(self.weights, heads, strict=True) if w)
+        return sum(w * one(logits) for w, logits in zip(self.weights, heads, strict=True) if w)
 
     def per_head(self, heads: Sequence[Tensor], target: Tensor) -> tuple[Tensor, Tensor]:
         """The total and every head's unweighted loss, for logging each head in one pass.
@@ -219,16 +225,24 @@ class DeepSupervisionLoss(nn.Module):
             ``(total, losses)``: the same total as :meth:`forward`, and a ``(len(heads),)`` tensor
             whose entry j is ``loss(heads[j], target)`` (detached).
         """
-        self._check(heads)
+        one = self._per_head_loss(heads, target)
         terms = []
         for w, logits in zip(self.weights, heads, strict=True):
             if w:
-                terms.append(self.loss(logits, target))
+                terms.append(one(logits))
             else:
                 with torch.no_grad():
-                    terms.append(self.loss(logits, target))
+                    terms.append(one(logits))
         total = sum(w * t for w, t in zip(self.weights, terms, strict=True) if w)
         return total, torch.stack([t.detach() for t in terms])
+
+    def _per_head_loss(self, heads: Sequence[Tensor], target: Tensor) -> Callable[[Tensor], Tensor]:
+        """The loss of one head, with the target checked and converted once for all heads (they share its shape)."""
+        self._check(heads)
+        if not hasattr(self.loss, "from_prepared"):
+            return lambda logits: self.loss(logits, target)
+        dense, labels = prepare_target(heads[0], target)
+        return lambda logits: self.loss.from_prepared(logits, dense.to(logits.dtype), labels)
 
     def _check(self, heads: Sequence[Tensor]) -> None:
         if isinstance(heads, Tensor):
@@ -246,8 +260,10 @@ class DeepSupervisionLoss(nn.Module):
         return f"weights={list(self.weights)}"
 
 
-def _prepare_target(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+def prepare_target(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
     """Target in the logits' layout (float), and the class-id map ``(B, *spatial)`` if one was given.
+
+    Every head of a UNet++ has the same shape, so :class:`DeepSupervisionLoss` calls this once per step.
 
     Raises InputShapeError / ConfigError with both shapes or the offending value.
     """

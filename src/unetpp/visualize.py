@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write
+
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Any-range grey or RGB image ``(C, H, W)`` as ``(H, W, 3)`` uint8, stretched to its 1st-99th percentile."""
@@ -39,16 +41,11 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
     return rgb.astype(np.uint8)
 
 
-def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an RGB uint8 array atomically."""
+def save_png(rgb: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write an RGB uint8 array through the one writer."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"), overwrite)
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -63,7 +60,9 @@ def read_run_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, fl
     return series
 
 
-def plot_learning_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+def plot_learning_curves(
+    runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Training loss and validation IoU per epoch of several run folders, side by side, as a PNG."""
     import matplotlib
 
@@ -83,12 +82,10 @@ def plot_learning_curves(runs: Mapping[str, str | os.PathLike], path: str | os.P
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), overwrite)
+    finally:
+        plt.close(fig)
 
 
 def _per_epoch(points: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -5,18 +5,11 @@ and 3D alike. Importing this package is cheap: Pillow, tifffile, nibabel, SciPy 
 only by the functions that use them (install them with ``pip install "unetpp[train]"``).
 """
 
-from .datasets import (
-    DSB2018,
-    ISBI2012,
-    ArrayDataset,
-    Decathlon,
-    FolderPairs,
-    Item,
-    SegmentationDataset,
-    convert_channels,
-)
+from .datasets import ArrayDataset, FolderPairs, Item, SegmentationDataset, convert_channels
 from .download import REMOTE_DATASETS, RemoteDataset, RemoteFile, download, from_local, verify
 from .io import ImageMeta, read_image, read_mask, read_with_meta, write_image, write_mask
+from .layouts import LAYOUTS, Layout, open_dataset, split_indices
+from .public import DSB2018, ISBI2012, Decathlon
 from .sampling import PatchDataset
 from .splits import Split, block_split, kfold_split, random_split
 from .synthetic import make_synthetic_em, write_synthetic_dataset
@@ -31,6 +24,8 @@ __all__ = [
     "FolderPairs",
     "ImageMeta",
     "Item",
+    "LAYOUTS",
+    "Layout",
     "PatchDataset",
     "RemoteDataset",
     "RemoteFile",
@@ -44,11 +39,13 @@ __all__ = [
     "kfold_split",
     "make_synthetic_em",
     "normalize_intensity",
+    "open_dataset",
     "percentile_clip",
     "random_split",
     "read_image",
     "read_mask",
     "read_with_meta",
+    "split_indices",
     "verify",
     "write_image",
     "write_mask",

@@ -4,10 +4,9 @@ Every data set yields the same sample dict, whatever the layout on disk::
 
     {"image": (C, *spatial) float32, "mask": (1, *spatial) int64 class ids, "id": str}
 
-Layouts: paired folders (``images/`` + ``masks/`` or ``labels/``, matched by file stem); ISBI 2012 EM
-(Arganda-Carreras et al., Front. Neuroanat. 2015) as per-section files or the original
-``train-volume.tif``/``train-labels.tif`` stacks; the 2018 Data Science Bowl in Kaggle's layout (Caicedo
-et al., Nat. Methods 2019); and the Medical Segmentation Decathlon (Antonelli et al., Nat. Commun. 2022).
+This module holds what every layout shares and the generic ones: paired folders (``images/`` +
+``masks/`` or ``labels/``, matched by file stem) and in-memory arrays. The public data sets' readers are
+in :mod:`unetpp.data.public`; the table of layout names in :mod:`unetpp.data.layouts`.
 
 Pairing and folder problems are found when a data set is built; file contents are checked when a sample
 is read (a corrupt file or a mask that does not fit its image raises :class:`~unetpp.errors.DataError`
@@ -16,7 +15,6 @@ naming the file). :meth:`SegmentationDataset.verify` reads everything once to ch
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -85,7 +83,7 @@ def convert_channels(image: np.ndarray, mode: ChannelMode, path: PathLike) -> np
     return image
 
 
-def _listed(names: Sequence[str]) -> str:
+def listed(names: Sequence[str]) -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
@@ -124,12 +122,12 @@ def pair_folders(image_dir: Path, mask_dir: Path, mask_suffix: str = "") -> list
     lonely_masks = sorted(masks[k].name for k in masks.keys() - images.keys())
     if lonely_images:
         raise DataError(
-            f"{image_dir}: no mask in {mask_dir} for {len(lonely_images)} image(s): {_listed(lonely_images)}; "
+            f"{image_dir}: no mask in {mask_dir} for {len(lonely_images)} image(s): {listed(lonely_images)}; "
             "masks are matched to images by file name (without suffix)"
         )
     if lonely_masks:
         raise DataError(
-            f"{mask_dir}: no image in {image_dir} for {len(lonely_masks)} mask(s): {_listed(lonely_masks)}; "
+            f"{mask_dir}: no image in {image_dir} for {len(lonely_masks)} mask(s): {listed(lonely_masks)}; "
             "remove them or add their images"
         )
     return [Item(k, images[k], masks[k]) for k in sorted(images)]
@@ -144,8 +142,8 @@ class SegmentationDataset(Dataset):
     Args:
         items: the samples.
         spatial_dims: 2 or 3.
-        num_classes: number of classes including background (2 for binary); masks with ids outside
-            ``0..num_classes-1`` raise. ``None`` accepts any non-negative ids.
+        classes: the model's classes: 1 for binary masks (ids 0 and 1), K > 1 for label maps with ids
+            ``0..K-1`` (background included); other ids raise. ``None`` accepts any non-negative ids.
         channels: ``"grey"``, ``"rgb"`` or ``"keep"`` (see :func:`convert_channels`).
         normalize: per-image intensity normalisation (see :func:`~unetpp.data.transforms.normalize_intensity`).
         transform: applied to the sample dict last (augmentation, see
@@ -163,7 +161,7 @@ class SegmentationDataset(Dataset):
         items: Sequence[Item],
         *,
         spatial_dims: int = 2,
-        num_classes: int | None = 2,
+        classes: int | None = 1,
         channels: ChannelMode = "keep",
         normalize: NormalizeMode = "zscore",
         transform: SampleTransform | None = None,
@@ -171,15 +169,15 @@ class SegmentationDataset(Dataset):
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if num_classes is not None and num_classes < 2:
-            raise ConfigError(f"num_classes must be >= 2 (background included) or None, got {num_classes}")
+        if classes is not None and (not isinstance(classes, int) or classes < 1):
+            raise ConfigError(f"classes must be 1 (binary) or the number of classes incl. background, got {classes!r}")
         if channels not in ("grey", "rgb", "keep"):
             raise ConfigError(f"channels must be 'grey', 'rgb' or 'keep', got {channels!r}")
         if normalize not in ("zscore", "percentile", "none"):
             raise ConfigError(f"normalize must be 'zscore', 'percentile' or 'none', got {normalize!r}")
         self.items = list(items)
         self.spatial_dims = spatial_dims
-        self.num_classes = num_classes
+        self.classes = classes
         self.channels = channels
         self.normalize = normalize
         self.transform = transform
@@ -190,6 +188,11 @@ class SegmentationDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} samples, spatial_dims={self.spatial_dims})"
+
+    @property
+    def label_count(self) -> int | None:
+        """How many label ids masks may hold (background included): 2 for binary, ``None`` for any."""
+        return None if self.classes is None else max(2, self.classes)
 
     @property
     def ids(self) -> list[str]:
@@ -203,7 +206,7 @@ class SegmentationDataset(Dataset):
         """The label map ``(*spatial)`` of one item."""
         if not isinstance(item.mask, Path):
             raise DataError(f"{item.image}: has no mask file; this data set cannot be used for training")
-        return read_mask(item.mask, self.spatial_dims, self.num_classes)
+        return read_mask(item.mask, self.spatial_dims, self.label_count)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``(C, *spatial)`` float32 (channels converted, normalised) and mask ``(*spatial)`` int64.
@@ -244,7 +247,7 @@ class SegmentationDataset(Dataset):
             self.load(i)
 
 
-def _pick_mask_dir(root: Path, mask_dir: str | None) -> Path:
+def pick_mask_dir(root: Path, mask_dir: str | None) -> Path:
     if mask_dir is not None:
         return root / mask_dir
     for name in ("masks", "labels"):
@@ -279,185 +282,8 @@ class FolderPairs(SegmentationDataset):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: no such folder; check the data set path")
-        super().__init__(pair_folders(root / image_dir, _pick_mask_dir(root, mask_dir), mask_suffix), **kwargs)
+        super().__init__(pair_folders(root / image_dir, pick_mask_dir(root, mask_dir), mask_suffix), **kwargs)
         self.root = root
-
-
-class ISBI2012(SegmentationDataset):
-    """ISBI 2012 EM segmentation (ssTEM, Drosophila VNC): 512x512 grey sections, 1 = cell interior.
-
-    Two layouts are accepted: per-section files ``images/NN.png`` + ``labels/NN.png``, or the challenge's
-    stacks ``train-volume.tif`` + ``train-labels.tif`` (one page per section). Labels are 255 for cell
-    interior and 0 for membrane, read as 1 and 0. Sections are consecutive and correlated: split them with
-    :func:`~unetpp.data.splits.block_split`, not at random.
-
-    Args:
-        root: the folder holding either layout.
-        **kwargs: see :class:`SegmentationDataset` (defaults here: ``channels="grey"``, ``num_classes=2``).
-
-    Raises:
-        DataError: neither layout found, unpaired files, or stacks with different numbers of pages.
-    """
-
-    VOLUME, LABELS = "train-volume.tif", "train-labels.tif"
-
-    def __init__(self, root: PathLike, **kwargs) -> None:
-        root = Path(root)
-        kwargs.setdefault("channels", "grey")
-        kwargs["spatial_dims"] = 2
-        self.root = root
-        self._stacks: tuple[np.ndarray, np.ndarray] | None = None
-        if (root / self.VOLUME).is_file():
-            labels = root / self.LABELS
-            if not labels.is_file():
-                raise DataError(f"{labels}: no such file next to {self.VOLUME}; the stacks come as a pair")
-            n = self._read_stacks()[0].shape[1]
-            items = [Item(f"{i:02d}", root / self.VOLUME, labels, index=i) for i in range(n)]
-        elif (root / "images").is_dir():
-            items = pair_folders(root / "images", _pick_mask_dir(root, None))
-        else:
-            raise DataError(
-                f"{root}: not an ISBI 2012 folder; expected {self.VOLUME} + {self.LABELS}, or images/ + labels/"
-            )
-        super().__init__(items, **kwargs)
-
-    def _read_stacks(self) -> tuple[np.ndarray, np.ndarray]:
-        # 30 sections of 512x512 are 8 MB: read each stack once, not once per section
-        if self._stacks is None:
-            volume = read_image(self.root / self.VOLUME, spatial_dims=3)  # (1, Z, H, W)
-            labels = read_mask(self.root / self.LABELS, spatial_dims=3, num_classes=2)  # (Z, H, W)
-            if volume.shape[1] != labels.shape[0]:
-                raise DataError(
-                    f"{self.root / self.LABELS}: has {labels.shape[0]} pages but {self.VOLUME} has {volume.shape[1]}; "
-                    "use the labels of this volume"
-                )
-            self._stacks = (volume, labels)
-        return self._stacks
-
-    def read_image(self, item: Item) -> np.ndarray:
-        if item.index is None:
-            return super().read_image(item)
-        return self._read_stacks()[0][:, item.index]
-
-    def read_mask(self, item: Item) -> np.ndarray:
-        if item.index is None:
-            return super().read_mask(item)
-        return self._read_stacks()[1][item.index]
-
-
-class DSB2018(SegmentationDataset):
-    """2018 Data Science Bowl nuclei in Kaggle's layout: ``<id>/images/<id>.png`` + ``<id>/masks/*.png``.
-
-    Images are RGBA PNGs (mostly grey stored as colour); ``channels`` picks ``"rgb"`` (default) or
-    ``"grey"``. Each mask file holds one nucleus; the semantic mask is their union (1 = nucleus) and
-    :meth:`instances` gives the instance label map.
-
-    Args:
-        root: the ``stage1_train`` folder, or a folder containing it.
-        ids: a subset of image ids to use (default: all, sorted).
-        **kwargs: see :class:`SegmentationDataset` (defaults here: ``channels="rgb"``, ``num_classes=2``).
-
-    Raises:
-        DataError: missing or empty folder, a sample folder without its image or without masks, unknown ids.
-    """
-
-    def __init__(self, root: PathLike, *, ids: Sequence[str] | None = None, **kwargs) -> None:
-        root = Path(root)
-        if (root / "stage1_train").is_dir():
-            root = root / "stage1_train"
-        if not root.is_dir():
-            raise DataError(f"{root}: no such folder; point to the extracted stage1_train folder")
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not found:
-            raise DataError(f"{root}: folder is empty; expected one <id>/images + <id>/masks folder per image")
-        if ids is not None:
-            unknown = sorted(set(ids) - set(found))
-            if unknown:
-                raise DataError(f"{root}: no sample folder for id(s) {_listed(unknown)}; check the ids")
-            found = list(ids)
-        kwargs.setdefault("channels", "rgb")
-        kwargs["spatial_dims"] = 2
-        super().__init__([self._item(root / name) for name in found], **kwargs)
-        self.root = root
-
-    @staticmethod
-    def _item(folder: Path) -> Item:
-        image = folder / "images" / f"{folder.name}.png"
-        if not image.is_file():
-            raise DataError(f"{image}: no such file; each DSB sample folder holds images/<id>.png")
-        mask_dir = folder / "masks"
-        masks = tuple(sorted(p for p in mask_dir.glob("*.png") if is_supported(p))) if mask_dir.is_dir() else ()
-        if not masks:
-            raise DataError(f"{mask_dir}: no mask files for image {image.name}; each nucleus is one PNG in masks/")
-        return Item(folder.name, image, masks)
-
-    def instances(self, index: int) -> np.ndarray:
-        """Instance label map ``(H, W)`` int32: 0 background, ``k`` for the k-th mask file (sorted by name).
-
-        Raises:
-            DataError: an unreadable, non-binary or wrongly sized mask file, naming it.
-        """
-        return self._instances(self.items[index])
-
-    def _instances(self, item: Item) -> np.ndarray:
-        labels: np.ndarray | None = None
-        for k, path in enumerate(item.mask, start=1):  # type: ignore[arg-type]
-            nucleus = read_mask(path, 2, num_classes=2)
-            if labels is None:
-                labels = np.zeros(nucleus.shape, dtype=np.int32)
-            elif nucleus.shape != labels.shape:
-                raise DataError(
-                    f"{path}: mask is {'x'.join(map(str, nucleus.shape))} but the other masks of {item.id} are "
-                    f"{'x'.join(map(str, labels.shape))}; masks must match their image"
-                )
-            labels[nucleus > 0] = k  # DSB nuclei do not overlap; if they did, the later file would win
-        return labels  # type: ignore[return-value]
-
-    def read_mask(self, item: Item) -> np.ndarray:
-        return (self._instances(item) > 0).astype(np.int64)
-
-
-class Decathlon(SegmentationDataset):
-    """A Medical Segmentation Decathlon task: ``imagesTr/*.nii.gz``, ``labelsTr/*.nii.gz``, ``dataset.json``.
-
-    Labels are label maps (e.g. Hippocampus: 0 background, 1 anterior, 2 posterior); ``num_classes`` is
-    read from ``dataset.json``'s ``labels``. Images and labels are paired by file name from the folders
-    rather than from ``dataset.json``'s ``training`` list, so a partial copy works. macOS ``._*`` files,
-    which the official archives contain, are skipped. Images are ``(C, X, Y, Z)``, C the modalities.
-
-    Args:
-        root: the task folder (e.g. ``Task04_Hippocampus``).
-        **kwargs: see :class:`SegmentationDataset` (``num_classes`` overrides ``dataset.json``).
-
-    Raises:
-        DataError: missing folder, missing or unreadable ``dataset.json`` (unless ``num_classes`` is
-            given), unpaired files.
-    """
-
-    def __init__(self, root: PathLike, **kwargs) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise DataError(f"{root}: no such folder; point to the task folder holding imagesTr and labelsTr")
-        self.root = root
-        self.info = self._read_info(root / "dataset.json", required="num_classes" not in kwargs)
-        if "num_classes" not in kwargs:
-            kwargs["num_classes"] = len(self.info["labels"])
-        kwargs.setdefault("spatial_dims", 3)
-        super().__init__(pair_folders(root / "imagesTr", root / "labelsTr"), **kwargs)
-
-    @staticmethod
-    def _read_info(path: Path, required: bool) -> dict:
-        if not path.is_file():
-            if required:
-                raise DataError(f"{path}: no such file; it names the labels (or pass num_classes)")
-            return {}
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: not readable JSON ({e}); re-download the task") from e
-        if required and not (isinstance(info, dict) and isinstance(info.get("labels"), dict) and info["labels"]):
-            raise DataError(f"{path}: has no 'labels' mapping; re-download the task or pass num_classes")
-        return info
 
 
 class ArrayDataset(SegmentationDataset):
@@ -492,10 +318,10 @@ class ArrayDataset(SegmentationDataset):
 
     def read_mask(self, item: Item) -> np.ndarray:
         mask = self.masks[item.index]
-        if mask.min() < 0 or (self.num_classes is not None and mask.max() >= self.num_classes):
+        if mask.min() < 0 or (self.label_count is not None and mask.max() >= self.label_count):
             values = sorted(np.unique(mask).tolist())[:10]
             raise DataError(
-                f"{item.image}: mask values {values} are not class ids in 0..{(self.num_classes or 0) - 1}; "
-                "fix the labels or num_classes"
+                f"{item.image}: mask values {values} are not class ids in 0..{(self.label_count or 0) - 1}; "
+                "fix the labels or classes"
             )
         return mask.astype(np.int64)

@@ -26,18 +26,16 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from ..errors import ConfigError, DataError
-from .datasets import DSB2018, ISBI2012, Decathlon, SegmentationDataset
+from .datasets import SegmentationDataset
+from .layouts import LAYOUTS
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-Layout = Literal["isbi2012", "dsb2018", "decathlon"]
 
 _CHUNK = 1 << 20
 _MSD_MIRROR = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
@@ -66,15 +64,20 @@ class RemoteDataset:
         name: short name (a key of :data:`REMOTE_DATASETS`).
         files: what to fetch; ``.zip``, ``.tar``, ``.tar.gz`` and ``.tgz`` files are extracted.
         folder: the data set's folder under the download root.
-        layout: which reader must accept it: ``"isbi2012"``, ``"dsb2018"`` or ``"decathlon"``.
+        layout: the name of its row in :data:`unetpp.data.layouts.LAYOUTS`, whose reader must accept it.
         homepage: where the data set, its licence and its citation are described.
     """
 
     name: str
     files: tuple[RemoteFile, ...]
     folder: str
-    layout: Layout
+    layout: str
     homepage: str = ""
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS or LAYOUTS[self.layout].looks_like is None:
+            known = [n for n, row in LAYOUTS.items() if row.looks_like is not None]
+            raise ConfigError(f"RemoteDataset {self.name!r}: layout {self.layout!r} is not one of {known}")
 
 
 REMOTE_DATASETS: dict[str, RemoteDataset] = {
@@ -103,19 +106,6 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
         "decathlon",
         "http://medicaldecathlon.com",
     ),
-}
-
-_READERS: dict[str, Callable[..., SegmentationDataset]] = {
-    "isbi2012": ISBI2012,
-    "dsb2018": DSB2018,
-    "decathlon": Decathlon,
-}
-
-# what a folder of each layout holds, to find it inside an extracted archive
-_LOOKS_LIKE: dict[str, Callable[[Path], bool]] = {
-    "isbi2012": lambda d: (d / ISBI2012.VOLUME).is_file() or ((d / "images").is_dir() and (d / "labels").is_dir()),
-    "dsb2018": lambda d: any((c / "images").is_dir() and (c / "masks").is_dir() for c in d.iterdir() if c.is_dir()),
-    "decathlon": lambda d: (d / "imagesTr").is_dir() and (d / "labelsTr").is_dir(),
 }
 
 
@@ -222,7 +212,7 @@ def _locate(root: Path, layout: str) -> Path | None:
     level = [root]
     for _ in range(4):
         for d in level:
-            if _LOOKS_LIKE[layout](d):
+            if LAYOUTS[layout].looks_like(d):  # type: ignore[misc]
                 return d
         level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith((".", "__"))]
     return None
@@ -236,7 +226,7 @@ def verify(dataset: str | RemoteDataset, path: PathLike) -> Path:
         ConfigError: unknown data set name.
     """
     record = _record(dataset)
-    _READERS[record.layout](Path(path))
+    LAYOUTS[record.layout].reader(Path(path))
     return Path(path)
 
 
@@ -251,7 +241,7 @@ def from_local(dataset: str | RemoteDataset, path: PathLike, **kwargs) -> Segmen
     Raises:
         DataError: see :func:`verify`.
     """
-    return _READERS[_record(dataset).layout](Path(path), **kwargs)
+    return LAYOUTS[_record(dataset).layout].reader(Path(path), **kwargs)
 
 
 def download(

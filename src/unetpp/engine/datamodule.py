@@ -1,77 +1,14 @@
-"""The LightningDataModule: data set by layout, a seeded split, patches for training, full images to validate."""
+"""The LightningDataModule: batches only. Layouts and splits are in :mod:`unetpp.data.layouts`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import DataConfig
-from ..data import (
-    DSB2018,
-    ISBI2012,
-    ArrayDataset,
-    Decathlon,
-    FolderPairs,
-    PatchDataset,
-    SegmentationDataset,
-    Split,
-    block_split,
-    build_transforms,
-    kfold_split,
-    make_synthetic_em,
-    random_split,
-)
-from ..errors import ConfigError, DataError
-
-LAYOUTS = {"folders": FolderPairs, "isbi2012": ISBI2012, "dsb2018": DSB2018, "decathlon": Decathlon}
-
-
-def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int) -> SegmentationDataset:
-    """The whole data set named by the config, read lazily and checked for pairing."""
-    kwargs = {
-        "spatial_dims": spatial_dims,
-        "num_classes": max(2, classes),
-        "channels": cfg.channels,
-        "normalize": cfg.normalize,
-        "cache": cfg.cache,
-    }
-    if cfg.layout == "synthetic":
-        images, masks = make_synthetic_em(cfg.synthetic_images, cfg.synthetic_size, seed=0)
-        return ArrayDataset(images, masks, **kwargs)
-    if cfg.layout not in LAYOUTS:
-        raise ConfigError(f"data.layout must be one of {[*LAYOUTS, 'synthetic']}, got {cfg.layout!r}")
-    if not cfg.root:
-        raise ConfigError("data.root is not set; pass the data set folder (e.g. --data path/to/images_and_masks)")
-    if not Path(cfg.root).is_dir():
-        raise DataError(f"{cfg.root}: no such folder; check the path given as data root")
-    return LAYOUTS[cfg.layout](cfg.root, **kwargs)
-
-
-def indices_of(wanted: list[str], ids: list[str], field: str) -> list[int]:
-    """Positions of the named images, in data set order; an unknown name is an error."""
-    unknown = sorted(set(wanted) - set(ids))
-    if unknown:
-        raise ConfigError(f"data.{field} names images that do not exist: {unknown[:5]}; ids look like {ids[:3]}")
-    return [k for k, i in enumerate(ids) if i in set(wanted)]
-
-
-def split_indices(cfg: DataConfig, ids: list[str], seed: int) -> Split:
-    """Training and validation indices: explicit ids, contiguous blocks, random, or one of k folds."""
-    if cfg.val_ids:
-        val = indices_of(cfg.val_ids, ids, "val_ids")
-        return Split([k for k in range(len(ids)) if k not in set(val)], val, [])
-    if cfg.split == "block":
-        return block_split(len(ids), cfg.val_fraction, seed=seed)
-    if cfg.split == "random":
-        return random_split(len(ids), cfg.val_fraction, seed=seed)
-    if cfg.split == "kfold":
-        folds = kfold_split(len(ids), cfg.folds, seed=seed)
-        if not 0 <= cfg.fold < len(folds):
-            raise ConfigError(f"data.fold must be in 0..{len(folds) - 1}, got {cfg.fold}")
-        return folds[cfg.fold]
-    raise ConfigError(f"data.split must be 'block', 'random' or 'kfold', got {cfg.split!r}")
+from ..data import PatchDataset, build_transforms
+from ..data.layouts import indices_of, open_dataset, split_indices
+from ..errors import ConfigError
 
 
 class SegmentationDataModule(L.LightningDataModule):

@@ -94,7 +94,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
         max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
-        precision=t.precision,
+        precision=t.lightning_precision,
         accelerator=t.accelerator,
         devices=int(t.devices) if str(t.devices).isdigit() else t.devices,
         num_nodes=t.num_nodes,
@@ -153,7 +153,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
     data.setup("fit")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        cfg.save(run_dir / "config.yaml")
+        cfg.save(run_dir / "config.yaml", overwrite=False)
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None)
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
     best = run_dir / "checkpoints" / "best.ckpt"
