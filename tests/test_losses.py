@@ -118,6 +118,26 @@ def test_deep_supervision_equals_the_hand_weighted_sum(weights, rng) -> None:
     assert per_head.tolist() == pytest.approx([base(h, target).item() for h in heads])
 
 
+@pytest.mark.parametrize("classes", [1, 3])
+def test_deep_supervision_prepares_the_target_once_per_step(classes, rng, monkeypatch) -> None:
+    import unetpp.losses as losses
+
+    calls = []
+    original = losses.prepare_target
+    monkeypatch.setattr(losses, "prepare_target", lambda *a: calls.append(1) or original(*a))
+    heads = [torch.randn(2, classes, 4, 4, generator=rng) for _ in range(4)]
+    target = torch.randint(0, 2 if classes == 1 else classes, (2, 1, 4, 4), generator=rng)
+    target = target.float() if classes == 1 else target
+    ds = DeepSupervisionLoss(HybridLoss(), [1, 1, 1, 1])
+    total, per_head = ds.per_head(heads, target)
+    assert len(calls) == 1  # not once per head
+    monkeypatch.setattr(losses, "prepare_target", original)
+    assert per_head.tolist() == pytest.approx([HybridLoss()(h, target).item() for h in heads])
+    # a loss without from_prepared (any nn.Module) still gets the raw target, once per head
+    mse = DeepSupervisionLoss(torch.nn.MSELoss(), [1, 1])
+    assert mse(heads[:2], heads[0]).item() == pytest.approx(torch.nn.MSELoss()(heads[1], heads[0]).item())
+
+
 def test_zero_weight_heads_get_no_gradient_but_are_logged(rng) -> None:
     heads = [torch.randn(1, 1, 2, 2, generator=rng, requires_grad=True) for _ in range(2)]
     target = torch.ones(1, 1, 2, 2)

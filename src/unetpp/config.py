@@ -286,6 +286,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise bad
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
             return float(value)
         raise bad

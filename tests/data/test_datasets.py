@@ -184,7 +184,7 @@ def test_non_binary_mask_in_data_set(tmp_path) -> None:
         ({"spatial_dims": 4}, "spatial_dims must be 2 or 3"),
         ({"channels": "bgr"}, "channels must be 'grey', 'rgb' or 'keep'"),
         ({"normalize": "minmax"}, "normalize must be"),
-        ({"num_classes": 1}, "num_classes must be >= 2"),
+        ({"classes": 0}, "classes must be 1 \\(binary\\) or the number of classes"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message) -> None:
@@ -316,7 +316,7 @@ def make_msd(root, n=2, labels=None):
 def test_decathlon_layout(tmp_path) -> None:
     ds = Decathlon(make_msd(tmp_path))
     assert len(ds) == 2
-    assert ds.num_classes == 3
+    assert ds.classes == 3
     sample = ds[0]
     assert sample["image"].shape == (1, 6, 7, 5)
     assert sample["mask"].shape == (1, 6, 7, 5)
@@ -335,7 +335,7 @@ def test_decathlon_needs_its_json(tmp_path) -> None:
     (tmp_path / "dataset.json").unlink()
     with pytest.raises(DataError, match=r"dataset\.json: no such file"):
         Decathlon(tmp_path)
-    assert Decathlon(tmp_path, num_classes=3).num_classes == 3
+    assert Decathlon(tmp_path, classes=3).classes == 3
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(DataError, match=r"dataset\.json: not readable JSON"):
         Decathlon(tmp_path)

@@ -80,7 +80,7 @@ def test_download_msd_tar_skips_apple_double_files(tmp_path) -> None:
     assert (tmp_path / "data" / "Task04_Hippocampus.tar").is_file()
     ds = from_local(rec, target)
     assert len(ds) == 2
-    assert ds.num_classes == 3
+    assert ds.classes == 3
     assert ds[1]["mask"].unique().tolist() == [2]
 
 
@@ -150,10 +150,26 @@ def test_existing_invalid_folder_needs_overwrite(tmp_path) -> None:
     assert from_local(rec, download(rec, tmp_path / "data", overwrite=True)).ids == ["aaa", "bbb"]
 
 
-def test_verify_and_registry(tmp_path) -> None:
+def test_every_record_names_a_layout_that_recognises_and_reads_its_copy(tmp_path) -> None:
+    """Each downloadable data set goes through its row of the one layout table: recognised, then read."""
+    from unetpp.data.layouts import LAYOUTS
+
     assert set(REMOTE_DATASETS) == {"isbi2012", "dsb2018", "msd-hippocampus"}
-    # no official checksum is published, and none is invented
-    assert all(f.sha256 is None for r in REMOTE_DATASETS.values() for f in r.files)
+    rows = {name: LAYOUTS[record.layout] for name, record in REMOTE_DATASETS.items()}
+    assert {name: row.name for name, row in rows.items()} == {
+        "isbi2012": "isbi2012",
+        "dsb2018": "dsb2018",
+        "msd-hippocampus": "decathlon",
+    }
+    dsb = extract(dsb_zip(tmp_path), tmp_path / "dsb")
+    assert rows["dsb2018"].looks_like(dsb)
+    assert not rows["msd-hippocampus"].looks_like(dsb)
+    assert from_local("dsb2018", dsb).ids == ["aaa", "bbb"]
+    with pytest.raises(ConfigError, match=r"layout 'cifar' is not one of \['folders', 'isbi2012'"):
+        RemoteDataset("x", (), "x", "cifar")
+
+
+def test_verify_refuses_wrong_folders_and_names(tmp_path) -> None:
     with pytest.raises(DataError, match=r"not an ISBI 2012 folder"):
         verify("isbi2012", tmp_path)
     with pytest.raises(ConfigError, match="unknown data set 'cifar'"):

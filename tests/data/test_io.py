@@ -125,7 +125,7 @@ def test_palette_mask_keeps_indices(tmp_path) -> None:
 
 def test_write_refuses_to_overwrite(tmp_path) -> None:
     path = write_image(tmp_path / "a.png", GREY)
-    with pytest.raises(DataError, match=r"a\.png: file exists.*overwrite=True"):
+    with pytest.raises(DataError, match=r"a\.png: file exists; pass --overwrite"):
         write_image(path, RGB)
     write_image(path, RGB, overwrite=True)
     np.testing.assert_array_equal(read_image(path), RGB)

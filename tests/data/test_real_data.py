@@ -54,7 +54,7 @@ def test_msd_hippocampus_volumes(shared_data) -> None:
     root = shared_data / "msd-hippocampus"
     ds = Decathlon(root)
     assert len(ds) == 220
-    assert ds.num_classes == 3
+    assert ds.classes == 3
     for i in (0, 1):
         sample = ds[i]
         assert sample["image"].ndim == 4

@@ -115,7 +115,7 @@ def test_foreground_classes_are_drawn_evenly() -> None:
     masks = np.zeros((1, 64, 64), np.uint8)
     masks[0, :32, :32] = 1
     masks[0, 60, 60] = 2
-    patches = PatchDataset(ArrayDataset(images, masks, num_classes=3), 8, fg_prob=1.0, patches_per_image=200)
+    patches = PatchDataset(ArrayDataset(images, masks, classes=3), 8, fg_prob=1.0, patches_per_image=200)
     with_small = sum(bool((patches[i]["mask"] == 2).any()) for i in range(200)) / 200
     assert 0.35 < with_small < 0.65
 
