@@ -60,7 +60,8 @@ def test_override_parses_yaml_applies_in_order_and_returns_a_new_frozen_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.lr = 1.0  # type: ignore[misc]
     assert RunConfig().override(["train.max_minutes=null"]).train.max_minutes is None
-    assert RunConfig().override(["train.lr=1"]).train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert RunConfig().override(["train.lr=1"]).train.lr == 1.0
+    assert isinstance(cfg.train.lr, float)
 
 
 def test_old_precision_spellings_still_work_with_a_warning() -> None:

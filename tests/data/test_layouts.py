@@ -31,7 +31,8 @@ def test_open_dataset_reads_each_row(tmp_path) -> None:
     assert ds.ids == [f"s{k}" for k in range(5)]
     assert ds[0]["mask"].shape == (1, 8, 8)
     synthetic = open_dataset(DataConfig(layout="synthetic", synthetic_images=3, synthetic_size=32), 2, 1)
-    assert len(synthetic) == 3 and synthetic[0]["image"].shape == (1, 32, 32)
+    assert len(synthetic) == 3
+    assert synthetic[0]["image"].shape == (1, 32, 32)
     with pytest.raises(ConfigError, match="data.root is not set"):
         open_dataset(DataConfig(layout="folders"), 2, 1)
     with pytest.raises(DataError, match=r"nowhere: no such folder"):
