@@ -136,7 +136,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError("name a preset (e.g. unetpp reproduce table4-em --data ... --out ...) or pass --list")
     if not args.data or not args.out:
-        raise ConfigError(f"reproduce {args.name} needs --data (your copy of the data set) and --out (the study folder)")
+        raise ConfigError(
+            f"reproduce {args.name} needs --data (your copy of the data set) and --out (the study folder)"
+        )
     fields = {"test_folder": _abs(args.test)} if args.test else {}
     spec = load_preset(args.name, args.budget, data=_abs(args.data) or "", overrides=tuple(args.set or ()), **fields)
     return _finish(spec, args.out, args.part)

@@ -144,8 +144,13 @@ def embedded_plot(rows: Sequence[dict], path: Path) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     depths = [r["depth"] for r in rows]
-    for shift, key, label in ((-0.2, "embedded", "embedded (head d of UNet++)"), (0.2, "isolated", "isolated (L^d alone)")):
-        ax.bar([d + shift for d in depths], [r[key] for r in rows], 0.4, yerr=[r[f"{key}_sd"] for r in rows], label=label)
+    for shift, key, label in (
+        (-0.2, "embedded", "embedded (head d of UNet++)"),
+        (0.2, "isolated", "isolated (L^d alone)"),
+    ):
+        ax.bar(
+            [d + shift for d in depths], [r[key] for r in rows], 0.4, yerr=[r[f"{key}_sd"] for r in rows], label=label
+        )
     ax.set_xticks(depths, [f"L{d}" for d in depths])
     ax.set(ylabel="test IoU", title="Embedded vs isolated training (paper Fig. 6)")
     ax.grid(alpha=0.3, axis="y")

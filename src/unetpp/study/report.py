@@ -9,6 +9,7 @@ check that it renders.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import json
@@ -43,10 +44,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
     for pkg in ("unetpp", "torch", "lightning", "numpy", "scipy", "torchio", "timm"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     import torch
 
     out["threads"] = str(torch.get_num_threads())
@@ -79,7 +78,10 @@ def main_table(rows: Sequence[dict], spec: StudySpec) -> str:
 
 def _heads_md(rows: Sequence[dict]) -> str:
     lines = ["| model | mode | IoU % | Dice % |", "|---|---|---:|---:|"]
-    lines += [f"| {r['model']} | {r['mode']} | {_pct(r['iou'], r['iou_sd'])} | {_pct(r['dice'], r['dice_sd'])} |" for r in rows]
+    lines += [
+        f"| {r['model']} | {r['mode']} | {_pct(r['iou'], r['iou_sd'])} | {_pct(r['dice'], r['dice_sd'])} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -88,7 +90,9 @@ def _groups_md(groups: dict, reference: str) -> str:
         return ""
     models = list(groups["groups"][0]["models"])
     lines = [
-        "| object size | objects | " + " | ".join(f"{m} IoU %" + ("" if m == reference else " (p)") for m in models) + " |",
+        "| object size | objects | "
+        + " | ".join(f"{m} IoU %" + ("" if m == reference else " (p)") for m in models)
+        + " |",
         "|---|---:|" + "---:|" * len(models),
     ]
     for g in groups["groups"]:
@@ -179,7 +183,9 @@ def _figures(data: dict, out: Path) -> dict[str, Path]:
     }
     extra = {
         "IoU by object size (Fig. 7)": plots.size_group_plot(data["size_groups"], out / "figures" / "size_groups.png"),
-        "Embedded vs isolated (Fig. 6)": plots.embedded_plot(data["embedded_vs_isolated"], out / "figures" / "fig6.png"),
+        "Embedded vs isolated (Fig. 6)": plots.embedded_plot(
+            data["embedded_vs_isolated"], out / "figures" / "fig6.png"
+        ),
     }
     figs.update({k: v for k, v in extra.items() if v is not None})
     return figs
@@ -197,7 +203,9 @@ def _markdown(data: dict, spec: StudySpec, figs: dict[str, Path], overlays: dict
     parts = [f"# Study: {spec.name}", ""]
     if data["missing"]:
         parts += [f"**Incomplete**: {len(data['missing'])} run(s) not finished: {', '.join(data['missing'])}.", ""]
-    budget = ", ".join(x for x in (f"{spec.epochs} epochs" if spec.epochs else "", f"{spec.minutes} min" if spec.minutes else "") if x)
+    budget = ", ".join(
+        x for x in (f"{spec.epochs} epochs" if spec.epochs else "", f"{spec.minutes} min" if spec.minutes else "") if x
+    )
     parts += [
         f"Data: `{spec.data or spec.layout}` ({spec.layout}); seeds {list(spec.seeds)}; budget {budget} per run; "
         f"reference: **{data['reference']}**. Scores are on held-out test images; a model's score is the mean "
@@ -231,7 +239,17 @@ def _markdown(data: dict, spec: StudySpec, figs: dict[str, Path], overlays: dict
     parts += ["", "## Examples (first seed; green: right, red: wrong)", ""]
     for model, paths in overlays.items():
         parts += [f"{model}: " + " ".join(f"![{model} {p.stem}]({p.relative_to(out)})" for p in paths)]
-    parts += ["", "## Reproduce", "", "```", data["command"], "```", "", "Versions: " + json.dumps(data["versions"]), ""]
+    parts += [
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        data["command"],
+        "```",
+        "",
+        "Versions: " + json.dumps(data["versions"]),
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -287,7 +305,8 @@ def _html(md: str, data: dict, figs: dict[str, Path], overlays: dict[str, list[P
                 for model, paths in overlays.items():
                     body.append(f"<h3>{html.escape(model)}</h3>" + "".join(_img(p, f"{model} {p.stem}") for p in paths))
             elif title == "Reproduce":
-                body.append(f"<pre>{html.escape(data['command'])}</pre><pre>{html.escape(json.dumps(data['versions'], indent=1))}</pre>")
+                text = json.dumps(data["versions"], indent=1)
+                body.append(f"<pre>{html.escape(data['command'])}</pre><pre>{html.escape(text)}</pre>")
                 break
         elif line.startswith(("![", "```")) or not line.strip() or line.startswith(tuple(f"{m}: " for m in overlays)):
             continue
@@ -305,7 +324,18 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _results_csv(data: dict, path: Path) -> Path:
-    fields = ["model", "seed", "mode", "iou", "dice", "hd95", "epochs", "seconds", "seconds_per_epoch", "patches_per_second"]
+    fields = [
+        "model",
+        "seed",
+        "mode",
+        "iou",
+        "dice",
+        "hd95",
+        "epochs",
+        "seconds",
+        "seconds_per_epoch",
+        "patches_per_second",
+    ]
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:

@@ -32,7 +32,9 @@ def read_preset(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def load_preset(name: str, budget: str = "cpu", *, data: str = "", overrides: tuple[str, ...] = (), **fields: Any) -> StudySpec:
+def load_preset(
+    name: str, budget: str = "cpu", *, data: str = "", overrides: tuple[str, ...] = (), **fields: Any
+) -> StudySpec:
     """The study spec of a preset at a budget, on the user's copy of the data.
 
     Args:

@@ -216,8 +216,10 @@ def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[di
         truth = masks_from_labels(sample["mask"][None], model.classes)
         if model.classes == 1:
             obj = object_scores(pred, truth)
-            objects += [[str(sample["id"]), mode, j, float(s), float(i), float(d)] for j, (s, i, d) in enumerate(
-                zip(obj.size.tolist(), obj.iou.tolist(), obj.dice.tolist(), strict=True))]
+            objects += [
+                [str(sample["id"]), mode, j, float(s), float(i), float(d)]
+                for j, (s, i, d) in enumerate(zip(obj.size.tolist(), obj.iou.tolist(), obj.dice.tolist(), strict=True))
+            ]
         if k < OVERLAYS_PER_RUN:
             labels = pred[0, 0].long() if model.classes == 1 else pred[0].float().argmax(0)
             picture = overlay(

@@ -100,7 +100,9 @@ class ModelSpec:
                 return "-".join(map(str, v))
             return "none" if v is None else str(v)
 
-        return self.name + "".join(f"{':' if k == 0 else ','}{key}={show(v)}" for k, (key, v) in enumerate(self.options))
+        return self.name + "".join(
+            f"{':' if k == 0 else ','}{key}={show(v)}" for k, (key, v) in enumerate(self.options)
+        )
 
     @property
     def slug(self) -> str:
@@ -237,7 +239,10 @@ class StudySpec:
             if m.name == "unet++" and m.option("ds", True):
                 depth = m.option("depth", 4)
                 rest = {k: v for k, v in m.options if k not in ("depth", "ds")}
-                out += [ModelSpec("unet++", tuple(sorted({**rest, "depth": d, "ds": False}.items()))) for d in range(1, depth + 1)]
+                out += [
+                    ModelSpec("unet++", tuple(sorted({**rest, "depth": d, "ds": False}.items())))
+                    for d in range(1, depth + 1)
+                ]
         if not out:
             raise ConfigError("--embedded-vs-isolated needs a deeply supervised unet++ among the models")
         return out
@@ -282,7 +287,9 @@ class StudySpec:
         import yaml
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        return atomic_write(Path(folder) / "study.yaml", lambda p: p.write_text(text), overwrite=True, error=ConfigError)
+        return atomic_write(
+            Path(folder) / "study.yaml", lambda p: p.write_text(text), overwrite=True, error=ConfigError
+        )
 
     @classmethod
     def load(cls, folder: Path) -> StudySpec:

@@ -65,7 +65,9 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def main_mode(run: RunResult) -> str:
-    return run.info.get("main_mode") or ("ensemble" if any(r["mode"] == "ensemble" for r in run.scores) else run.scores[-1]["mode"])
+    return run.info.get("main_mode") or (
+        "ensemble" if any(r["mode"] == "ensemble" for r in run.scores) else run.scores[-1]["mode"]
+    )
 
 
 def run_mean(run: RunResult, mode: str, metric: str = "iou") -> float:
@@ -148,7 +150,9 @@ def default_bins(sizes: Sequence[float], groups: int = 4) -> list[float]:
     """Edges that put about the same number of objects in each group (quantiles), from 0 to infinity."""
     if not len(sizes):
         return [0.0, math.inf]
-    inner = sorted({float(round(q)) for q in np.quantile(np.asarray(sizes, float), np.linspace(0, 1, groups + 1)[1:-1])})
+    inner = sorted(
+        {float(round(q)) for q in np.quantile(np.asarray(sizes, float), np.linspace(0, 1, groups + 1)[1:-1])}
+    )
     return [0.0, *[e for e in inner if e > 0], math.inf]
 
 
@@ -197,7 +201,11 @@ def size_groups(results: Sequence[RunResult], reference: str, bins: Sequence[flo
                 stats["p"] = math.nan
                 continue
             ref_by_key = dict(zip(map(tuple, ref_stats["keys"]), ref_stats["values"], strict=True))
-            pairs = [(v, ref_by_key[tuple(k)]) for k, v in zip(stats["keys"], stats["values"], strict=True) if tuple(k) in ref_by_key]
+            pairs = [
+                (v, ref_by_key[tuple(k)])
+                for k, v in zip(stats["keys"], stats["values"], strict=True)
+                if tuple(k) in ref_by_key
+            ]
             stats["p"] = paired([a for a, _ in pairs], [b for _, b in pairs])
         for stats in g["models"].values():
             del stats["keys"]

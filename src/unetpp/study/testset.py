@@ -39,7 +39,9 @@ def split(spec: StudySpec) -> tuple[list[str] | None, Sequence[dict]]:
     if spec.test_ids is not None:
         unknown = sorted(set(spec.test_ids) - set(ids))
         if unknown:
-            raise ConfigError(f"test ids {unknown[:5]} are not in {spec.data or 'the data set'}; ids look like {ids[:3]}")
+            raise ConfigError(
+                f"test ids {unknown[:5]} are not in {spec.data or 'the data set'}; ids look like {ids[:3]}"
+            )
         chosen = set(spec.test_ids)
     else:
         n_test = max(1, math.ceil(spec.test_fraction * len(ids)))  # type: ignore[operator]
