@@ -33,12 +33,12 @@ def read_preset(name: str) -> dict[str, Any]:
 
 
 def load_preset(
-    name: str, budget: str = "cpu", *, data: str = "", overrides: tuple[str, ...] = (), **fields: Any
+    preset_name: str, budget: str = "cpu", *, data: str = "", overrides: tuple[str, ...] = (), **fields: Any
 ) -> StudySpec:
     """The study spec of a preset at a budget, on the user's copy of the data.
 
     Args:
-        name: one of :data:`PRESETS` (or ``demo``).
+        preset_name: one of :data:`PRESETS` (or ``demo``).
         budget: ``smoke``, ``cpu`` or ``paper``.
         data: the data set folder.
         overrides: further ``section.field=value`` settings, applied after the preset's.
@@ -49,6 +49,7 @@ def load_preset(
     """
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; budgets are {', '.join(BUDGETS)}")
+    name = preset_name
     preset = read_preset(name)
     study = dict(preset["study"])
     b = preset["budgets"][budget]
