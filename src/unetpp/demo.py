@@ -1,87 +1,104 @@
-"""The embedded default: train U-Net and UNet++ on generated microscopy and compare them, no data needed.
+"""The embedded default: U-Net against UNet++ on generated microscopy, for the same number of epochs.
 
-It writes a synthetic EM-like data set (touching cells with membranes; seeded, generated here,
-never downloaded), trains U-Net (L4) and UNet++ with deep supervision under the same time
-budget, evaluates every head and the ensemble on held-out images, and writes overlays, a
-learning-curve plot, a CSV and a table.
+The demo is ``unetpp compare`` with the ``demo`` preset (``unetpp/study/presets/demo.yaml``): it writes
+a synthetic EM-like data set of the *hard* kind (thin, faint, broken membranes; seeded, generated
+here, never downloaded) and a separate test set, trains U-Net (L4) and UNet++ with deep supervision
+for equal epochs (the paper's fair unit; time per epoch and training patches/s are shown beside the
+scores, so the cost of UNet++ is visible rather than hidden in a shorter training), scores every head
+and the ensemble on the test images, and ends with the deploy trade-off of the trained UNet++: IoU,
+latency and size of each pruning level, and the depth ``unetpp prune --auto`` would keep.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import ConfigError
-from .evaluate import evaluate, format_table, probabilities_per_mode, summarize, write_csv
-from .metrics import masks_from_probs
-from .models import load
 
 log = logging.getLogger(__name__)
 
-MODELS = {"U-Net": ["model.name=unet"], "UNet++": ["model.name=unet++", "model.deep_supervision=true"]}
+AUTO_TOLERANCE = 0.003  # `unetpp prune --auto`'s default
 
 
-def run_demo(out: str | Path, *, minutes: float = 2.0, images: int = 30, test_images: int = 6, seed: int = 0) -> str:
-    """Run the whole demo into `out`; returns the results table (Markdown).
+def deploy_tradeoff(study: Path) -> str:
+    """The pruning levels of the study's deeply supervised UNet++ (from its ``results.json``), as text."""
+    data = json.loads((Path(study) / "results.json").read_text())
+    lines = []
+    for p in data["pruning"]:
+        lines += [f"Deploying {p['model']}: every pruning level (latency of one {p['shape']} input on this machine)"]
+        for r in p["rows"]:
+            iou = "–" if r.get("iou") is None else f"{100 * r['iou']:.2f}"
+            lines.append(
+                f"  {r['mode']:>8}: IoU {iou:>6} %  {r['latency_ms']:7.1f} ms  {r['params']:>10,} params"
+                f"  ({r['gflops']:.2f} GFLOPs)"
+            )
+        if p["auto_depth"] is not None:
+            lines.append(
+                f"  `unetpp prune --auto` would keep L{p['auto_depth']}: the shallowest depth within "
+                f"{100 * AUTO_TOLERANCE:.1f} IoU points of the best head (scored here on the test images)."
+            )
+    return "\n".join(lines)
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    budget: str = "cpu",
+    epochs: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    images: int = 30,
+    test_images: int = 6,
+    size: int = 256,
+) -> str:
+    """Run the whole demo into `out`; returns the results table and the deploy trade-off (text).
+
+    Args:
+        out: a new or empty folder: ``data/`` (generated), ``study/`` (runs, report.html, results).
+        budget: the demo preset's budget (``cpu`` for the demo, ``smoke`` for tests).
+        epochs: override the preset's epochs (the same for both models).
+        minutes: an optional wall-clock cap per model (off by default: it would make epochs unequal).
+        seed: data and training seed.
+        images, test_images, size: how many synthetic images (test ones included) and their side.
 
     Raises:
-        ConfigError: `out` already holds a demo (nothing is overwritten).
+        ConfigError: `out` already holds files (nothing is overwritten).
     """
-    from .data import FolderPairs, write_synthetic_dataset
-    from .engine.train import fit
+    from .data import write_synthetic_dataset
     from .predict import bf16_supported
-    from .visualize import overlay, plot_learning_curves, save_png
+    from .study import compare, load_preset
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: folder is not empty; choose another --out or remove it")
-    train_dir = write_synthetic_dataset(out / "data" / "train", images - test_images, seed=seed)
-    test_dir = write_synthetic_dataset(out / "data" / "test", test_images, seed=seed + 1)
-    summaries, runs = {}, {}
-    for name, overrides in MODELS.items():
-        cfg = RunConfig().override(
-            [
-                f"data.root={train_dir}",
-                "data.layout=folders",
-                "data.batch_size=8",
-                "data.num_workers=0",
-                "train.max_epochs=1000",
-                f"train.max_minutes={minutes}",
-                f"train.precision={'bf16-mixed' if bf16_supported() else '32-true'}",
-                f"train.seed={seed}",
-                *overrides,
-            ]
-        )
-        run_dir = out / "runs" / name.lower().replace("+", "p").replace("-", "")
-        log.info("training %s for %.1f min into %s", name, minutes, run_dir)
-        best = fit(cfg, run_dir)
-        model = load(best)
-        test = FolderPairs(test_dir, spatial_dims=2)
-        rows = evaluate(model, test)
-        write_csv(rows, run_dir / "evaluation.csv")
-        summaries[name] = summarize(rows)
-        runs[name] = run_dir
-        for k in range(min(3, len(test))):
-            sample = test[k]
-            probs = probabilities_per_mode(model, sample["image"][None])
-            mode = "ensemble" if "ensemble" in probs else next(iter(probs))
-            pred = masks_from_probs(probs[mode])[0, 0].numpy()
-            picture = overlay(sample["image"].numpy(), pred, sample["mask"][0].numpy())
-            save_png(picture, out / "overlays" / f"{run_dir.name}_{sample['id']}.png")
-    plot_learning_curves(runs, out / "learning_curves.png")
-    table = format_table(summaries)
-    (out / "results.md").write_text(table + "\n")
-    return table
+    if not 1 <= test_images < images:
+        raise ConfigError(f"test_images must be in 1..{images - 1}, got {test_images}")
+    train_dir = write_synthetic_dataset(out / "data" / "train", images - test_images, size, seed, difficulty="hard")
+    test_dir = write_synthetic_dataset(out / "data" / "test", test_images, size, seed + 1000, difficulty="hard")
+    fields: dict = {"test_folder": str(test_dir.resolve()), "seeds": (seed,), "name": "demo"}
+    if epochs is not None:
+        fields["epochs"] = epochs
+    if minutes is not None:
+        fields["minutes"] = minutes
+    precision = f"train.precision={'bf16-mixed' if bf16_supported() else '32-true'}"
+    spec = load_preset("demo", budget, data=str(train_dir.resolve()), overrides=(precision,), **fields)
+    log.info("training %s for %s epochs each into %s", " and ".join(spec.models), spec.epochs, out / "study")
+    table = compare(spec, out / "study", command=f"unetpp demo --out {out}")
+    text = f"{table}\n\n{deploy_tradeoff(out / 'study')}"
+    (out / "results.md").write_text(text + "\n")
+    return text
 
 
 def next_steps(out: Path) -> str:
     """The commands to run the same on one's own data."""
     return "\n".join(
         [
-            "Run the same on your own data (images/ and masks/ with matching file names):",
-            "  unetpp train --data path/to/dataset --model unet++ --run-dir runs/mine --minutes 60",
-            "  unetpp evaluate --checkpoint runs/mine/checkpoints/best.ckpt --data path/to/test_set",
-            f"Results of this demo: {out / 'results.md'}, {out / 'learning_curves.png'}, {out / 'overlays'}",
+            "Compare the same models on your own data (images/ and masks/ with matching file names):",
+            "  unetpp compare --data path/to/dataset --models unet unet++ --seeds 0 1 2 --epochs 40 "
+            "--test-fraction 0.2 --out studies/mine",
+            "  unetpp reproduce --list            # the paper's experiments as presets",
+            f"Report of this demo: {Path(out) / 'study' / 'report.html'} (tables, curves, overlays, pruning)",
         ]
     )

@@ -11,14 +11,22 @@ pixels being interior. How an image is made:
    interior, as ISBI labels mitochondria: they make the task more than thresholding), dark membranes of
    varying contrast; then a Gaussian blur (the microscope's PSF) and Gaussian noise.
 
+``difficulty="hard"`` makes the task one where context matters (used by ``unetpp demo``): membranes
+are thinner (about 1-2 px at 256²) and fainter, fade out along stretches (gaps that are still labelled
+membrane, as in ISBI where a membrane parallel to the cut blurs away), organelles are more frequent and
+as dark as membranes, and the blur and noise are stronger. A U-Net cannot just threshold dark lines.
+
 Everything is drawn from ``numpy.random.default_rng([seed, k])`` for image ``k``, so an image does not
-depend on how many are made, and the same seed always gives the same bytes.
+depend on how many are made, and the same seed always gives the same bytes (the default difficulty's
+images are the same as before ``difficulty`` existed).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -26,6 +34,26 @@ from ..errors import ConfigError, DataError
 from .io import write_image, write_mask
 
 PathLike = str | os.PathLike[str]
+Difficulty = Literal["default", "hard"]
+
+
+@dataclass(frozen=True)
+class _Look:
+    """The constants of one difficulty (intensities 0..255; widths in px at 256²)."""
+
+    width: tuple[float, float]  # distance to the boundary that is membrane: mean, amplitude along the membrane
+    organelle_quantile: float  # the darkest (1 - q) of a smooth field become organelles
+    organelle_level: tuple[float, float]
+    membrane_level: float  # mean membrane grey level (a smooth field adds +-25)
+    blur: tuple[float, float]
+    noise: tuple[float, float]
+    gaps: float  # fraction of membrane length that fades into the cells (0: none)
+
+
+_LOOKS = {
+    "default": _Look((2.5, 0.6), 0.92, (70, 110), 75, (0.6, 1.0), (10, 18), 0.0),
+    "hard": _Look((1.6, 0.5), 0.85, (75, 105), 95, (1.0, 1.5), (16, 24), 0.2),
+}
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -42,7 +70,7 @@ def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return (field / max(np.abs(field).max(), 1e-6)).astype(np.float32)
 
 
-def _one_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _one_image(rng: np.random.Generator, size: int, look: _Look = _LOOKS["default"]) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage
 
     scale = size / 256
@@ -67,7 +95,7 @@ def _one_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     boundary[:-1] |= cells[:-1] != cells[1:]
     boundary[:, :-1] |= cells[:, :-1] != cells[:, 1:]
     distance = ndimage.distance_transform_edt(~boundary).astype(np.float32)
-    width = 2.5 + 0.6 * _smooth_field(rng, size, max(2, size // 40))
+    width = look.width[0] + look.width[1] * _smooth_field(rng, size, max(2, size // 40))
     membrane = distance < width
     mask = (~membrane).astype(np.uint8)
 
@@ -78,30 +106,37 @@ def _one_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     texture = ndimage.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 2.0)
     texture *= 18 / max(texture.std(), 1e-6)
     blobs_field = ndimage.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 3.0)
-    organelles = (blobs_field > np.quantile(blobs_field, 0.92)) & (distance > width + 2)
+    organelles = (blobs_field > np.quantile(blobs_field, look.organelle_quantile)) & (distance > width + 2)
     image = cell_level + texture
-    image[organelles] = rng.uniform(70, 110) + 0.5 * texture[organelles]
-    membrane_level = 75 + 25 * _smooth_field(rng, size, max(2, size // 32))
-    image = np.where(membrane, membrane_level, image)
-    image = ndimage.gaussian_filter(image, rng.uniform(0.6, 1.0))
-    image += rng.uniform(10, 18) * rng.standard_normal((size, size), dtype=np.float32)
+    image[organelles] = rng.uniform(*look.organelle_level) + 0.5 * texture[organelles]
+    membrane_level = look.membrane_level + 25 * _smooth_field(rng, size, max(2, size // 32))
+    drawn = membrane
+    if look.gaps > 0:  # stretches where the membrane fades into the cells but stays labelled membrane
+        fade = _smooth_field(rng, size, max(2, size // 24))
+        drawn = membrane & (fade < np.quantile(fade, 1 - look.gaps))
+    image = np.where(drawn, membrane_level, image)
+    image = ndimage.gaussian_filter(image, rng.uniform(*look.blur))
+    image += rng.uniform(*look.noise) * rng.standard_normal((size, size), dtype=np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
-def make_synthetic_em(n_images: int, size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_em(
+    n_images: int, size: int = 256, seed: int = 0, difficulty: Difficulty = "default"
+) -> tuple[np.ndarray, np.ndarray]:
     """Make ``n_images`` EM-like images of touching cells and their masks.
 
     Args:
         n_images: how many.
         size: side of the square images (at least 32).
         seed: the same seed gives the same data; image ``k`` is the same whatever ``n_images``.
+        difficulty: ``"default"`` or ``"hard"`` (thinner, fainter, broken membranes; see the module docstring).
 
     Returns:
         ``images`` uint8 ``(N, size, size)`` and ``masks`` uint8 ``(N, size, size)`` with 1 = cell interior,
         0 = membrane.
 
     Raises:
-        ConfigError: ``n_images < 1`` or ``size < 32``.
+        ConfigError: ``n_images < 1``, ``size < 32`` or an unknown difficulty.
 
     Example:
         >>> images, masks = make_synthetic_em(4, size=128)
@@ -112,12 +147,20 @@ def make_synthetic_em(n_images: int, size: int = 256, seed: int = 0) -> tuple[np
         raise ConfigError(f"n_images must be an int >= 1, got {n_images!r}")
     if not isinstance(size, int) or size < 32:
         raise ConfigError(f"size must be an int >= 32, got {size!r}")
-    pairs = [_one_image(np.random.default_rng([seed, k]), size) for k in range(n_images)]
+    if difficulty not in _LOOKS:
+        raise ConfigError(f"difficulty must be one of {list(_LOOKS)}, got {difficulty!r}")
+    pairs = [_one_image(np.random.default_rng([seed, k]), size, _LOOKS[difficulty]) for k in range(n_images)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def write_synthetic_dataset(
-    root: PathLike, n_images: int = 20, size: int = 256, seed: int = 0, *, overwrite: bool = False
+    root: PathLike,
+    n_images: int = 20,
+    size: int = 256,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+    difficulty: Difficulty = "default",
 ) -> Path:
     """Write :func:`make_synthetic_em` as a paired-folder data set (``images/NNN.png``, ``masks/NNN.png``).
 
@@ -134,7 +177,7 @@ def write_synthetic_dataset(
     for sub in ("images", "masks"):
         if not overwrite and (root / sub).is_dir() and any((root / sub).iterdir()):
             raise DataError(f"{root / sub}: folder is not empty; choose another folder or pass overwrite=True")
-    images, masks = make_synthetic_em(n_images, size, seed)
+    images, masks = make_synthetic_em(n_images, size, seed, difficulty)
     width = max(3, len(str(n_images - 1)))
     for k, (image, mask) in enumerate(zip(images, masks, strict=True)):
         write_image(root / "images" / f"{k:0{width}d}.png", image[None], overwrite=overwrite)
