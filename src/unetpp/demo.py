@@ -67,6 +67,7 @@ def run_demo(
         ConfigError: `out` already holds files (nothing is overwritten).
     """
     from .data import write_synthetic_dataset
+    from .files import write_text
     from .predict import bf16_supported
     from .study import compare, load_preset
 
@@ -82,12 +83,12 @@ def run_demo(
         fields["epochs"] = epochs
     if minutes is not None:
         fields["minutes"] = minutes
-    precision = f"train.precision={'bf16-mixed' if bf16_supported() else '32-true'}"
+    precision = f"train.precision={'bf16' if bf16_supported() else '32'}"
     spec = load_preset("demo", budget, data=str(train_dir.resolve()), overrides=(precision,), **fields)
     log.info("training %s for %s epochs each into %s", " and ".join(spec.models), spec.epochs, out / "study")
     table = compare(spec, out / "study", command=f"unetpp demo --out {out}")
     text = f"{table}\n\n{deploy_tradeoff(out / 'study')}"
-    (out / "results.md").write_text(text + "\n")
+    write_text(out / "results.md", text + "\n")
     return text
 
 

@@ -19,7 +19,7 @@ from .spec import ModelSpec, StudySpec
 def _open(spec: StudySpec, root: str):
     """The data set at `root` in the study's layout, read as the runs read it (channels, 2D/3D, classes)."""
     # The engine owns the one table of layouts; a study reads data exactly as training does.
-    from ..engine.datamodule import open_dataset
+    from ..data.layouts import open_dataset
 
     cfg = spec.run_config(ModelSpec.parse(spec.models[0]), spec.seeds[0], None)
     data = cfg.override([f"data.root={root}", "data.ids=null"]).data
