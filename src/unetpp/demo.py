@@ -30,7 +30,7 @@ def run_demo(out: str | Path, *, minutes: float = 2.0, images: int = 30, test_im
     """
     from .data import FolderPairs, write_synthetic_dataset
     from .engine.train import fit
-    from .predict import bf16_supported
+    from .inference import bf16_supported
     from .visualize import overlay, plot_learning_curves, save_png
 
     out = Path(out)
