@@ -12,9 +12,8 @@ little compute; this module turns a trained (or pruned) model into files such de
 * :func:`export_program` saves a ``torch.export`` program (no Python class needed to run it).
 * :func:`export_safetensors` shares weights without pickle, with the build config in a JSON sidecar file.
 
-This module only writes (and verifies what it wrote). Every file it writes is read back by
-:mod:`unetpp.inference.runtimes`: ``load_model`` opens ``.onnx`` in its :class:`OnnxRunner` and the
-other formats through :func:`unetpp.load`.
+This module only writes (and verifies what it wrote); :func:`unetpp.inference.load_model` reads
+every file back (``.onnx`` in an ``OnnxRunner``, the others through :func:`unetpp.load`).
 
 Batch norm is folded into the convolutions before a graph is exported, so the graph is the one
 prediction runs. A pruned model is an ordinary model with fewer nodes, so it exports as small as it is.
@@ -147,10 +146,6 @@ def _max_diff(got: Sequence[Tensor | np.ndarray], want: Sequence[Tensor]) -> flo
     return max(float((torch.as_tensor(g).float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True))
 
 
-def _eager(model: NestedUNet) -> NestedUNet:
-    return copy.deepcopy(model).eval()
-
-
 # --------------------------------------------------------------------------------------------- ONNX
 
 
@@ -215,7 +210,7 @@ def export_onnx(
     path = atomic_write(path, write, overwrite, ExportError)
     diff = None
     if verify:
-        runner, eager = OnnxRunner(path), _eager(model)
+        runner, eager = OnnxRunner(path), copy.deepcopy(model).eval()
         shapes = [tuple(x.shape)] + ([_other_shape(x.shape, model.depth)] if dynamic else [])
         diffs = []
         with torch.inference_mode():
@@ -356,7 +351,7 @@ def export_program(
     if verify:
         loaded = torch.export.load(path).module()
         with torch.inference_mode():
-            diff = _max_diff(loaded(x), _eager(model)(x))
+            diff = _max_diff(loaded(x), copy.deepcopy(model).eval()(x))
         logger.info("%s: torch.export program vs eager max abs diff %.3g", path, diff)
     return ExportReport((path,), path.stat().st_size, diff)
 
