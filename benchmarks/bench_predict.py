@@ -38,9 +38,9 @@ import torch
 from torch import Tensor
 
 import unetpp
-from unetpp.export import OnnxRunner, export_onnx, quantize_onnx
+from unetpp.export import export_onnx, quantize_onnx
+from unetpp.inference import OnnxRunner, bf16_supported, predict
 from unetpp.models.inference import fuse_batch_norm
-from unetpp.predict import bf16_supported, head_probabilities, predict
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)
 WIDTHS_3D = (16, 32, 64, 128, 256)  # the paper's widths in 3D take minutes per volume on 2 cores
@@ -73,7 +73,7 @@ def window_case(spatial_dims: int, size: int, roi: int, overlap: float, sw_batch
     def monai() -> Tensor:
         with torch.inference_mode():
             return sliding_window_inference(
-                x, (roi,) * spatial_dims, sw_batch, lambda w: head_probabilities(fused(w)), overlap, mode="gaussian"
+                x, (roi,) * spatial_dims, sw_batch, lambda w: unetpp.ensemble(fused(w)), overlap, mode="gaussian"
             )
 
     times, outs = interleaved({"unetpp.predict": ours, "MONAI sliding_window_inference": monai}, reps)
@@ -123,12 +123,12 @@ def engines_case(depth: int | None, shape: tuple[int, ...], reps: int, work: Pat
     def eager(bf16: bool) -> Callable[[], Tensor]:
         def run() -> Tensor:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return head_probabilities(fused(x))
+                return unetpp.ensemble(fused(x))
 
         return run
 
     def ort(runner: OnnxRunner) -> Callable[[], Tensor]:
-        return lambda: head_probabilities(runner(x))
+        return lambda: unetpp.ensemble(runner(x))
 
     steps = {
         "eager float32": eager(False),
@@ -171,7 +171,7 @@ def calibration_windows(folder: Path, model: torch.nn.Module, roi: int, n: int =
     from unetpp.data.datasets import convert_channels
     from unetpp.data.io import read_image
     from unetpp.data.transforms import normalize_intensity
-    from unetpp.predict import find_inputs
+    from unetpp.inference import find_inputs
 
     windows = []
     for path in find_inputs(folder)[:n]:
@@ -200,10 +200,10 @@ def iou_case(
         onnx.path, work / "int8.onnx", "static", calibration=calibration_windows(calibration, model, roi)
     )
     engines: dict[str, tuple[object, str]] = {
-        "eager float32": (deployed, "float32"),
-        "eager bfloat16 (autocast)": (deployed, "bfloat16"),
-        "ONNX Runtime float32": (OnnxRunner(onnx.path), "float32"),
-        "ONNX Runtime int8 static (QDQ)": (OnnxRunner(int8.path), "float32"),
+        "eager float32": (deployed, "32"),
+        "eager bfloat16 (autocast)": (deployed, "bf16"),
+        "ONNX Runtime float32": (OnnxRunner(onnx.path), "32"),
+        "ONNX Runtime int8 static (QDQ)": (OnnxRunner(int8.path), "32"),
     }
     scores: dict[str, list[float]] = {k: [] for k in engines}
     seconds: dict[str, list[float]] = {k: [] for k in engines}

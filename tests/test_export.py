@@ -1,4 +1,4 @@
-"""Deployment formats: ONNX (verified in onnxruntime, int8), torch.export, safetensors + JSON."""
+"""Deployment writers: ONNX (verified in ONNX Runtime, int8), torch.export, safetensors + JSON; never overwrite."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp import CheckpointError, ConfigError, InputShapeError, build_model
-from unetpp.export import (
-    OnnxRunner,
-    export_onnx,
-    export_program,
-    export_safetensors,
-    load_safetensors,
-    quantize_onnx,
-    sidecar,
-)
-from unetpp.predict import predict
+from unetpp import ConfigError, ExportError, build_model
+from unetpp.export import export_onnx, export_program, export_safetensors, quantize_onnx, sidecar
+from unetpp.inference import OnnxRunner, predict
 
 TINY = (4, 8, 16)
 
@@ -43,7 +35,10 @@ def onnx_file(tmp_path_factory):
     return model, path, export_onnx(model, path, (1, 1, 16, 16))
 
 
-def test_onnx_round_trip_reports_the_difference(onnx_file) -> None:
+# --------------------------------------------------------------------------------------------- ONNX
+
+
+def test_onnx_export_reports_the_difference_and_stays_dynamic(onnx_file) -> None:
     model, path, report = onnx_file
     assert report.path == path
     assert report.bytes == path.stat().st_size
@@ -51,32 +46,18 @@ def test_onnx_round_trip_reports_the_difference(onnx_file) -> None:
     assert report.max_abs_diff < 1e-4
     runner = OnnxRunner(path)
     assert runner.spec == model.spec
-    assert (runner.in_channels, runner.classes, runner.spatial_dims) == (1, 2, 2)
+    assert runner.config == model.config  # the config travels in the metadata
     x = torch.randn(3, 1, 24, 36)  # another batch and size than the traced one: the graph is dynamic
-    got, want = runner(x), model(x)
-    assert len(got) == len(want) == 2
-    for a, b in zip(got, want, strict=True):
+    for a, b in zip(runner(x), model(x), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(runner(x, head=2)[0], want[1], rtol=1e-4, atol=1e-5)
-
-
-def test_predict_runs_an_onnx_runner_like_the_model(onnx_file) -> None:
-    model, path, _ = onnx_file
-    runner = OnnxRunner(path)
-    x = torch.randn(1, 37, 22)
-    torch.testing.assert_close(
-        predict(runner, x, roi_size=16, tta=True), predict(model, x, roi_size=16, tta=True), rtol=1e-4, atol=1e-5
-    )
-    with pytest.raises(InputShapeError, match=r"divisible by 4, got shape \(1, 1, 10, 12\)"):
-        runner(torch.randn(1, 1, 10, 12))
-    with pytest.raises(ConfigError, match="bfloat16 runs on PyTorch models only"):
-        predict(runner, x, precision="bfloat16")
 
 
 def test_onnx_refuses_to_overwrite(onnx_file) -> None:
     model, path, _ = onnx_file
-    with pytest.raises(CheckpointError, match=r"model.onnx: file exists"):
+    before = path.read_bytes()
+    with pytest.raises(ExportError, match=r"model.onnx: file exists"):
         export_onnx(model, path, verify=False)
+    assert path.read_bytes() == before
 
 
 def test_int8_quantization_stays_close(onnx_file, tmp_path) -> None:
@@ -89,6 +70,8 @@ def test_int8_quantization_stays_close(onnx_file, tmp_path) -> None:
     torch.testing.assert_close(predict(int8, x), predict(model, x), rtol=0, atol=0.05)
     with pytest.raises(ConfigError, match="static quantization needs calibration"):
         quantize_onnx(path, tmp_path / "other.onnx")
+    with pytest.raises(ExportError, match=r"int8.onnx: file exists"):
+        quantize_onnx(path, report.path, "dynamic")
 
 
 def test_a_pruned_model_exports_as_small_as_it_is(tmp_path) -> None:
@@ -104,23 +87,35 @@ def test_a_pruned_model_exports_as_small_as_it_is(tmp_path) -> None:
     )
 
 
-def test_foreign_or_broken_onnx_files_are_refused(tmp_path) -> None:
-    onnx = pytest.importorskip("onnx")
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="broken.onnx: not a readable ONNX model"):
-        OnnxRunner(broken)
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])],
-        "g",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    foreign = tmp_path / "foreign.onnx"
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(proto, foreign)
-    with pytest.raises(CheckpointError, match="foreign.onnx: ONNX file has no unetpp config"):
-        OnnxRunner(foreign)
+def test_plain_torch_onnx_export_of_a_pruned_model(tmp_path) -> None:
+    """The grid itself traces with torch.onnx (no unetpp writer in between)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    model = unetpp.prune(build_model("unet++", depth=2, widths=TINY, classes=2), 2).eval()
+    x = torch.randn(2, 1, 16, 16)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), path, dynamo=True, input_names=["image"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"image": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), model(x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_only_models_of_the_family_are_exported(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="export takes a NestedUNet .* got Conv2d"):
+        export_onnx(nn.Conv2d(1, 1, 1), tmp_path / "x.onnx")
+
+
+# --------------------------------------------------------------------------------------------- torch.export
+
+
+@pytest.mark.parametrize("name", ["unet", "unet++"])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_torch_export_round_trip(name, spatial_dims) -> None:
+    model = build_model(name, depth=2, widths=TINY, spatial_dims=spatial_dims).eval()
+    x = torch.randn(1, 1, *(8,) * spatial_dims)
+    exported = torch.export.export(model, (x,))
+    for a, b in zip(model(x), exported.module()(x), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_torch_export_program_round_trip(tmp_path) -> None:
@@ -134,35 +129,39 @@ def test_torch_export_program_round_trip(tmp_path) -> None:
     x = torch.randn(2, 1, 8, 12, 16)
     for a, b in zip(loaded(x), model(x), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ExportError, match=r"model.pt2: file exists"):
+        export_program(model, report.path, verify=False)
 
 
-def test_safetensors_round_trip(tmp_path) -> None:
+# --------------------------------------------------------------------------------------------- safetensors
+
+
+def test_safetensors_writes_weights_and_config(tmp_path) -> None:
     pytest.importorskip("safetensors")
+    from safetensors import safe_open
+
     model = tiny(classes=3)
     report = export_safetensors(model, tmp_path / "model.safetensors")
     assert report.files == (tmp_path / "model.safetensors", tmp_path / "model.json")
+    assert report.bytes == sum(p.stat().st_size for p in report.files)
     assert json.loads(sidecar(report.path).read_text()) == model.config
-    loaded = load_safetensors(report.path)
-    assert loaded.config == model.config
-    x = torch.randn(2, 1, 16, 16)
-    for a, b in zip(loaded(x), model(x), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    sidecar(report.path).unlink()  # the header carries the config too
-    assert load_safetensors(report.path).config == model.config
-    with pytest.raises(CheckpointError, match="model.safetensors: file exists"):
-        export_safetensors(model, report.path)
+    with safe_open(report.path, framework="pt") as f:
+        assert json.loads(f.metadata()["unetpp.config"]) == model.config  # the weights file alone suffices
+        assert set(f.keys()) == set(model.state_dict())
+    assert unetpp.load(report.path).config == model.config
 
 
-def test_broken_safetensors_are_refused(tmp_path) -> None:
+def test_safetensors_never_overwrites_either_file(tmp_path) -> None:
     pytest.importorskip("safetensors")
-    broken = tmp_path / "broken.safetensors"
-    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(CheckpointError, match="broken.safetensors: not a readable safetensors file"):
-        load_safetensors(broken)
-    with pytest.raises(CheckpointError, match="missing.safetensors: no such weights file"):
-        load_safetensors(tmp_path / "missing.safetensors")
-    report = export_safetensors(tiny(), tmp_path / "m.safetensors")
-    other = tiny(classes=2).config
-    sidecar(report.path).write_text(json.dumps(other))
-    with pytest.raises(CheckpointError, match=r"m.safetensors: weights do not fit the config in m.json"):
-        load_safetensors(report.path)
+    model = tiny()
+    report = export_safetensors(model, tmp_path / "m.safetensors")
+    with pytest.raises(ExportError, match=r"m.safetensors: file exists"):
+        export_safetensors(model, report.path)
+    (tmp_path / "n.json").write_text("mine")  # the user's file where the new sidecar would go
+    with pytest.raises(ExportError, match=r"n.json: file exists"):
+        export_safetensors(model, tmp_path / "n.safetensors")
+    assert not (tmp_path / "n.safetensors").exists()  # neither file written
+    assert (tmp_path / "n.json").read_text() == "mine"
+    export_safetensors(tiny(classes=2), report.path, overwrite=True)
+    assert unetpp.load(report.path).classes == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors", "n.json"]  # no temp files

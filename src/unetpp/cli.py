@@ -201,13 +201,17 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files
+    depth = args.depth
+    if args.head is not None:
+        warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
+        depth = args.head if depth is None else depth
+    from .inference import predict_files
 
     written = predict_files(
         args.checkpoint,
         args.inputs,
         args.out,
-        mode="ensemble" if args.head is None else f"select:{args.head}",
+        mode="ensemble" if depth is None else f"select:{depth}",
         roi_size=args.roi,
         overlap=args.overlap,
         tta=args.tta,
@@ -230,14 +234,21 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         ),
         sub,
     )
-    p.add_argument("--checkpoint", required=True, help="a run's checkpoint, a saved or pruned model, or an .onnx file")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run's .ckpt, a saved or pruned model (.pt), a .safetensors or an .onnx file",
+    )
     p.add_argument("--inputs", required=True, nargs="+", help="files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--head", type=int, help="use only head d (runs only what it needs); default: ensemble of heads")
+    p.add_argument(
+        "--depth", type=int, help="use only UNet++ L^d (runs only its nodes, as `prune --depth d`); default: ensemble"
+    )
+    p.add_argument("--head", type=int, help=argparse.SUPPRESS)  # the old name of --depth
     p.add_argument("--roi", type=int, help="sliding-window size (default: whole image up to a limit)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--precision", default="32", help="32 (default) or bf16 (fast on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
@@ -339,7 +350,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, export_program, export_safetensors, quantize_onnx
-    from .models import load, prune
+    from .models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
 
     model = load(args.checkpoint)
     if args.depth is not None:
@@ -367,13 +378,13 @@ def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
 
     from .data.io import read_image
     from .data.transforms import normalize_intensity
+    from .inference import find_inputs, match_channels
     from .padding import pad_to_multiple
-    from .predict import _channels_for, find_inputs
 
     images = []
     for path in find_inputs(inputs):
         image = normalize_intensity(
-            _channels_for(read_image(path, model.spatial_dims), model.in_channels, path), "zscore"
+            match_channels(read_image(path, model.spatial_dims), model.in_channels, path), "zscore"
         )
         images.append(pad_to_multiple(torch.from_numpy(image)[None].float(), 2**model.depth)[0])
     return images
@@ -390,7 +401,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         ),
         sub,
     )
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a run's .ckpt, a saved or pruned model (.pt) or a .safetensors")
     p.add_argument("--format", choices=["onnx", "program", "safetensors"], default="onnx")
     p.add_argument("--out", required=True)
     p.add_argument("--depth", type=int, help="prune to this depth first (exports as small as it is)")
@@ -400,7 +411,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="ONNX: also write a statically quantized int8 copy, calibrated on these training images (a few)",
     )
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
     p.set_defaults(handler=cmd_export)
 
 

@@ -68,7 +68,7 @@ def run_demo(
     """
     from .data import write_synthetic_dataset
     from .files import write_text
-    from .predict import bf16_supported
+    from .inference import bf16_supported
     from .study import compare, load_preset
 
     out = Path(out)

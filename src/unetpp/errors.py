@@ -25,3 +25,7 @@ class CheckpointError(UnetppError):
 
 class DataError(UnetppError):
     """An image, mask or data set on disk cannot be used."""
+
+
+class ExportError(UnetppError):
+    """A model cannot be written in a deployment format (e.g. the output file exists)."""

@@ -6,17 +6,19 @@ little compute; this module turns a trained (or pruned) model into files such de
 
 * :func:`export_onnx` writes an ONNX graph through ``torch.onnx.export(dynamo=True)``, with dynamic
   batch and spatial sizes (multiples of 2^depth), then runs it in ONNX Runtime next to the eager model
-  and reports the largest absolute difference. :class:`OnnxRunner` runs such a file with the model's
-  own interface (a list of head logits), so :func:`unetpp.predict` takes it as a model.
+  and reports the largest absolute difference.
 * :func:`quantize_onnx` makes an int8 copy with ONNX Runtime's quantization, dynamic or static (with
   calibration on a few images).
 * :func:`export_program` saves a ``torch.export`` program (no Python class needed to run it).
-* :func:`export_safetensors` / :func:`load_safetensors` share weights without pickle, with the build
-  config in a JSON sidecar file.
+* :func:`export_safetensors` shares weights without pickle, with the build config in a JSON sidecar file.
+
+This module only writes (and verifies what it wrote); :func:`unetpp.inference.load_model` reads
+every file back (``.onnx`` in an ``OnnxRunner``, the others through :func:`unetpp.load`).
 
 Batch norm is folded into the convolutions before a graph is exported, so the graph is the one
 prediction runs. A pruned model is an ordinary model with fewer nodes, so it exports as small as it is.
-Every writer is atomic (temporary file, then rename) and refuses to overwrite unless asked.
+Every writer goes through :func:`unetpp.files.atomic_write` (temporary file, then rename), which
+refuses to overwrite unless asked (:class:`~unetpp.errors.ExportError`).
 TorchScript is not offered: the grid's ``ModuleDict`` indexed by computed keys cannot be scripted.
 
 onnx, onnxruntime and safetensors (the ``export`` extra) are imported inside the functions that use them.
@@ -37,9 +39,11 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, ConfigError, InputShapeError
+from .errors import ConfigError, ExportError
 from .files import atomic_write
-from .models import GridSpec, NestedUNet
+from .inference.runtimes import INPUT_NAME, ONNX_FORMAT, OnnxRunner
+from .models import NestedUNet
+from .models.checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, sidecar
 from .models.inference import fuse_batch_norm
 
 if TYPE_CHECKING:
@@ -48,10 +52,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-ONNX_FORMAT = "unetpp.onnx"
-SAFETENSORS_FORMAT = "unetpp.safetensors"
-CONFIG_KEY = "unetpp.config"
-INPUT_NAME = "image"
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,8 @@ def _other_shape(shape: Sequence[int], depth: int) -> tuple[int, ...]:
 
 def _max_diff(got: Sequence[Tensor | np.ndarray], want: Sequence[Tensor]) -> float:
     if len(got) != len(want):
-        raise CheckpointError(f"exported model returns {len(got)} outputs, the eager model {len(want)}")
+        raise ExportError(f"exported model returns {len(got)} outputs, the eager model {len(want)}")
     return max(float((torch.as_tensor(g).float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True))
-
-
-def _eager(model: NestedUNet) -> NestedUNet:
-    return copy.deepcopy(model).eval()
 
 
 # --------------------------------------------------------------------------------------------- ONNX
@@ -167,7 +163,8 @@ def export_onnx(
     """Export to ONNX with ``torch.onnx.export(dynamo=True)`` and check it against the eager model in ONNX Runtime.
 
     The graph has one input ``image`` ``(B, C, *spatial)`` and one output ``head{j}`` per head. The
-    model's config is stored in the file's metadata (``unetpp.config``), which :class:`OnnxRunner` reads.
+    model's config is stored in the file's metadata (``unetpp.config``), which
+    :class:`~unetpp.inference.runtimes.OnnxRunner` reads.
 
     Args:
         model: a NestedUNet; prune it first (:func:`unetpp.prune`) to export one fast head.
@@ -185,7 +182,7 @@ def export_onnx(
         An :class:`ExportReport` with ``max_abs_diff``.
 
     Raises:
-        CheckpointError: the file exists and `overwrite` is False.
+        ExportError: the file exists and `overwrite` is False.
         ConfigError: `model` is not a NestedUNet.
         InputShapeError: `example_shape` does not fit the model.
     """
@@ -210,10 +207,10 @@ def export_onnx(
         )
         program.save(tmp)
 
-    path = atomic_write(path, write, overwrite, CheckpointError)
+    path = atomic_write(path, write, overwrite, ExportError)
     diff = None
     if verify:
-        runner, eager = OnnxRunner(path), _eager(model)
+        runner, eager = OnnxRunner(path), copy.deepcopy(model).eval()
         shapes = [tuple(x.shape)] + ([_other_shape(x.shape, model.depth)] if dynamic else [])
         diffs = []
         with torch.inference_mode():
@@ -223,88 +220,6 @@ def export_onnx(
         diff = max(diffs)
         logger.info("%s: ONNX Runtime vs eager max abs diff %.3g over %s", path, diff, shapes)
     return ExportReport((path,), path.stat().st_size, diff)
-
-
-class OnnxRunner:
-    """Runs an ONNX file written by :func:`export_onnx` with the model's interface.
-
-    ``runner(x, head=None)`` returns the logits of every head, or of head `head`, as a list of
-    ``(B, classes, *spatial)`` tensors, and ``spec``, ``in_channels``, ``classes`` and ``spatial_dims``
-    come from the file's metadata, so :func:`unetpp.predict` takes a runner where it takes a model.
-    ``head=d`` picks one output of the graph but still computes them all: export a pruned model when
-    only head d is wanted.
-
-    Args:
-        path: the ``.onnx`` file (float32 or int8 from :func:`quantize_onnx`).
-        threads: intra-op threads; default ``torch.get_num_threads()``, so both engines compare fairly.
-        providers: ONNX Runtime execution providers.
-
-    Raises:
-        CheckpointError: missing, unreadable, or not written by unetpp (no config in its metadata).
-
-    Example:
-        >>> runner = OnnxRunner("unetpp_l3.onnx")
-        >>> [y.shape for y in runner(torch.randn(1, 1, 96, 96))]
-        [torch.Size([1, 1, 96, 96])]
-    """
-
-    def __init__(
-        self, path: PathLike, *, threads: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",)
-    ) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"{self.path}: no such ONNX file; check the path")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: shape-inference notes would go to stderr
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            reason = " ".join(str(e).split())[:200]  # onnxruntime's messages span lines
-            raise CheckpointError(
-                f"{self.path}: not a readable ONNX model ({type(e).__name__}: {reason}); re-export it"
-            ) from e
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if CONFIG_KEY not in meta:
-            raise CheckpointError(f"{self.path}: ONNX file has no unetpp config in its metadata; export it with unetpp")
-        self.config: dict[str, object] = json.loads(meta[CONFIG_KEY])
-        self.spec = GridSpec.from_dict(self.config["spec"])  # type: ignore[arg-type]
-        self.in_channels = int(self.config["in_channels"])  # type: ignore[call-overload]
-        self.classes = int(self.config["classes"])  # type: ignore[call-overload]
-        self.spatial_dims = int(self.config["spatial_dims"])  # type: ignore[call-overload]
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    @property
-    def depth(self) -> int:
-        return self.spec.depth
-
-    def eval(self) -> OnnxRunner:
-        return self
-
-    def __repr__(self) -> str:
-        return f"OnnxRunner({str(self.path)!r}, heads={list(self.spec.heads)})"
-
-    def __call__(self, x: Tensor, head: int | None = None) -> list[Tensor]:
-        """Logits of every head (or of `head`), ``(B, classes, *spatial)`` float32 CPU tensors.
-
-        Raises:
-            ConfigError: `head` is not one of the model's heads.
-            InputShapeError: wrong rank, channels, or a spatial size not divisible by 2^depth.
-        """
-        m = 2**self.depth
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels or any(s % m for s in x.shape[2:]):
-            raise InputShapeError(
-                f"{self.path.name} takes (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial sizes "
-                f"divisible by {m}, got shape {tuple(x.shape)}; unetpp.predict pads for you"
-            )
-        if head is not None and head not in self.spec.heads:
-            raise ConfigError(f"{self.path}: head={head} does not exist; the model has heads {list(self.spec.heads)}")
-        names = self.outputs if head is None else [self.outputs[self.spec.heads.index(head)]]
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return [torch.from_numpy(y) for y in self.session.run(names, {INPUT_NAME: arr})]
 
 
 class _Calibration:
@@ -346,14 +261,15 @@ def quantize_onnx(
 
     Args:
         src: a file from :func:`export_onnx`.
-        dst: the int8 ``.onnx`` file; it keeps the unetpp metadata, so :class:`OnnxRunner` opens it.
+        dst: the int8 ``.onnx`` file; it keeps the unetpp metadata, so ``OnnxRunner`` opens it.
         method: ``"static"`` or ``"dynamic"``.
         calibration: images for ``"static"``.
         per_channel: one scale per output channel of each weight (more accurate for convolutions).
         overwrite: replace an existing `dst`.
 
     Raises:
-        CheckpointError: `dst` exists, or `src` is not a unetpp ONNX file.
+        ExportError: `dst` exists.
+        CheckpointError: `src` is not a unetpp ONNX file.
         ConfigError: unknown method, or ``"static"`` without calibration images.
     """
     import onnx
@@ -365,7 +281,7 @@ def quantize_onnx(
     if method == "static" and calibration is None:
         raise ConfigError("static quantization needs calibration images (a few normalised training images)")
     src = Path(src)
-    meta = OnnxRunner(src).session.get_modelmeta().custom_metadata_map  # also checks src is ours
+    meta = OnnxRunner(src).metadata  # also checks src is ours
 
     def write(tmp: Path) -> None:
         with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
@@ -389,7 +305,7 @@ def quantize_onnx(
             onnx.helper.set_model_props(proto, {**meta, "unetpp.quantized": method})
             onnx.save(proto, str(tmp))
 
-    path = atomic_write(dst, write, overwrite, CheckpointError)
+    path = atomic_write(dst, write, overwrite, ExportError)
     return ExportReport((path,), path.stat().st_size)
 
 
@@ -420,7 +336,7 @@ def export_program(
         overwrite: replace an existing file.
 
     Raises:
-        CheckpointError: the file exists and `overwrite` is False.
+        ExportError: the file exists and `overwrite` is False.
         InputShapeError: `example` does not fit the model.
     """
     model = _check_model(model)
@@ -430,14 +346,12 @@ def export_program(
     dynamic_shapes = _dynamic_shapes(model) if dynamic else None
     program = torch.export.export(net, (_trace_input(x, model.depth, dynamic),), dynamic_shapes=dynamic_shapes)
     extra = {"unetpp_config.json": json.dumps(model.config)}
-    path = atomic_write(
-        path, lambda tmp: torch.export.save(program, tmp, extra_files=extra), overwrite, CheckpointError
-    )
+    path = atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra), overwrite, ExportError)
     diff = None
     if verify:
         loaded = torch.export.load(path).module()
         with torch.inference_mode():
-            diff = _max_diff(loaded(x), _eager(model)(x))
+            diff = _max_diff(loaded(x), copy.deepcopy(model).eval()(x))
         logger.info("%s: torch.export program vs eager max abs diff %.3g", path, diff)
     return ExportReport((path,), path.stat().st_size, diff)
 
@@ -445,79 +359,39 @@ def export_program(
 # --------------------------------------------------------------------------------------------- safetensors
 
 
-def sidecar(path: PathLike) -> Path:
-    """The JSON config next to a weights file: ``model.safetensors`` -> ``model.json``."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".safetensors") + ".json")
-
-
 def export_safetensors(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> ExportReport:
     """Weights as safetensors (no pickle: safe to share) plus the build config as JSON next to them.
 
-    The config is also stored in the safetensors header, so the weights file alone is enough. Batch norm
-    is kept as trained (not folded), so the model can be fine-tuned after loading.
+    The config is also stored in the safetensors header, so the weights file alone is enough;
+    :func:`unetpp.load` reads either. Batch norm is kept as trained (not folded), so the model can be
+    fine-tuned after loading.
 
     Raises:
-        CheckpointError: a file exists and `overwrite` is False.
+        ExportError: a file exists and `overwrite` is False (then neither file is written).
     """
     from safetensors.torch import save_file
 
     model = _check_model(model)
     path, side = Path(path), sidecar(path)
-    for p in (path, side):
-        if p.exists() and not overwrite:
-            raise CheckpointError(f"{p}: file exists; choose another path or pass overwrite=True")
     config = json.dumps(model.config, indent=1)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, CONFIG_KEY: json.dumps(model.config)}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta), overwrite, CheckpointError)
-    atomic_write(side, lambda tmp: tmp.write_text(config + "\n"), overwrite, CheckpointError)
+
+    def write(tmp: Path) -> None:
+        save_file(state, tmp, metadata=meta)
+        # The sidecar goes in place before the weights do: if it exists (without `overwrite`), the
+        # weights' temporary file is dropped and neither file has been touched.
+        atomic_write(side, lambda t: t.write_text(config + "\n"), overwrite, ExportError)
+
+    atomic_write(path, write, overwrite, ExportError)
     return ExportReport((path, side), path.stat().st_size + side.stat().st_size)
-
-
-def load_safetensors(path: PathLike, *, device: str | torch.device = "cpu") -> NestedUNet:
-    """Rebuild a model from :func:`export_safetensors`'s files (config from the JSON sidecar, else the header).
-
-    Raises:
-        CheckpointError: missing or corrupt file, no config, or weights that do not fit the config.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file; check the path")
-    try:
-        state = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as e:  # safetensors raises SafetensorError, OSError... for damaged files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}); re-export it") from e
-    side = sidecar(path)
-    source = side.name if side.is_file() else "the file's header"
-    try:
-        config = json.loads(side.read_text()) if side.is_file() else json.loads(header[CONFIG_KEY])
-    except KeyError:
-        raise CheckpointError(
-            f"{path}: no config found (no {side.name} and none in the header); re-export it"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{side}: config is not valid JSON ({e}); re-export the model") from e
-    try:
-        model = NestedUNet.from_config(config)
-        model.load_state_dict(state)
-    except Exception as e:  # ConfigError, RuntimeError (keys/shapes), TypeError, KeyError
-        raise CheckpointError(f"{path}: weights do not fit the config in {source} ({e})") from e
-    return model.to(device).eval()
 
 
 __all__ = [
     "ExportReport",
-    "OnnxRunner",
     "export_onnx",
     "export_program",
     "export_safetensors",
-    "load_safetensors",
     "quantize_onnx",
     "sidecar",
 ]

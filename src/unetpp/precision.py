@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from typing import Literal
 
+import torch
+
 from .errors import ConfigError
 
 Precision = Literal["32", "bf16", "16"]
@@ -31,3 +33,11 @@ def canonical_precision(value: object, allowed: tuple[str, ...] = PRECISIONS, wh
     if text not in allowed:
         raise ConfigError(f"{where}: got {value!r}; expected one of {', '.join(repr(a) for a in allowed)}")
     return text
+
+
+def bf16_supported() -> bool:
+    """True when this CPU has native bfloat16 (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -16,6 +16,7 @@ from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
 from ..models import build_model, ensemble
 from ..padding import pad_to_multiple
+from .checkpoints import add_model_header
 
 
 class SegmentationModule(L.LightningModule):
@@ -87,6 +88,10 @@ class SegmentationModule(L.LightningModule):
         self.log("val/loss", total, batch_size=n, sync_dist=True)
         self.log_dict({f"val/loss_head{j}": v for j, v in zip(self.heads, per_head, strict=True)}, batch_size=n)
         self.log_dict(scores, batch_size=n, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a model header, so that unetpp.load reads the model without knowing Lightning's layout
+        add_model_header(checkpoint, self.model.config)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a pretrained backbone may train at a lower rate: its group carries its own "lr"

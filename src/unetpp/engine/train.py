@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError
-from ..models.checkpoint import atomic_torch_save
+from ..models.checkpoint import torch_save
 from .datamodule import SegmentationDataModule
 from .module import SegmentationModule
 
@@ -34,7 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        atomic_torch_save(checkpoint, path)
+        torch_save(checkpoint, path, overwrite=True)  # last.ckpt and best.ckpt are replaced by design
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
         # Checkpoints hold tensors and plain values only: never unpickle code.

@@ -1,53 +1,77 @@
-"""Model files: the build config travels with the weights, and loading never unpickles code."""
+"""Model files: the build config travels with the weights, and loading never unpickles code.
+
+:func:`load` is the one loader of PyTorch model files, whoever wrote them:
+
+* ``.pt`` from :func:`save`: ``{"format": "unetpp.model", "version", "config", "state_dict"}``;
+* a training checkpoint (a run's ``best.ckpt``/``last.ckpt``): any dict with ``"state_dict"`` and a
+  ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
+  engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
+  before that header existed are converted by :func:`unetpp.engine.checkpoints.legacy_model_file`;
+* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.export.export_safetensors`.
+
+ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..files import atomic_write
 from .nested import NestedUNet
-from .registry import build_model
 
+PathLike = str | os.PathLike[str]
 FORMAT = "unetpp.model"
 VERSION = 1
+HEADER_KEY = "unetpp"  # where a training checkpoint keeps its model header
+SAFETENSORS_FORMAT = "unetpp.safetensors"
+CONFIG_KEY = "unetpp.config"  # the model config in safetensors and ONNX metadata
 
 
-def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> Path:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+class ModelFile(NamedTuple):
+    """What a model file holds, whatever its format: the build config and the model's own state dict."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    config_source: str = "the saved config"  # named in messages when the weights do not fit
 
 
-def save(model: NestedUNet, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def torch_save(obj: object, path: PathLike, overwrite: bool = False) -> Path:
+    """``torch.save`` through the project's one writer: atomic, and an existing file only with `overwrite`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite, CheckpointError)
+
+
+def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
     """Save config + weights so that :func:`load` rebuilds the model alone.
 
     Raises:
         CheckpointError: the file exists and `overwrite` is False.
     """
-    if Path(path).exists() and not overwrite:
-        raise CheckpointError(f"{path}: file exists; choose another path or pass overwrite=True")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path)
+    return torch_save(
+        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path, overwrite
+    )
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
-    """Read a model file safely (``weights_only=True``) and check it is one of ours."""
+def model_header(config: dict[str, Any], state_dict_prefix: str = "") -> dict[str, Any]:
+    """The header that makes any checkpoint dict a model file (see the module docstring)."""
+    return {"format": FORMAT, "version": VERSION, "config": config, "state_dict_prefix": state_dict_prefix}
+
+
+def read_model_file(path: PathLike) -> ModelFile:
+    """Read config + weights from any PyTorch model file (see the module docstring), safely.
+
+    Raises:
+        CheckpointError: missing, corrupt or foreign file (the file is named).
+    """
     path = Path(path)
+    if path.name.lower().endswith(".safetensors"):
+        return _read_safetensors(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; check the path")
     try:
@@ -56,46 +80,93 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it"
         ) from e
-    if isinstance(ckpt, dict) and "model_config" in ckpt.get("hyper_parameters", {}):
-        return _from_training_checkpoint(ckpt)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
-    return ckpt
+    header = ckpt.get(HEADER_KEY, ckpt)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        # an older training checkpoint carries only its trainer's hyper-parameters: the engine converts it
+        from ..engine.checkpoints import legacy_model_file
+
+        try:
+            header = legacy_model_file(ckpt)
+        except (ConfigError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
+        if header is None:
+            raise CheckpointError(
+                f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save"
+            )
+    if header.get("version", VERSION) > VERSION:
+        raise CheckpointError(
+            f"{path}: model file version {header['version']} is newer than this unetpp reads ({VERSION}); "
+            "upgrade unetpp"
+        )
+    prefix = str(header.get("state_dict_prefix", ""))
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or "config" not in header:
+        raise CheckpointError(f"{path}: model file has no config or no weights; the file is damaged")
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return ModelFile(dict(header["config"]), weights)
 
 
-def _from_training_checkpoint(ckpt: dict[str, object]) -> dict[str, object]:
-    """A training checkpoint (``best.ckpt``/``last.ckpt`` of a run) as a model file: config + weights."""
-    kwargs = dict(ckpt["hyper_parameters"]["model_config"])  # type: ignore[index]
-    if "encoder_weights" in kwargs:  # the weights come from the checkpoint, not from a download
-        kwargs["encoder_weights"] = None
-    model = build_model(kwargs.pop("name"), **kwargs)
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}  # type: ignore[union-attr]
-    return {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}
+def sidecar(path: PathLike) -> Path:
+    """The JSON config next to a weights file: ``model.safetensors`` -> ``model.json``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".json")
 
 
-def load(path: str | os.PathLike[str], into: NestedUNet | None = None) -> NestedUNet:
-    """Rebuild the model saved in `path`, or load its weights into `into` after checking they match.
+def _read_safetensors(path: Path) -> ModelFile:
+    """Weights from safetensors; the config from the JSON sidecar, else from the file's header."""
+    try:
+        from safetensors import safe_open
+    except ImportError as e:
+        raise CheckpointError(f"{path}: reading safetensors needs safetensors; pip install 'unetpp[export]'") from e
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file; check the path")
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as e:  # safetensors raises SafetensorError, OSError... for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}); re-export it") from e
+    side = sidecar(path)
+    try:
+        config = json.loads(side.read_text()) if side.is_file() else json.loads(header[CONFIG_KEY])
+    except KeyError:
+        raise CheckpointError(
+            f"{path}: no config found (no {side.name} and none in the header); re-export it"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{side}: config is not valid JSON ({e}); re-export the model") from e
+    source = f"the config in {side.name}" if side.is_file() else "the config in the file's header"
+    return ModelFile(config, state, source)
+
+
+def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
+    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``), or fill `into`.
 
     Raises:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
     """
-    ckpt = read_checkpoint(path)
+    saved = read_model_file(path)
     # Files from before encoders existed lack these keys; freezing is a training choice, not architecture.
-    config = {"encoder": None, "encoder_freeze": False, **ckpt["config"]}  # type: ignore[dict-item]
+    config = {"encoder": None, "encoder_freeze": False, **saved.config}
+    damaged = f"{path}: weights do not fit {saved.config_source}"
     if into is not None and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}:
-        saved = NestedUNet.from_config(config).describe()  # type: ignore[arg-type]
+        try:
+            held = NestedUNet.from_config(config).describe()
+        except (ConfigError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
         raise CheckpointError(
-            f"{path}: checkpoint holds {saved} but the model is {into.describe()}; build it with unetpp.load(path)"
+            f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
-        model = into if into is not None else NestedUNet.from_config(config)  # type: ignore[arg-type]
+        model = into if into is not None else NestedUNet.from_config(config)
     except (ConfigError, TypeError, KeyError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
-        raise CheckpointError(f"{path}: weights do not fit the saved config ({e}); the file is damaged") from e
+        raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
     try:
-        model.load_state_dict(ckpt["state_dict"])  # type: ignore[arg-type]
+        model.load_state_dict(saved.state_dict)
     except (RuntimeError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the saved config ({e}); the file is damaged") from e
+        raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
     return model

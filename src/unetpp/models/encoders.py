@@ -7,7 +7,7 @@ first ``levels`` outputs X^{0..levels-1,0}, and nothing else the grid needs. Two
 - :class:`PlainEncoder`, the paper's (VGG-style double conv blocks and max pooling);
 - :class:`TimmEncoder`, any backbone of timm (https://github.com/huggingface/pytorch-image-models)
   through ``features_only``, with ImageNet weights when they can be had. The paper used VGG-19,
-  ResNet-152 and DenseNet-201 (:data:`PAPER_BACKBONES`).
+  ResNet-152 and DenseNet-201 (timm's ``vgg19``, ``resnet152``, ``densenet201``).
 
 Both run only the levels asked for, so a selected head skips the deep ones. This is the only file
 that knows timm exists, and it imports timm lazily: ``import unetpp`` needs torch alone.
@@ -31,14 +31,6 @@ from .layers import NormKind, max_pool_cls
 EncoderWeights = Literal["imagenet"] | None
 ENCODER_WEIGHTS: tuple[str | None, ...] = ("imagenet", None)
 
-PAPER_BACKBONES: dict[str, str] = {
-    "vgg19": "VGG-19 (Simonyan & Zisserman 2015), the paper's first backbone; features at strides 1..16",
-    "vgg19_bn": "VGG-19 with batch norm: the same ladder, trains more stably from ImageNet weights",
-    "resnet152": "ResNet-152 (He et al. 2016), the paper's second backbone; features at strides 2..32",
-    "densenet201": "DenseNet-201 (Huang et al. 2017), the paper's third backbone; features at strides 2..32",
-}
-"""The backbones of the paper's Table V (UNet++ > UNet+ > U-Net on each), as timm names them."""
-
 # A backbone whose first feature is at stride 2 (most CNNs) or 4 (ConvNeXt, many hybrids) gets
 # the missing full-resolution levels from plain blocks; anything coarser is not a U-Net encoder.
 MAX_FIRST_LEVEL = 2
@@ -58,7 +50,6 @@ class PlainEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
-        self._init_args = (in_channels, spatial_dims, norm, dropout)
         self.pool = max_pool_cls(spatial_dims)(kernel_size=2, stride=2)
         for i, width in enumerate(self.widths):
             c_in = in_channels if i == 0 else self.widths[i - 1]
@@ -70,12 +61,6 @@ class PlainEncoder(nn.Module):
             x = getattr(self, f"x_{i}_0")(x if i == 0 else self.pool(x))
             feats.append(x)
         return feats
-
-    def truncated(self, levels: int) -> PlainEncoder:
-        """A new encoder with the first `levels` levels and their weights."""
-        small = PlainEncoder(self._init_args[0], self.widths[:levels], *self._init_args[1:])
-        small.load_state_dict({k: v for k, v in self.state_dict().items() if int(k.split("_")[1]) < levels})
-        return small.train(self.training)
 
 
 # ---------------------------------------------------------------------------------------- timm

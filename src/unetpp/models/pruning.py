@@ -25,9 +25,11 @@ def prune(model: NestedUNet, depth: int) -> NestedUNet:
 
 
 def ensemble(logits: list[Tensor]) -> Tensor:
-    """The paper's ensemble mode: the mean of the heads' probabilities.
+    """The paper's ensemble mode: the mean of the heads' probabilities, in float32.
 
-    Sigmoid for one class, softmax over classes otherwise. Returns ``(B, classes, *spatial)``.
+    Sigmoid for one class, softmax over classes otherwise; with one head (``head=d``, a pruned model,
+    or one head scored alone) this is that head's probabilities. Returns ``(B, classes, *spatial)``.
+    The one function from heads to probabilities: prediction, evaluation and validation all use it.
     """
-    probs = [y.sigmoid() if y.shape[1] == 1 else y.softmax(dim=1) for y in logits]
-    return torch.stack(probs).mean(dim=0)
+    probs = [y.float().sigmoid() if y.shape[1] == 1 else y.float().softmax(dim=1) for y in logits]
+    return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)

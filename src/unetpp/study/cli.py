@@ -161,8 +161,6 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="your copy of the preset's data set")
     p.add_argument("--test", help="a held-out test folder instead of the preset's split")
     p.add_argument("--out", help="the study folder; the same folder resumes")
-    p.add_argument(
-        "--set", nargs="+", action="extend", metavar="SECTION.FIELD=VALUE", help="e.g. train.precision=bf16 (repeatable)"
-    )
+    p.add_argument("--set", nargs="+", action="extend", metavar="SECTION.FIELD=VALUE", help="e.g. train.precision=bf16")
     p.add_argument("--part", metavar="K/N", help="train only part K of N")
     p.set_defaults(handler=cmd_reproduce)
