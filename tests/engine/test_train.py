@@ -118,7 +118,8 @@ def test_interrupt_saves_last_checkpoint(tmp_path) -> None:
     assert torch.load(last, weights_only=True)["global_step"] == 3
     fit(tiny_run("train.max_epochs=2", "data.patches_per_image=4"), tmp_path / "run", resume=True)
     resumed = torch.load(last, weights_only=True)
-    # the step count continues from the interrupt (3) through the rest of epoch 0 and all of epoch 1 (4 steps)
+    # the step count continues from the interrupt (3) through the rest of epoch 0 and all of epoch 1 (4 steps),
+    # and last.ckpt is written after every epoch even though validation did not improve
     assert resumed["global_step"] >= 3 + 4
     assert [epoch for epoch, _ in read_run_metrics(tmp_path / "run")["val/iou"]] == [0, 1]
 
@@ -128,6 +129,9 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path) -> None:
     run = tmp_path / "run"
     fit(tiny_run("train.max_epochs=10", "train.early_stopping=2", "train.lr=1e-30"), run)
     assert [epoch for epoch, _ in read_run_metrics(run)["val/iou"]] == [0, 1, 2]  # best, then patience 2
+    # last.ckpt follows every epoch (2 steps each here), though the best checkpoint stayed at epoch 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_data_ids_keep_a_test_set_out() -> None:

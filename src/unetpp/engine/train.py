@@ -72,7 +72,15 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
             monitor=monitor,
             mode="max" if has_val else "min",
             save_top_k=1,
-            save_last=True,
+            enable_version_counter=False,
+        ),
+        # last.ckpt after every epoch. Not ModelCheckpoint(save_last=True): Lightning then writes last.ckpt only
+        # when the best one improves, so a run whose validation plateaus would resume from long ago.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
             enable_version_counter=False,
         ),
         NewPatchesEachEpoch(),
