@@ -87,10 +87,13 @@ def test_predict_writes_masks_and_refuses_to_overwrite(tmp_path, capsys) -> None
     assert main(args) == 0
     assert len(list(out.glob("*.png"))) >= 2
     capsys.readouterr()
-    assert main([*args, "--head", "1"]) == 2
-    assert "exist" in one_line_error(capsys)
-    assert main([*args, "--head", "3", "--overwrite"]) == 2
+    assert main([*args, "--depth", "1"]) == 2
+    assert "output exists (for input 000.png); pass --overwrite to replace it" in one_line_error(capsys)
+    assert main([*args, "--depth", "3", "--overwrite"]) == 2
     assert "head" in one_line_error(capsys)
+    assert main([*args, "--head", "1", "--overwrite"]) == 0  # the old name of --depth, with a one-line note
+    note = capsys.readouterr().err.strip().splitlines()[0]  # a progress bar may follow
+    assert note == "unetpp: note: --head is now spelled --depth (as in prune and export)"
 
 
 def test_prune_auto_needs_deep_supervision(tmp_path, capsys) -> None:

@@ -177,6 +177,9 @@ class RunConfig:
             section, _, name = dotted.strip().partition(".")
             if not sep or section not in d or name not in d[section]:
                 raise ConfigError(f"cannot apply {a!r}: expected section.field=value with a field of {_fields()}")
+            if typing.get_type_hints(_SECTIONS[section])[name] is str:
+                d[section][name] = raw.strip()  # paths and names as typed: "data.root=" is "", not null
+                continue
             try:
                 d[section][name] = yaml.safe_load(raw)
             except yaml.YAMLError:
@@ -297,6 +300,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):  # ids written as numbers: val_ids=[20, 21]
+            return str(value)
         raise bad
     raise bad
 

@@ -91,7 +91,7 @@ def test_precision_names_follow_lightning_and_the_old_ones_are_deprecated(tiny) 
         ({"overlap": 1.0}, ConfigError, r"overlap must be in \[0, 1\), got 1.0"),
         ({"blend": "max"}, ConfigError, "blend must be one of"),
         ({"sw_batch_size": 0}, ConfigError, "sw_batch_size"),
-        ({"precision": "float16"}, ConfigError, r"precision must be one of \('32', 'bf16'\), got 'float16'"),
+        ({"precision": "float16"}, ConfigError, r"precision: got 'float16'; expected one of '32', 'bf16'"),
     ],
 )
 def test_bad_arguments(tiny, kwargs, error, match) -> None:

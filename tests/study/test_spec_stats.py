@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from unetpp.cli.study import add_compare, add_reproduce
 from unetpp.errors import ConfigError
 from unetpp.study import PRESETS, ModelSpec, StudySpec, list_presets, load_preset, stats
-from unetpp.study.cli import add_compare, add_reproduce
 from unetpp.study.runner import RunResult
 
 # ------------------------------------------------------------------ model specs
@@ -46,7 +46,7 @@ def test_model_spec_builds_its_config() -> None:
         "unet++",
         2,
         False,
-        [4, 8, 16],
+        (4, 8, 16),
     )
 
 
@@ -112,7 +112,7 @@ def test_study_spec_round_trips_and_names_clashes(tmp_path) -> None:
 def test_run_config_keeps_the_test_images_out() -> None:
     spec = StudySpec(**BASE, overrides=("data.batch_size=2",))
     cfg = spec.run_config(ModelSpec.parse("unet:depth=2"), 3, ["0", "1"])
-    assert cfg.data.ids == ["0", "1"]
+    assert cfg.data.ids == ("0", "1")
     assert (cfg.train.seed, cfg.train.max_epochs, cfg.model.depth, cfg.data.batch_size) == (3, 1, 2, 2)
 
 

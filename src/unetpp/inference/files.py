@@ -207,8 +207,8 @@ def predict_files(
             seen[out] = plan.input
             if out.exists() and not overwrite:
                 raise DataError(
-                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite (overwrite=True) "
-                    "to replace it or choose another folder"
+                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it "
+                    "or choose another folder"
                 )
     bar = _progress(plans, progress)
     written = []

@@ -1,6 +1,6 @@
 """`unetpp compare` and `unetpp reproduce`: thin handlers over :mod:`unetpp.study`.
 
-Registered by :mod:`unetpp.cli` (``add_compare``, ``add_reproduce`` in its ``COMMANDS``); errors are
+Registered in :mod:`unetpp.cli.main`; errors are
 :class:`~unetpp.errors.UnetppError`, printed there as one line with exit code 2.
 """
 
@@ -10,15 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
-def _parser(prog: str, help: str, example: str, sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        prog, help=help, description=help, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-
-
-def _examples(*lines: str) -> str:
-    return "Example:\n" + "\n".join(f"  {line}" for line in lines)
+from .common import examples, subcommand
 
 
 def _abs(path: str | None) -> str | None:
@@ -26,8 +18,8 @@ def _abs(path: str | None) -> str | None:
 
 
 def _finish(spec: Any, out: str, part: str | None) -> int:
-    from .report import command_line, write_report
-    from .runner import parse_part, run_study
+    from ..study.report import command_line, write_report
+    from ..study.runner import parse_part, run_study
 
     run_study(spec, out, part=parse_part(part))
     print(write_report(spec, out, command_line()))
@@ -38,7 +30,7 @@ def _finish(spec: Any, out: str, part: str | None) -> int:
 # ---------------------------------------------------------------- compare
 def _spec_from_args(args: argparse.Namespace) -> Any:
     """The study spec: the saved ``study.yaml`` of --out (if any), updated with the options given."""
-    from .spec import StudySpec
+    from ..study.spec import StudySpec
 
     saved = Path(args.out) / "study.yaml"
     d: dict[str, Any] = StudySpec.load(Path(args.out)).to_dict() if saved.is_file() else {}
@@ -70,7 +62,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .report import command_line, write_report
+    from ..study.report import command_line, write_report
 
     spec = _spec_from_args(args)
     if args.report_only:
@@ -80,11 +72,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subcommand(
         "compare",
         "Train several models of the family with several seeds on one data set for the same budget, score them "
         "on held-out images and report mean ± s.d., t-tests against a reference, curves and the pruning trade-off.",
-        _examples(
+        examples(
             "unetpp compare --data data/em --models unet unet+ unet++ --seeds 0 1 2 --epochs 40 "
             "--test-fraction 0.2 --out studies/em",
             "unetpp compare --out studies/em --seeds 0 1 2 3 4     # extend: trains only the new seeds",
@@ -128,7 +120,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- reproduce
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from .reproduce import list_presets, load_preset
+    from ..study.reproduce import list_presets, load_preset
 
     if args.list:
         print(list_presets())
@@ -145,10 +137,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_reproduce(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subcommand(
         "reproduce",
         "Run one of the paper's experiments (Tables I/IV, Figs. 5-7) as a study, next to the paper's numbers.",
-        _examples(
+        examples(
             "unetpp reproduce --list",
             "unetpp reproduce table4-em --budget cpu --data data/isbi2012 --out studies/table4-em",
             "unetpp reproduce fig6 --budget smoke --data data/isbi2012 --out /tmp/fig6",

@@ -1,0 +1,50 @@
+"""What every subcommand shares: the parser with an example, shapes, labelled data, CSV text."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..data import SegmentationDataset
+    from ..models import NestedUNet
+
+
+def examples(*lines: str) -> str:
+    return "Example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def subcommand(prog: str, help: str, example: str, sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows its description and an example."""
+    return sub.add_parser(
+        prog, help=help, description=help, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    from ..errors import ConfigError
+
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--shape must look like 1x1x512x512 (B x C x spatial...), got {text!r}") from None
+
+
+def csv_text(rows: list[dict]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def labelled_dataset(root: str, layout: str, model: NestedUNet) -> SegmentationDataset:
+    """The labelled images at `root` in `layout`, read as the model expects (channels, 2D/3D, classes)."""
+    from ..config import DataConfig
+    from ..data.layouts import open_dataset
+
+    channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
+    cfg = DataConfig(root=root, layout=layout, channels=channels, cache=False)
+    return open_dataset(cfg, model.spatial_dims, model.classes)

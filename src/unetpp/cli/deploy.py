@@ -1,0 +1,248 @@
+"""`unetpp predict`, `prune`, `export` and `bench`: thin handlers over inference, pruning and export."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import TYPE_CHECKING
+
+from ..data.layouts import LAYOUTS
+from .common import csv_text, examples, labelled_dataset, parse_shape, subcommand
+
+if TYPE_CHECKING:
+    from ..models import NestedUNet
+
+
+# ---------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    depth = args.depth
+    if args.head is not None:
+        warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
+        depth = args.head if depth is None else depth
+    from ..inference import predict_files
+
+    written = predict_files(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        mode="ensemble" if depth is None else f"select:{depth}",
+        roi_size=args.roi,
+        overlap=args.overlap,
+        tta=args.tta,
+        precision=args.precision,
+        probabilities=args.probabilities,
+        overlay=not args.no_overlay,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(written)} mask(s) to {args.out}")
+    return 0
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "predict",
+        "Segment images or volumes of any size (sliding window); masks in each input's format, plus overlays.",
+        examples(
+            "unetpp predict --checkpoint runs/em/checkpoints/best.ckpt --inputs 'scans/*.png' --out masks",
+            "unetpp predict --checkpoint pruned_l3.pt --inputs volume.nii.gz --out masks --roi 96 --tta",
+        ),
+        sub,
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run's .ckpt, a saved or pruned model (.pt), a .safetensors or an .onnx file",
+    )
+    p.add_argument("--inputs", required=True, nargs="+", help="files, folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--depth", type=int, help="use only UNet++ L^d (runs only its nodes, as `prune --depth d`); default: ensemble"
+    )
+    p.add_argument("--head", type=int, help=argparse.SUPPRESS)  # the old name of --depth
+    p.add_argument("--roi", type=int, help="sliding-window size (default: whole image up to a limit)")
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
+    p.add_argument("--precision", default="32", help="32 (default) or bf16 (fast on CPUs with AVX512-BF16 or AMX)")
+    p.add_argument("--probabilities", action="store_true", help="also write probability maps")
+    p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.set_defaults(handler=cmd_predict)
+
+
+# ---------------------------------------------------------------- prune
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..bench import choose_depth, format_table, pruning_table
+    from ..errors import ConfigError
+    from ..evaluate import evaluate, summarize
+    from ..files import check_output, write_text
+    from ..models import load, prune, save
+
+    check_output(args.out, args.overwrite)
+    if args.table:
+        check_output(args.table, args.overwrite)
+    model = load(args.checkpoint)
+    heads = model.spec.heads
+    if args.depth is not None and args.depth not in heads:
+        raise ConfigError(f"--depth {args.depth}: the model has heads at depths {list(heads)}; choose one of them")
+    if (args.auto or args.max_latency_ms is not None) and len(heads) < 2:
+        raise ConfigError(
+            f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
+            "train with it or give --depth"
+        )
+    rows = pruning_table(model, parse_shape(args.shape), args.reps)
+    iou: dict[str, float] = {}
+    if args.data:
+        samples = labelled_dataset(args.data, args.layout, model)
+        iou = {mode: s["iou"][0] for mode, s in summarize(evaluate(model, samples, with_hd95=False)).items()}
+    for row in rows:
+        row["iou"] = iou.get("ensemble" if row["depth"] is None else f"head{row['depth']}")
+    print(format_table(rows))
+    if args.table:
+        write_text(args.table, csv_text(rows), args.overwrite)
+    if args.depth is not None:
+        depth = args.depth
+    else:
+        if not iou:
+            raise ConfigError("--auto and --max-latency-ms need --data (labelled validation images) to score depths")
+        scores = {r["depth"]: r["iou"] for r in rows if r["depth"] is not None}
+        latencies = {r["depth"]: r["latency_ms"] for r in rows if r["depth"] is not None}
+        depth = choose_depth(scores, args.tolerance, latencies=latencies, max_latency=args.max_latency_ms)
+    path = save(prune(model, depth), args.out, overwrite=args.overwrite)
+    print(f"pruned to depth {depth}: {path}")
+    return 0
+
+
+def add_prune(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "prune",
+        "Measure every pruning level (IoU, params, GFLOPs, latency, memory: the paper's Fig. 5) and write "
+        "the pruned model of the chosen depth.",
+        examples(
+            "unetpp prune --checkpoint runs/em/checkpoints/best.ckpt --data data/em_val --auto --out em_pruned.pt",
+            "unetpp prune --checkpoint best.ckpt --data data/em_val --max-latency-ms 200 --out fast.pt",
+            "unetpp prune --checkpoint best.ckpt --depth 3 --out em_l3.pt",
+        ),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="labelled validation images to score each depth")
+    p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
+    choice = p.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--depth", type=int, help="prune to this depth")
+    choice.add_argument("--auto", action="store_true", help="the shallowest depth within --tolerance of the best IoU")
+    choice.add_argument("--max-latency-ms", type=float, help="the most accurate depth within this latency")
+    p.add_argument("--tolerance", type=float, default=0.003, help="IoU that --auto may give up (0.003 = 0.3 points)")
+    p.add_argument("--shape", default="1x1x512x512", help="input shape to time, B x C x spatial")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--table", help="also write the table as CSV")
+    p.add_argument("--out", required=True, help="the pruned model file")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and --table if they exist")
+    p.set_defaults(handler=cmd_prune)
+
+
+# ---------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_onnx, export_program, export_safetensors, quantize_onnx
+    from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
+
+    model = load(args.checkpoint)
+    if args.depth is not None:
+        model = prune(model, args.depth)
+    shape = parse_shape(args.shape) if args.shape else None
+    if args.format == "onnx":
+        report = export_onnx(model, args.out, shape, overwrite=args.overwrite)
+        if args.calibration:
+            int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
+            images = _calibration_images(args.calibration, model)
+            q = quantize_onnx(args.out, int8, "static", calibration=images, overwrite=args.overwrite)
+            print(f"int8 copy (static, {len(images)} calibration images): {q.path} ({q.bytes / 1e6:.1f} MB)")
+    elif args.format == "program":
+        report = export_program(model, args.out, overwrite=args.overwrite)
+    else:
+        report = export_safetensors(model, args.out, overwrite=args.overwrite)
+    diff = "" if report.max_abs_diff is None else f"; max abs diff vs eager {report.max_abs_diff:.2e}"
+    print(f"wrote {', '.join(map(str, report.files))} ({report.bytes / 1e6:.1f} MB){diff}")
+    return 0
+
+
+def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
+    """Training images as the model sees them (channels, z-score, padded to a valid size), batch of one."""
+    import torch
+
+    from ..data.io import read_image
+    from ..data.transforms import normalize_intensity
+    from ..inference import find_inputs, match_channels
+    from ..padding import pad_to_multiple
+
+    images = []
+    for path in find_inputs(inputs):
+        image = normalize_intensity(
+            match_channels(read_image(path, model.spatial_dims), model.in_channels, path), "zscore"
+        )
+        images.append(pad_to_multiple(torch.from_numpy(image)[None].float(), 2**model.depth)[0])
+    return images
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "export",
+        "Export a model to ONNX (checked in ONNX Runtime), a torch.export program, or safetensors + JSON.",
+        examples(
+            "unetpp export --checkpoint runs/em/checkpoints/best.ckpt --format onnx --out em.onnx",
+            "unetpp export --checkpoint best.ckpt --depth 2 --format safetensors --out em_l2.safetensors",
+            "unetpp export --checkpoint best.ckpt --format onnx --out em.onnx --calibration 'data/em/images/0*.png'",
+        ),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True, help="a run's .ckpt, a saved or pruned model (.pt) or a .safetensors")
+    p.add_argument("--format", choices=["onnx", "program", "safetensors"], default="onnx")
+    p.add_argument("--out", required=True)
+    p.add_argument("--depth", type=int, help="prune to this depth first (exports as small as it is)")
+    p.add_argument("--shape", help="example input, e.g. 1x1x512x512 (sizes stay dynamic)")
+    p.add_argument(
+        "--calibration",
+        nargs="+",
+        help="ONNX: also write a statically quantized int8 copy, calibrated on these training images (a few)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
+    p.set_defaults(handler=cmd_export)
+
+
+# ---------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ..bench import format_table, pruning_table
+    from ..files import check_output, write_text
+    from ..models import build_model, load
+
+    if args.json:
+        check_output(args.json, args.overwrite)
+    shapes = [parse_shape(text) for text in args.shapes]
+    model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    results = {}
+    for text, shape in zip(args.shapes, shapes, strict=True):
+        rows = pruning_table(model, shape, args.reps, precision=args.precision)
+        results[text] = rows
+        print(f"\n{text} ({args.precision})\n{format_table(rows)}")
+    if args.json:
+        write_text(args.json, json.dumps(results, indent=1), args.overwrite)
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "bench",
+        "Params, GFLOPs, latency, throughput and peak memory of a model at every pruning level, per input size.",
+        examples("unetpp bench --model unet++ --shapes 1x1x512x512 16x1x96x96 --json bench.json"),
+        sub,
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint")
+    source.add_argument("--model", default="unet++", help="a fresh model of this name (paper widths)")
+    p.add_argument("--shapes", nargs="+", default=["1x1x512x512"])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--precision", default="32", help="32 (default) or bf16")
+    p.add_argument("--json", help="also write the tables as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    p.set_defaults(handler=cmd_bench)

@@ -1,0 +1,73 @@
+"""The `unetpp` command line: the parser of every subcommand, and one-line errors.
+
+User errors (bad paths, files, options) print one line, ``unetpp: error: ...``, and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from ..errors import UnetppError
+from .common import examples
+from .deploy import add_bench, add_export, add_predict, add_prune
+from .study import add_compare, add_reproduce
+from .train import add_demo, add_evaluate, add_train
+
+log = logging.getLogger("unetpp")
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_demo,
+    add_train,
+    add_evaluate,
+    add_predict,
+    add_prune,
+    add_export,
+    add_bench,
+    add_compare,
+    add_reproduce,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unetpp",
+        description="Train, prune, evaluate and deploy UNet++ and its family (Zhou et al., IEEE TMI 2019).",
+        epilog=examples("unetpp demo", "unetpp train --data data/em --run-dir runs/em"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        return args.handler(args)
+    except UnetppError as e:
+        print(f"unetpp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unetpp: interrupted; a training run resumes with --resume from its last checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Warnings (an old option spelling, say) as one line on stderr, not Python's two-line form."""
+    print(f"unetpp: note: {message}", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""`unetpp demo`, `train` and `evaluate`: thin handlers over the engine and evaluation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.layouts import LAYOUTS
+from .common import examples, labelled_dataset, subcommand
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import next_steps, run_demo
+
+    table = run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    print(table)
+    print()
+    print(next_steps(Path(args.out)))
+    return 0
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "demo",
+        "Train U-Net and UNet++ for the same epochs on generated microscopy images and compare them (no data "
+        "needed): accuracy, time per epoch, and the deploy trade-off of pruning.",
+        examples("unetpp demo --out runs/demo", "unetpp demo --out runs/demo-long --epochs 40"),
+        sub,
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (must be new or empty)")
+    p.add_argument("--epochs", type=int, help="epochs per model (default: the demo preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_demo)
+
+
+# ---------------------------------------------------------------- train
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """Command-line options as config assignments (only those given)."""
+    pairs = {
+        "data.root": args.data,
+        "data.layout": args.layout,
+        "data.channels": args.channels,
+        "data.batch_size": args.batch_size,
+        "data.num_workers": args.workers,
+        "model.name": args.model,
+        "model.depth": args.depth,
+        "model.widths": f"[{args.widths}]" if args.widths else None,
+        "model.classes": args.classes,
+        "model.in_channels": args.in_channels,
+        "model.spatial_dims": 3 if args.volumes else None,
+        "model.deep_supervision": "false" if args.no_deep_supervision else None,
+        "model.encoder": args.encoder,
+        "model.encoder_weights": args.encoder_weights,
+        "model.encoder_freeze": "true" if args.encoder_freeze else None,
+        "train.encoder_lr_scale": args.encoder_lr_scale,
+        "train.max_epochs": args.epochs,
+        "train.max_minutes": args.minutes,
+        "train.lr": args.lr,
+        "train.precision": args.precision,
+        "train.accelerator": args.accelerator,
+        "train.devices": args.devices,
+        "train.num_nodes": args.num_nodes,
+        "train.strategy": args.strategy,
+        "train.seed": args.seed,
+    }
+    return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(args.set or [])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import RunConfig
+    from ..engine.train import fit
+
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        cfg = RunConfig.load(run_dir / "config.yaml").override(_train_overrides(args))
+    else:
+        base = RunConfig.load(Path(args.config)) if args.config else RunConfig()
+        cfg = base.override(_train_overrides(args))
+    best = fit(cfg, run_dir, resume=args.resume)
+    print(f"best checkpoint: {best}")
+    print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "train",
+        "Train a model of the UNet++ family on a data set; writes a run folder with checkpoints and logs.",
+        examples(
+            "unetpp train --data data/em --model unet++ --run-dir runs/em --minutes 30",
+            "unetpp train --run-dir runs/em --resume            # continue after an interruption",
+            "unetpp train --data Task04_Hippocampus --layout decathlon --3d --classes 3 --run-dir runs/hippo",
+        ),
+        sub,
+    )
+    p.add_argument("--data", help="data set folder (images/ + masks/ or labels/, or --layout's layout)")
+    p.add_argument("--layout", choices=list(LAYOUTS), help="how the data set lies on disk (default folders)")
+    p.add_argument("--channels", choices=["grey", "rgb", "keep"])
+    p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default unet++)")
+    p.add_argument("--depth", type=int)
+    p.add_argument("--widths", help="channels per level, e.g. 32,64,128,256,512")
+    p.add_argument("--classes", type=int, help="1 for binary masks; N for label maps with N classes incl. 0")
+    p.add_argument("--in-channels", type=int)
+    p.add_argument("--3d", dest="volumes", action="store_true", help="volumes (3D models and patches)")
+    p.add_argument("--no-deep-supervision", action="store_true")
+    p.add_argument("--encoder", help="a timm backbone, e.g. resnet34")
+    p.add_argument("--encoder-weights", help="'imagenet' for pretrained weights (needs internet)")
+    p.add_argument("--encoder-freeze", action="store_true")
+    p.add_argument("--encoder-lr-scale", type=float)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--minutes", type=float, help="wall-clock budget")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--precision", help="32 (default), bf16 (CPUs with AVX-512 bf16, GPUs) or 16 (GPUs)")
+    p.add_argument("--accelerator", help="auto (default), cpu or gpu")
+    p.add_argument("--devices", help="e.g. 4 for four GPUs (DDP)")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--strategy", help="e.g. ddp")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="a YAML config (see a run folder's config.yaml)")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        metavar="SECTION.FIELD=VALUE",
+        help="any config field, e.g. train.lr=1e-3 (repeatable; later values win)",
+    )
+    p.add_argument("--run-dir", required=True, help="the run folder (new, or existing with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.set_defaults(handler=cmd_train)
+
+
+# ---------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, format_table, summarize, write_csv
+    from ..files import check_output
+    from ..models import load
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
+    check_output(out, args.overwrite)
+    model = load(args.checkpoint)
+    rows = evaluate(model, labelled_dataset(args.data, args.layout, model), with_hd95=not args.no_hd95)
+    write_csv(rows, out, overwrite=args.overwrite)
+    print(format_table({Path(args.checkpoint).name: summarize(rows)}))
+    print(f"per-image scores: {out}")
+    return 0
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(
+        "evaluate",
+        "Score every head and the ensemble (IoU, Dice, HD95 per image; mean ± s.d.) on a labelled data set.",
+        examples("unetpp evaluate --checkpoint runs/em/checkpoints/best.ckpt --data data/em_test"),
+        sub,
+    )
+    p.add_argument("--checkpoint", required=True, help="a run's best.ckpt/last.ckpt or a saved model file")
+    p.add_argument("--data", required=True, help="labelled images (images/ + masks/, or --layout's layout)")
+    p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
+    p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
+    p.set_defaults(handler=cmd_evaluate)
