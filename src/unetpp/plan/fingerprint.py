@@ -70,8 +70,9 @@ class Fingerprint:
     median_spacing: tuple[float, ...]
     anisotropy: float  # largest / smallest axis of the median spacing
     intensity: tuple[dict[str, float], ...]  # per channel, over foreground: mean, std, p00_5, p99_5, min, max
+    value_range: tuple[float, float]  # lowest and highest value of all voxels read (CT: air is about -1000)
     label_kind: str
-    label_values: tuple[float, ...]  # stored mask values seen (the first MAX_LABELS)
+    label_values: tuple[float, ...]  # mask values seen, 0/255 files read as 0/1 (the first MAX_LABELS)
     mask_threshold: float | None  # the midpoint for noisy/soft masks, else None
     noisy_fraction: float  # share of mask voxels that are neither of the two clean values
     classes: tuple[int, ...]  # class ids present once masks are read (after thresholding)
@@ -214,6 +215,8 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
     grey, colour_images, nbytes = 0, 0, []
     values: Counter = Counter()
     soft_values = False
+    n255 = 0  # masks stored as 0/255
+    lowest, highest = np.inf, -np.inf
     samples: list[tuple[np.ndarray, np.ndarray | None]] = []  # sampled voxels (C, k) and their stored mask values
     masks: list[np.ndarray | None] = []
     for k in picks:
@@ -229,6 +232,7 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         shapes.append(tuple(int(s) for s in image.shape[1:]))
         spacings.append(spacing)
         dtypes.add(str(image.dtype))
+        lowest, highest = min(lowest, float(image.min())), max(highest, float(image.max()))
         channel_counts.add(image.shape[0])
         nbytes.append(image[0].size * (4 * image.shape[0] + 8))
         if _is_colour_file(item, image):
@@ -238,6 +242,9 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
             if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
                 soft_values = True
             u, c = np.unique(mask, return_counts=True)
+            if u[-1] == 255 and set(u.tolist()) <= {0, 255}:  # 0/255 means 0/1, file by file, as read_mask reads it
+                mask, u = (mask == 255).astype(np.uint8), (u == 255).astype(u.dtype)
+                n255 += 1
             if len(values) <= 4 * MAX_LABELS:
                 values.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
         samples.append(_sample_voxels(image, mask, rng))
@@ -248,9 +255,12 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
             "a data set needs one channel count (convert the odd images)"
         )
     channels = channel_counts.pop()
-    label_kind, threshold, noisy = _label_kind(values, soft_values, any(m is not None for m in masks))
-    class_masks = [None if m is None else _class_ids(m, label_kind, threshold) for m in masks]
-    intensity = _intensity(samples, label_kind, threshold, channels)
+    labelled = sum(m is not None for m in masks)
+    label_kind, threshold, noisy = _label_kind(values, soft_values, labelled > 0)
+    if label_kind == "binary" and n255 == labelled:
+        label_kind = "binary-255"
+    class_masks = [None if m is None else _class_ids(m, threshold) for m in masks]
+    intensity = _intensity(samples, threshold, channels)
     classes, freqs = _class_frequencies(class_masks)
     median_spacing = tuple(float(s) for s in np.median(np.array(spacings), axis=0))
     kind = _channel_kind(channels, colour_images, grey, len(picks))
@@ -262,7 +272,7 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         channels=channels,
         channel_kind=kind,
         grey_fraction=round(grey / colour_images, 4) if colour_images else float(channels == 1),
-        modalities=reader.modalities or (_guess_modality(intensity),) * channels,
+        modalities=reader.modalities or (_guess_modality(lowest, highest),) * channels,
         dtype="/".join(sorted(dtypes)),
         ids=tuple(ids),
         shapes=tuple(shapes),
@@ -273,6 +283,7 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         median_spacing=median_spacing,
         anisotropy=round(max(median_spacing) / min(median_spacing), 4),
         intensity=intensity,
+        value_range=(lowest, highest),
         label_kind=label_kind,
         label_values=tuple(sorted(values))[:MAX_LABELS],
         mask_threshold=threshold,
@@ -311,8 +322,6 @@ def _label_kind(values: Counter, soft: bool, labelled: bool) -> tuple[str, float
     lo, hi = vals[0], vals[-1]
     if set(vals.tolist()) <= {0, 1}:
         return "binary", None, 0.0
-    if set(vals.tolist()) <= {0, 255}:
-        return "binary-255", None, 0.0
     span = hi - lo
     near_lo, near_hi = vals <= lo + NEAR_EXTREME * span, vals >= hi - NEAR_EXTREME * span
     clean = np.isin(vals, [lo, hi])
@@ -328,12 +337,9 @@ def _label_kind(values: Counter, soft: bool, labelled: bool) -> tuple[str, float
     return "label-map", None, 0.0
 
 
-def _class_ids(mask: np.ndarray, kind: str, threshold: float | None) -> np.ndarray:
-    if threshold is not None:
-        return (mask > threshold).astype(np.int64)
-    if kind == "binary-255":
-        return (mask == 255).astype(np.int64)
-    return mask.astype(np.int64)
+def _class_ids(mask: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it."""
+    return (mask > threshold).astype(np.int64) if threshold is not None else mask.astype(np.int64)
 
 
 def _compact(mask: np.ndarray) -> np.ndarray:
@@ -361,13 +367,13 @@ def _sample_voxels(
 
 
 def _intensity(
-    samples: list[tuple[np.ndarray, np.ndarray | None]], kind: str, threshold: float | None, channels: int
+    samples: list[tuple[np.ndarray, np.ndarray | None]], threshold: float | None, channels: int
 ) -> tuple[dict[str, float], ...]:
     """Per channel over foreground voxels (all voxels of images without foreground), as nnU-Net."""
     pooled: list[np.ndarray] = []
     for voxels, mask_values in samples:
         if mask_values is not None:
-            fg = _class_ids(mask_values, kind, threshold) > 0
+            fg = _class_ids(mask_values, threshold) > 0
             voxels = voxels[:, fg] if fg.any() else voxels
         pooled.append(voxels[:, :VOXELS_PER_IMAGE])
     v_all = np.concatenate(pooled, axis=1)
@@ -388,10 +394,9 @@ def _intensity(
     return tuple(stats)
 
 
-def _guess_modality(intensity: tuple[dict[str, float], ...]) -> str:
-    """ "CT" when foreground values reach Hounsfield air/soft tissue ranges, else "unknown"."""
-    s = intensity[0]
-    return "CT" if s["min"] <= -500 and s["max"] >= 200 else "unknown"
+def _guess_modality(lowest: float, highest: float) -> str:
+    """"CT" when the values span Hounsfield units (air at about -1000, tissue and bone above 0), else "unknown"."""
+    return "CT" if lowest <= -500 and highest >= 100 else "unknown"
 
 
 def _class_frequencies(masks: list[np.ndarray | None]) -> tuple[tuple[int, ...], tuple[float, ...]]:
