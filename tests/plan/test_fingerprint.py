@@ -59,25 +59,32 @@ def test_noisy_jpeg_masks_are_noisy_binary_with_the_midpoint(tmp_path) -> None:
     assert fp.mask_threshold == 127.5
     assert 0 < fp.noisy_fraction < 0.2
     assert fp.classes == (0, 1)
-    assert fp.channel_kind == "rgb" and fp.channels == 3 and fp.grey_fraction == 0.0
+    assert fp.channel_kind == "rgb"
+    assert fp.channels == 3
+    assert fp.grey_fraction == 0.0
 
 
 def test_rgba_with_grey_content(tmp_path) -> None:
     fp = fingerprint(write_set(tmp_path, "rgba-grey"), cache_dir=tmp_path / "cache")
     assert (fp.channels, fp.channel_kind, fp.grey_fraction) == (4, "grey-as-colour", 1.0)
-    assert fp.label_kind == "binary-255" and fp.mask_threshold is None
+    assert fp.label_kind == "binary-255"
+    assert fp.mask_threshold is None
 
 
 def test_label_map_keeps_its_classes(tmp_path) -> None:
     fp = fingerprint(write_set(tmp_path, "labels"), cache_dir=tmp_path / "cache")
-    assert fp.label_kind == "label-map" and fp.classes == (0, 1, 2) and fp.mask_threshold is None
+    assert fp.label_kind == "label-map"
+    assert fp.classes == (0, 1, 2)
+    assert fp.mask_threshold is None
     assert sum(fp.class_frequencies) == pytest.approx(1.0, abs=1e-5)
-    assert [o["class"] for o in fp.objects] == [1, 2] and all(o["per_image"] > 0 and o["median"] > 0 for o in fp.objects)
+    assert [o["class"] for o in fp.objects] == [1, 2]
+    assert all(o["per_image"] > 0 and o["median"] > 0 for o in fp.objects)
 
 
 def test_ct_volumes_are_recognised_and_intensities_are_foreground_statistics(tmp_path) -> None:
     fp = fingerprint(write_set(tmp_path, "ct", shape=(24, 20, 16)), cache_dir=tmp_path / "cache")
-    assert fp.spatial_dims == 3 and fp.modalities == ("CT",)
+    assert fp.spatial_dims == 3
+    assert fp.modalities == ("CT",)
     stats = fp.intensity[0]
     assert 50 < stats["mean"] < 150  # foreground is ~100 HU; the -800 HU background is left out
     assert stats["p00_5"] < stats["mean"] < stats["p99_5"]
@@ -89,11 +96,16 @@ def test_shapes_spacing_and_anisotropy(tmp_path) -> None:
     for i, depth in enumerate((8, 10, 12)):
         affine = np.diag([1.0, 1.0, 3.0, 1.0])
         meta = ImageMeta(tmp_path / "x", 3, (1.0, 1.0, 3.0), affine)
-        write_image(tmp_path / "images" / f"{i}.nii.gz", RNG.normal(size=(1, 32, 30, depth)).astype(np.float32), meta=meta)
+        write_image(
+            tmp_path / "images" / f"{i}.nii.gz", RNG.normal(size=(1, 32, 30, depth)).astype(np.float32), meta=meta
+        )
         write_mask(tmp_path / "masks" / f"{i}.nii.gz", _blobs((32, 30, depth), i), meta=meta)
     fp = fingerprint(FolderPairs(tmp_path, num_classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
-    assert fp.median_shape == (32, 30, 10) and fp.min_shape == (32, 30, 8) and fp.max_shape == (32, 30, 12)
-    assert fp.median_spacing == (1.0, 1.0, 3.0) and fp.anisotropy == 3.0
+    assert fp.median_shape == (32, 30, 10)
+    assert fp.min_shape == (32, 30, 8)
+    assert fp.max_shape == (32, 30, 12)
+    assert fp.median_spacing == (1.0, 1.0, 3.0)
+    assert fp.anisotropy == 3.0
 
 
 def test_to_dict_round_trip(tmp_path) -> None:
@@ -117,7 +129,8 @@ def test_cache_is_used_and_invalidated_by_a_changed_file(tmp_path, monkeypatch) 
     mask = ds.items[0].mask
     write_mask(mask, np.zeros((48, 64), dtype=np.uint8), overwrite=True)  # size or mtime changes the key
     second = fingerprint(ds, cache_dir=tmp_path / "cache")
-    assert second.key != first.key and second.class_frequencies != first.class_frequencies
+    assert second.key != first.key
+    assert second.class_frequencies != first.class_frequencies
 
 
 def test_sampling_bounds_the_items_read(tmp_path) -> None:
@@ -128,4 +141,5 @@ def test_sampling_bounds_the_items_read(tmp_path) -> None:
 def test_list_of_paths_is_a_source(tmp_path) -> None:
     ds = write_set(tmp_path, "rgba-grey")
     fp = fingerprint([(i.image, i.mask) for i in ds.items], cache_dir=tmp_path / "cache")
-    assert fp.n_items == 4 and fp.channel_kind == "grey-as-colour"
+    assert fp.n_items == 4
+    assert fp.channel_kind == "grey-as-colour"

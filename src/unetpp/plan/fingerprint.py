@@ -395,7 +395,7 @@ def _intensity(
 
 
 def _guess_modality(lowest: float, highest: float) -> str:
-    """"CT" when the values span Hounsfield units (air at about -1000, tissue and bone above 0), else "unknown"."""
+    """ "CT" when the values span Hounsfield units (air at about -1000, tissue and bone above 0), else "unknown"."""
     return "CT" if lowest <= -500 and highest >= 100 else "unknown"
 
 

@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputShapeError
 
 MIB = 2**20
 GB = 1e9
@@ -132,8 +132,11 @@ def _profile(kw_json: str, patch: tuple[int, ...]) -> dict[str, int]:
 
     batch = 2  # batch norm refuses a single value per channel; everything scales linearly in the batch
     x = torch.zeros((batch, model.in_channels, *patch), device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    try:
         model.check_input(x)
+    except InputShapeError as e:
+        raise ConfigError(f"patch {list(patch)}: {e}") from e
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         heads = model(x)
     del heads
     return {
@@ -181,8 +184,11 @@ def fit_batch(
     cap: int = 16,
     precision: str = "32-true",
     device: str = "cpu",
+    reserved: float = 0.0,
 ) -> int:
-    """The largest batch size <= `cap` whose estimated training peak fits `budget_bytes`.
+    """The largest batch size <= `cap` whose estimated training peak, plus `reserved` bytes, fits `budget_bytes`.
+
+    `reserved` is memory the run needs besides the training step (data cache, loader workers).
 
     Raises:
         ConfigError: not even batch 1 fits; one line naming the estimate, the budget, and a patch size
@@ -190,15 +196,14 @@ def fit_batch(
     """
     if cap < 1:
         raise ConfigError(f"the batch size cap must be >= 1, got {cap}")
-    per = [estimate_peak_bytes(model_config, patch, 1, True, precision, device)]
-    one = per[0]
+    one = estimate_peak_bytes(model_config, patch, 1, True, precision, device) + reserved
     if one > budget_bytes:
         raise ConfigError(
             f"training {_describe(model_config)} on {'x'.join(map(str, patch))} patches needs about "
             f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; "
-            f"{_what_fits(model_config, patch, budget_bytes, precision, device)}"
+            f"{_what_fits(model_config, patch, budget_bytes - reserved, precision, device)}"
         )
-    two = estimate_peak_bytes(model_config, patch, 2, True, precision, device)
+    two = estimate_peak_bytes(model_config, patch, 2, True, precision, device) + reserved
     step = two - one  # the estimate is linear in the batch
     return int(max(1, min(cap, 1 + (budget_bytes - one) // step))) if step > 0 else cap
 
@@ -226,8 +231,7 @@ def _what_fits(model_config: Any, patch: Sequence[int], budget: float, precision
         half = [max(1, w // 2) for w in widths]
         if estimate_peak_bytes({**kw, "widths": half}, patch, 1, True, precision, device) <= budget:
             return f"model.widths={half} would fit at batch 1, or raise --memory-gb"
-    runtime = RUNTIME_BYTES["cuda" if str(device).startswith("cuda") else "cpu"]
-    return f"no smaller patch or width fits (the runtime alone takes {runtime / GB:.2f} GB); raise --memory-gb"
+    return "no smaller patch or width fits; raise --memory-gb"
 
 
 # --------------------------------------------------------------------------------------------- measuring

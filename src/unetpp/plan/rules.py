@@ -190,13 +190,13 @@ def make_plan(
         batch = int(over["batch_size"])
         need = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
         if need > budget:
-            fits = fit_batch(model_cfg, patch, budget - other, batch, precision, dev)
+            fits = fit_batch(model_cfg, patch, budget, batch, precision, dev, reserved=other)
             raise ConfigError(
                 f"batch_size={batch} needs about {need / GB:.2f} GB, over the memory budget of {budget / GB:.2f} GB; "
                 f"batch_size={fits} fits, or raise --memory-gb"
             )
     else:
-        patch, batch = _fit_patch_and_batch(model_cfg, patch, depth, budget - other, cap, precision, dev, over)
+        patch, batch = _fit_patch_and_batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over)
         why.setdefault("batch_size", f"largest <= {cap} within the budget")
     peak = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
     why.setdefault("memory_budget_gb", "given" if memory_gb is not None else f"most of the free {dev} memory now")
@@ -330,6 +330,7 @@ def _fit_patch_and_batch(
     patch: tuple[int, ...],
     depth: int,
     budget: float,
+    reserved: float,
     cap: int,
     precision: str,
     device: str,
@@ -338,12 +339,15 @@ def _fit_patch_and_batch(
     """Shrink the patch (largest axis first, down to MIN_BOTTLENECK * 2^depth) until batch 1 fits; then the batch."""
     m, smallest = 2**depth, MIN_BOTTLENECK * 2**depth
     patch = tuple(patch)
-    while "patch_size" not in over and estimate_peak_bytes(model_cfg, patch, 1, True, precision, device) > budget:
+    while (
+        "patch_size" not in over
+        and estimate_peak_bytes(model_cfg, patch, 1, True, precision, device) + reserved > budget
+    ):
         axis = int(np.argmax(patch))
         if patch[axis] - m < smallest:
             break
         patch = tuple(p - m if a == axis else p for a, p in enumerate(patch))
-    return patch, fit_batch(model_cfg, patch, budget, cap, precision, device)
+    return patch, fit_batch(model_cfg, patch, budget, cap, precision, device, reserved)
 
 
 def _normalisation(fp: Fingerprint) -> tuple[str, Any, Any, Any, str]:
