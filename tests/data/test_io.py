@@ -293,13 +293,16 @@ def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_pa
     with caplog.at_level("WARNING", logger="unetpp.data.io"):
         mask = read_mask(path, num_classes=2, threshold=127.5)
         again = read_mask(path, num_classes=2, threshold=127.5)
-    assert mask.dtype == np.int64 and set(np.unique(mask).tolist()) == {0, 1}
+    assert mask.dtype == np.int64
+    assert set(np.unique(mask).tolist()) == {0, 1}
     np.testing.assert_array_equal(mask, truth)  # JPEG noise at quality 60 never crosses the midpoint
     np.testing.assert_array_equal(again, mask)
     records = [r for r in caplog.records if "thresholded" in r.getMessage()]
     assert len(records) == 1  # once per file, not once per read
     message = records[0].getMessage()
-    assert "noisy.jpg" in message and f"{noisy} of {64 * 64} pixels" in message and "\n" not in message
+    assert "noisy.jpg" in message
+    assert f"{noisy} of {64 * 64} pixels" in message
+    assert "\n" not in message
 
 
 def test_threshold_on_a_clean_mask_changes_nothing_and_stays_quiet(tmp_path, caplog) -> None:
@@ -322,5 +325,7 @@ def test_read_mask_values_keeps_the_stored_values(tmp_path) -> None:
 
     path, _ = _noisy_jpeg_mask(tmp_path)
     values, meta = read_mask_values(path)
-    assert values.shape == (64, 64) and meta.spatial_dims == 2
-    assert values.max() > 200 and 0 < np.count_nonzero((values > 0) & (values < 255))
+    assert values.shape == (64, 64)
+    assert meta.spatial_dims == 2
+    assert values.max() > 200
+    assert np.count_nonzero((values > 0) & (values < 255)) > 0

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..data import SegmentationDataset
 
 LAYOUT_NAMES = ("folders", "isbi2012", "dsb2018", "decathlon")
 
@@ -36,7 +40,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_for_plan(root: str, layout: str, volumes: bool = False):  # -> SegmentationDataset
+def open_for_plan(root: str, layout: str, volumes: bool = False) -> SegmentationDataset:
     """The data set at `root` in `layout`, opened only to list its items (raw files are read by the fingerprint)."""
     from ..data import DSB2018, ISBI2012, Decathlon, FolderPairs
     from ..errors import DataError
