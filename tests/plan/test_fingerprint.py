@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,7 +116,7 @@ def test_to_dict_round_trip(tmp_path) -> None:
 
 
 def test_cache_is_used_and_invalidated_by_a_changed_file(tmp_path, monkeypatch) -> None:
-    import unetpp.plan.fingerprint as mod
+    mod = importlib.import_module("unetpp.plan.fingerprint")  # the package exports a function of that name
 
     ds = write_set(tmp_path / "d", "rgba-grey")
     first = fingerprint(ds, cache_dir=tmp_path / "cache")
