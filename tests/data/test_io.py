@@ -265,3 +265,67 @@ def test_nan_in_float_mask(tmp_path) -> None:
     np.save(tmp_path / "nan_mask.npy", np.array([[0.0, np.nan]]))
     with pytest.raises(DataError, match=r"nan_mask\.npy: contains 1 NaN"):
         read_mask(tmp_path / "nan_mask.npy")
+
+
+# ------------------------------------------------------------------------------ thresholding noisy masks
+
+
+def _noisy_jpeg_mask(tmp_path, name: str = "noisy.jpg") -> tuple:
+    """A binary mask written as JPEG: compression spreads 0/255 into values near 0 and near 255."""
+    truth = np.zeros((64, 64), dtype=np.uint8)
+    truth[16:48, 20:44] = 1
+    path = tmp_path / name
+    Image.fromarray(truth * 255).save(path, quality=60)
+    return path, truth
+
+
+def test_noisy_jpeg_mask_is_refused_without_threshold_and_names_the_option(tmp_path) -> None:
+    path, _ = _noisy_jpeg_mask(tmp_path)
+    with pytest.raises(DataError, match=r"noisy\.jpg: mask values .* are not binary.*data\.mask_threshold=127\.5"):
+        read_mask(path, num_classes=2)
+
+
+def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_path, caplog) -> None:
+    path, truth = _noisy_jpeg_mask(tmp_path)
+    raw = np.array(Image.open(path))
+    noisy = int(np.count_nonzero((raw != 0) & (raw != 255)))
+    assert noisy > 0  # the test needs JPEG noise to mean anything
+    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+        mask = read_mask(path, num_classes=2, threshold=127.5)
+        again = read_mask(path, num_classes=2, threshold=127.5)
+    assert mask.dtype == np.int64
+    assert set(np.unique(mask).tolist()) == {0, 1}
+    np.testing.assert_array_equal(mask, truth)  # JPEG noise at quality 60 never crosses the midpoint
+    np.testing.assert_array_equal(again, mask)
+    records = [r for r in caplog.records if "thresholded" in r.getMessage()]
+    assert len(records) == 1  # once per file, not once per read
+    message = records[0].getMessage()
+    assert "noisy.jpg" in message
+    assert f"{noisy} of {64 * 64} pixels" in message
+    assert "\n" not in message
+
+
+def test_threshold_on_a_clean_mask_changes_nothing_and_stays_quiet(tmp_path, caplog) -> None:
+    path = write_mask(tmp_path / "clean.png", BINARY)
+    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+        mask = read_mask(path, num_classes=2, threshold=127.5)
+    np.testing.assert_array_equal(mask, BINARY)
+    assert not [r for r in caplog.records if "thresholded" in r.getMessage()]
+
+
+def test_threshold_below_one_binarises_soft_float_masks(tmp_path) -> None:
+    soft = np.array([[0.0, 0.2, 0.6], [1.0, 0.49, 0.51]], dtype=np.float32)
+    path = tmp_path / "soft.npy"
+    np.save(path, soft)
+    np.testing.assert_array_equal(read_mask(path, spatial_dims=2, threshold=0.5), [[0, 0, 1], [1, 0, 1]])
+
+
+def test_read_mask_values_keeps_the_stored_values(tmp_path) -> None:
+    from unetpp.data.io import read_mask_values
+
+    path, _ = _noisy_jpeg_mask(tmp_path)
+    values, meta = read_mask_values(path)
+    assert values.shape == (64, 64)
+    assert meta.spatial_dims == 2
+    assert values.max() > 200
+    assert np.count_nonzero((values > 0) & (values < 255)) > 0

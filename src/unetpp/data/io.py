@@ -112,7 +112,12 @@ def read_image(path: PathLike, spatial_dims: int | None = None) -> np.ndarray:
     return read_with_meta(path, spatial_dims)[0]
 
 
-def read_mask(path: PathLike, spatial_dims: int | None = None, num_classes: int | None = None) -> np.ndarray:
+def read_mask(
+    path: PathLike,
+    spatial_dims: int | None = None,
+    num_classes: int | None = None,
+    threshold: float | None = None,
+) -> np.ndarray:
     """Read a mask as an ``int64`` label map ``(*spatial)`` of class ids.
 
     Accepted encodings: binary {0, 1}; binary {0, 255} (mapped to {0, 1}, e.g. ISBI's 255 = cell
@@ -125,17 +130,61 @@ def read_mask(path: PathLike, spatial_dims: int | None = None, num_classes: int 
         spatial_dims: see :func:`read_with_meta`.
         num_classes: when given, every id must be below it; with 2 the message says the mask is not
             binary (e.g. anti-aliased edges 0/128/255). ``None`` accepts any non-negative integer ids.
+        threshold: binarise first, ``value > threshold`` -> 1, for masks whose two values were blurred by
+            JPEG compression or resizing (0-8 and 247-255: threshold 127.5, the midpoint). The pixels that
+            were not clean 0 or 255 (0 or 1 for a threshold below 1) are counted and logged once per file.
 
     Raises:
         DataError: any reading problem of :func:`read_with_meta`, several different channels, non-integer,
             negative or out-of-range values (naming the values found).
     """
+    label, meta = read_mask_values(path, spatial_dims)
+    if threshold is not None:
+        label = threshold_mask(label, threshold, meta.path)
+    return _class_ids(label, meta.path, num_classes)
+
+
+def read_mask_values(path: PathLike, spatial_dims: int | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """A mask's stored values as one channel ``(*spatial)``, before they become class ids, with its geometry.
+
+    What a data set fingerprint inspects (0/255, JPEG noise, label maps); :func:`read_mask` is this plus
+    the mapping to class ids and its checks.
+
+    Raises:
+        DataError: any reading problem of :func:`read_with_meta`, NaN/Inf, or several different channels.
+    """
     arr, meta = _read_any(path, spatial_dims, for_mask=True)
-    path = meta.path
     if arr.dtype.kind == "f":
-        _check_finite(arr, path)
-    label = _single_channel(arr, path)
-    return _class_ids(label, path, num_classes)
+        _check_finite(arr, meta.path)
+    return _single_channel(arr, meta.path), meta
+
+
+_thresholded: set[Path] = set()  # files whose thresholding was already reported (once per file and process)
+
+
+def threshold_mask(values: np.ndarray, threshold: float, path: PathLike | None = None) -> np.ndarray:
+    """``values > threshold`` as a {0, 1} ``uint8`` mask; logs (once per `path`) how many pixels were not clean.
+
+    A pixel counts as changed when its value was neither 0 nor the clean foreground value (255 for a
+    threshold of 1 or more, else 1): the noise the threshold removed.
+    """
+    out = (values > threshold).astype(np.uint8)
+    clean = 255 if threshold >= 1 else 1
+    changed = int(np.count_nonzero((values != 0) & (values != clean)))
+    key = Path(path) if path is not None else None
+    if changed and key not in _thresholded:
+        if key is not None:
+            _thresholded.add(key)
+        logger.warning(
+            "%s: mask thresholded at %g: %d of %d pixels (%.2f%%) were neither 0 nor %d and were set to 0 or 1",
+            key if key is not None else "mask",
+            threshold,
+            changed,
+            values.size,
+            100.0 * changed / values.size,
+            clean,
+        )
+    return out
 
 
 def _read_any(path: PathLike, spatial_dims: int | None, for_mask: bool) -> tuple[np.ndarray, ImageMeta]:
@@ -328,8 +377,9 @@ def _class_ids(label: np.ndarray, path: Path, num_classes: int | None) -> np.nda
         if num_classes == 2:
             raise DataError(
                 f"{path}: mask values {_listed(values)} are not binary; expected {{0, 1}} or {{0, 255}} "
-                "(anti-aliased or resized masks have in-between values: re-export with nearest-neighbour "
-                "resampling, or set num_classes for a label map)"
+                "(JPEG, anti-aliased or resized masks have in-between values: set data.mask_threshold=127.5 "
+                "to binarise them at the midpoint, re-export with nearest-neighbour resampling, or set num_classes "
+                "for a label map)"
             )
         raise DataError(
             f"{path}: mask has class ids {_listed(values[values >= num_classes])} >= num_classes={num_classes} "

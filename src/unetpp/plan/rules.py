@@ -1,0 +1,410 @@
+"""From a data fingerprint to a training plan: channels, classes, mask handling, patch, depth, batch, normalisation.
+
+nnU-Net's rule-based configuration (Isensee et al., Nat. Methods 2021), adapted to a network that
+pools every axis by 2 (the UNet++ grid): the patch follows the median image (never larger), the
+depth follows the patch (each level at least ``MIN_BOTTLENECK`` voxels), anisotropic volumes are
+resampled towards isotropy, and the batch is the largest that the memory model of
+:mod:`unetpp.plan.memory` fits into the budget. Every choice is a plain field of :class:`Plan` with the
+reason beside it; any field can be overridden, and what depends on it is derived from the override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..files import atomic_write
+from .fingerprint import Fingerprint
+from .memory import GB, estimate_peak_bytes, fit_batch
+from .system import memory_budget_bytes
+
+MAX_DEPTH = 4  # the paper's L
+MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
+PATCH_CEILING = {(2, "cpu"): 96, (2, "cuda"): 256, (3, "cpu"): 64, (3, "cuda"): 128}  # per axis; 96²: the paper
+BATCH_CAP = {2: 16, 3: 8}
+BATCH_DATA_SHARE = 0.05  # nnU-Net: a batch covers at most 5% of the data set's voxels (but >= 2)
+GREY_SHARE = 0.9  # colour images below this share of colour -> train on grey
+ANISOTROPY = 3.0  # spacing ratio from which volumes are resampled (nnU-Net's threshold)
+CACHE_SHARE = 0.25  # keep decoded images in memory only while they take at most this share of the budget
+DATA_COPIES = 2  # the cache lives in the main process (validation) and in the loader's worker
+WORKER_BYTES = 0.5 * GB  # a data-loading worker process (Python + torch), beyond its cache
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A training plan: config fields (``model.*``, ``data.*``) and why each was chosen (``reasons``)."""
+
+    model: str
+    spatial_dims: int
+    in_channels: int
+    channels: str  # data.channels: "grey", "rgb" or "keep"
+    classes: int
+    mask_threshold: float | None  # data.mask_threshold: binarise masks at this value (noisy JPEG-like masks)
+    depth: int
+    widths: tuple[int, ...]
+    patch_size: tuple[int, ...]
+    batch_size: int
+    normalize: str  # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
+    intensity_clip: tuple[tuple[float, float], ...] | None
+    intensity_mean: tuple[float, ...] | None
+    intensity_std: tuple[float, ...] | None
+    target_spacing: tuple[float, ...] | None  # resample volumes to this spacing for training; None: as stored
+    cache: bool
+    device: str
+    precision: str
+    memory_budget_gb: float
+    estimated_peak_gb: float
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: _lists(v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(names)
+        if unknown:
+            raise ConfigError(f"unknown plan field(s) {sorted(unknown)}; fields are {', '.join(names)}")
+        missing = [n for n in names if n not in d and n != "reasons"]
+        if missing:
+            raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
+        return cls(**{k: (dict(v) if k == "reasons" else _tuples(v)) for k, v in d.items()})
+
+
+def _lists(x: Any) -> Any:
+    if isinstance(x, tuple | list):
+        return [_lists(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    return x
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def save_plan(plan: Plan, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``plan.yaml`` atomically (refuses to overwrite unless asked)."""
+    import yaml
+
+    text = yaml.safe_dump(plan.to_dict(), sort_keys=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text), overwrite, error=ConfigError)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a ``plan.yaml``.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown or missing fields.
+    """
+    import yaml
+
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the plan ({e}); check the path or rerun `unetpp plan`") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a plan is a mapping of fields; rerun `unetpp plan`")
+    return Plan.from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------- rules
+
+
+def make_plan(
+    fp: Fingerprint,
+    model_name: str = "unet++",
+    memory_gb: float | None = None,
+    device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    precision: str = "32-true",
+    workers: int = 1,
+) -> Plan:
+    """Derive a plan from a fingerprint; `overrides` (plan field -> value) win, and what depends on them follows.
+
+    Raises:
+        DataError: the data set has no masks, or images too small for any network.
+        ConfigError: an unknown or invalid override, or a memory budget too small for batch 1 at the
+            smallest reasonable patch (one line: the estimate, the budget and what would fit).
+    """
+    over = dict(overrides or {})
+    names = {f.name for f in dataclasses.fields(Plan)}
+    unknown = set(over) - names
+    if unknown:
+        raise ConfigError(f"unknown plan field(s) {sorted(unknown)} to override; fields are {', '.join(sorted(names))}")
+    why: dict[str, str] = dict.fromkeys(over, "set by you")
+    model_name = str(over.get("model", model_name))
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    dims = fp.spatial_dims
+
+    channels, in_channels, why_c = _channels(fp)
+    channels = over.get("channels", channels)
+    in_channels = int(over.get("in_channels", {"grey": 1, "rgb": 3}.get(channels, in_channels)))
+    why.setdefault("channels", why_c)
+    classes, threshold, why_l = _labels(fp)
+    classes, threshold = int(over.get("classes", classes)), over.get("mask_threshold", threshold)
+    why.setdefault("classes", why_l)
+
+    target = _target_spacing(fp)
+    target = over.get("target_spacing", target)
+    if target is not None:
+        ratio = f"ratio {fp.anisotropy:.1f} >= {ANISOTROPY:g}"
+        why.setdefault("target_spacing", f"voxels {_x(fp.median_spacing)} ({ratio}): resampled, predictions back")
+    shape = _grid_shape(fp.median_shape, fp.median_spacing, target)
+
+    ceiling = PATCH_CEILING[(dims, dev)]
+    depth = int(over.get("depth", 0)) or _fit_depth(shape, ceiling)
+    patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
+    _check_patch(patch, depth, dims)
+    widths = tuple(int(w) for w in over.get("widths", ())) or _default_widths(model_name, depth)
+    why.setdefault("depth", f"each level >= {MIN_BOTTLENECK} voxels on a {_x(patch)} patch (at most {MAX_DEPTH})")
+    why.setdefault("patch_size", f"median image {_x(shape)}, at most {ceiling} per axis, divisible by {2**depth}")
+
+    normalize, clip, mean, std, why_n = _normalisation(fp)
+    normalize = over.get("normalize", normalize)
+    why.setdefault("normalize", why_n)
+
+    budget = float(memory_gb) * GB if memory_gb is not None else memory_budget_bytes(dev)
+    data_bytes = fp.n_items * fp.bytes_per_item * _grid_growth(fp, target)
+    cache = bool(over.get("cache", data_bytes * DATA_COPIES <= CACHE_SHARE * budget))
+    why.setdefault("cache", f"decoded data set about {data_bytes / GB:.2f} GB per copy")
+    other = WORKER_BYTES * workers + (data_bytes * DATA_COPIES if cache else 0)
+    model_cfg = {
+        "name": model_name,
+        "in_channels": in_channels,
+        "classes": classes,
+        "depth": depth,
+        "widths": widths,
+        "spatial_dims": dims,
+    }
+    cap = _batch_cap(fp, patch, shape)
+    if "batch_size" in over:
+        batch = int(over["batch_size"])
+        need = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
+        if need > budget:
+            fits = fit_batch(model_cfg, patch, budget, batch, precision, dev, reserved=other)
+            raise ConfigError(
+                f"batch_size={batch} needs about {need / GB:.2f} GB, over the memory budget of {budget / GB:.2f} GB; "
+                f"batch_size={fits} fits, or raise --memory-gb"
+            )
+    else:
+        patch, batch = _fit_patch_and_batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over)
+        why.setdefault("batch_size", f"largest <= {cap} within the budget")
+    peak = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
+    why.setdefault("memory_budget_gb", "given" if memory_gb is not None else f"most of the free {dev} memory now")
+    plan = Plan(
+        model=model_name,
+        spatial_dims=dims,
+        in_channels=in_channels,
+        channels=channels,
+        classes=classes,
+        mask_threshold=None if threshold is None else float(threshold),
+        depth=depth,
+        widths=widths,
+        patch_size=tuple(patch),
+        batch_size=batch,
+        normalize=normalize,
+        intensity_clip=clip,
+        intensity_mean=mean,
+        intensity_std=std,
+        target_spacing=None if target is None else tuple(float(t) for t in target),
+        cache=cache,
+        device=dev,
+        precision=precision,
+        memory_budget_gb=round(budget / GB, 3),
+        estimated_peak_gb=round(peak / GB, 3),
+        reasons=why,
+    )
+    rest = {k: _tuples(v) for k, v in over.items() if k not in _DERIVED}
+    return dataclasses.replace(plan, **rest) if rest else plan
+
+
+# overrides that make_plan reads while deriving the others; the rest are copied into the plan as given
+_DERIVED = frozenset(
+    {"model", "channels", "in_channels", "classes", "mask_threshold", "target_spacing", "depth", "patch_size"}
+    | {"widths", "normalize", "cache", "batch_size"}
+)
+
+
+def _channels(fp: Fingerprint) -> tuple[str, int, str]:
+    if fp.channel_kind == "grey":
+        return "grey", 1, "grey images"
+    if fp.channel_kind == "grey-as-colour":
+        return "grey", 1, f"{fp.channels}-channel files with grey content (equal colour channels)"
+    if fp.channel_kind == "rgb":
+        colour = 1 - fp.grey_fraction
+        if fp.grey_fraction >= GREY_SHARE:
+            return "grey", 1, f"{colour:.0%} of the images are colour, the rest grey: colour ones are made grey"
+        return "rgb", 3, f"colour images ({colour:.0%} of those read)"
+    return "keep", fp.channels, f"{fp.channels} channels ({', '.join(fp.modalities)})"
+
+
+def _labels(fp: Fingerprint) -> tuple[int, float | None, str]:
+    kind = fp.label_kind
+    if kind == "unlabelled":
+        raise DataError(f"{fp.source}: no masks found; training needs a mask per image")
+    if kind in ("binary", "binary-255"):
+        return 1, None, f"binary masks {sorted({int(v) for v in fp.label_values})}"
+    if kind in ("noisy-binary", "soft"):
+        return (
+            1,
+            fp.mask_threshold,
+            f"{kind} masks ({fp.noisy_fraction:.2%} of pixels between the two values): thresholded at the midpoint",
+        )
+    k = max(fp.classes) + 1
+    if k <= 2:
+        return 1, None, "label map with one foreground class"
+    return k, None, f"label map with classes {list(fp.classes)} (background included)"
+
+
+def _target_spacing(fp: Fingerprint) -> tuple[float, ...] | None:
+    """Isotropic along the coarse axes: every axis coarser than ANISOTROPY x the finest gets the finest spacing.
+
+    The grid pools every axis by 2 with isotropic kernels, so it sees isotropic voxels best; nnU-Net
+    instead pools the coarse axis later, which this network cannot.
+    """
+    if fp.spatial_dims != 3 or fp.anisotropy < ANISOTROPY:
+        return None
+    finest = min(fp.median_spacing)
+    return tuple(finest if s >= ANISOTROPY * finest else float(s) for s in fp.median_spacing)
+
+
+def _grid_shape(
+    shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...] | None
+) -> tuple[int, ...]:
+    if target is None:
+        return tuple(shape)
+    return tuple(int(round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
+def _grid_growth(fp: Fingerprint, target: tuple[float, ...] | None) -> float:
+    return 1.0 if target is None else math.prod(s / t for s, t in zip(fp.median_spacing, target, strict=True))
+
+
+def _fit_depth(shape: tuple[int, ...], ceiling: int) -> int:
+    for depth in range(MAX_DEPTH, 0, -1):
+        m = 2**depth
+        if all(min(n, ceiling) // m >= MIN_BOTTLENECK for n in shape):
+            return depth
+    if all(n >= 2 for n in shape):
+        return 1
+    raise DataError(f"images of median size {_x(shape)} are too small for a network that halves every axis")
+
+
+def _fit_patch(shape: tuple[int, ...], ceiling: int, depth: int) -> tuple[int, ...]:
+    m = 2**depth
+    return tuple(max(m, min(n, ceiling) // m * m) for n in shape)
+
+
+def _check_patch(patch: tuple[int, ...], depth: int, dims: int) -> None:
+    if len(patch) != dims or any(p % 2**depth or p < 2**depth for p in patch):
+        raise ConfigError(
+            f"patch_size {list(patch)} must have {dims} sizes, each a multiple of {2**depth} (2^depth, depth {depth})"
+        )
+
+
+def _default_widths(model_name: str, depth: int) -> tuple[int, ...]:
+    from ..models.registry import PAPER_WIDTHS, WIDE_WIDTHS
+
+    base = WIDE_WIDTHS if model_name == "wide_unet" else PAPER_WIDTHS
+    if depth + 1 > len(base):
+        raise ConfigError(f"depth {depth} needs {depth + 1} widths; set widths")
+    return tuple(base[: depth + 1])
+
+
+def _batch_cap(fp: Fingerprint, patch: tuple[int, ...], shape: tuple[int, ...]) -> int:
+    share = BATCH_DATA_SHARE * fp.n_items * math.prod(shape) / math.prod(patch)
+    return int(max(2, min(BATCH_CAP[fp.spatial_dims], share)))
+
+
+def _fit_patch_and_batch(
+    model_cfg: dict[str, Any],
+    patch: tuple[int, ...],
+    depth: int,
+    budget: float,
+    reserved: float,
+    cap: int,
+    precision: str,
+    device: str,
+    over: Mapping[str, Any],
+) -> tuple[tuple[int, ...], int]:
+    """Shrink the patch (largest axis first, down to MIN_BOTTLENECK * 2^depth) until batch 1 fits; then the batch."""
+    m, smallest = 2**depth, MIN_BOTTLENECK * 2**depth
+    patch = tuple(patch)
+    while (
+        "patch_size" not in over
+        and estimate_peak_bytes(model_cfg, patch, 1, True, precision, device) + reserved > budget
+    ):
+        axis = int(np.argmax(patch))
+        if patch[axis] - m < smallest:
+            break
+        patch = tuple(p - m if a == axis else p for a, p in enumerate(patch))
+    return patch, fit_batch(model_cfg, patch, budget, cap, precision, device, reserved)
+
+
+def _normalisation(fp: Fingerprint) -> tuple[str, Any, Any, Any, str]:
+    if any(m.upper() == "CT" for m in fp.modalities):
+        clip = tuple((s["p00_5"], s["p99_5"]) for s in fp.intensity)
+        mean = tuple(s["mean"] for s in fp.intensity)
+        std = tuple(max(s["std"], 1e-8) for s in fp.intensity)
+        return "ct", clip, mean, std, "CT: clip to the foreground's 0.5-99.5th percentiles, z-score with the data set's"
+    return "zscore", None, None, None, f"per-image z-score ({', '.join(sorted(set(fp.modalities)))} intensities)"
+
+
+# --------------------------------------------------------------------------------------------- printing
+
+
+def _x(sizes: Any) -> str:
+    return "x".join(f"{s:g}" if isinstance(s, float) else str(s) for s in sizes)
+
+
+def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
+    """The fingerprint in three lines and the plan as a table of field, value and reason."""
+    lines = []
+    if fp is not None:
+        kinds = ", ".join(f"{c}: {f:.1%}" for c, f in enumerate(fp.class_frequencies) if f > 0)
+        lines += [
+            f"data       {fp.source}: {fp.n_items} images ({fp.n_sampled} read), {fp.spatial_dims}D, "
+            f"{fp.channels} channel(s) {fp.channel_kind}, {fp.dtype}",
+            f"shape      median {_x(fp.median_shape)} (min {_x(fp.min_shape)}, max {_x(fp.max_shape)}), "
+            f"spacing {_x(fp.median_spacing)}",
+            f"labels     {fp.label_kind}, values {_values(fp.label_values)}, classes {kinds}",
+        ]
+        for o in fp.objects:
+            lines.append(
+                f"objects    class {o['class']}: {o['per_image']:.3g} per image, median {o['median']:.0f} voxels "
+                f"(5-95%: {o['p05']:.0f}-{o['p95']:.0f})"
+            )
+        lines.append("")
+    rows = [
+        ("model", f"{plan.model}, depth {plan.depth}, widths {_x(plan.widths)}", plan.reasons.get("depth", "")),
+        ("channels", f"{plan.in_channels} ({plan.channels})", plan.reasons.get("channels", "")),
+        ("classes", str(plan.classes), plan.reasons.get("classes", "")),
+        ("mask_threshold", "-" if plan.mask_threshold is None else f"{plan.mask_threshold:g}", ""),
+        ("patch_size", _x(plan.patch_size), plan.reasons.get("patch_size", "")),
+        ("batch_size", str(plan.batch_size), plan.reasons.get("batch_size", "")),
+        ("normalize", plan.normalize, plan.reasons.get("normalize", "")),
+        ("target_spacing", _x(plan.target_spacing or ()) or "-", plan.reasons.get("target_spacing", "")),
+        ("cache", str(plan.cache).lower(), plan.reasons.get("cache", "")),
+        (
+            "memory",
+            f"{plan.estimated_peak_gb:.2f} of {plan.memory_budget_gb:.2f} GB ({plan.device})",
+            plan.reasons.get("memory_budget_gb", ""),
+        ),
+    ]
+    width = max(len(r[1]) for r in rows)
+    lines += [f"{name:<15}{value:<{width + 2}}{reason}".rstrip() for name, value, reason in rows]
+    return "\n".join(lines)
+
+
+def _values(values: tuple[float, ...]) -> str:
+    shown = [f"{v:g}" for v in values[:8]]
+    return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"

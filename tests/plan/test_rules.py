@@ -1,0 +1,196 @@
+"""Plans from fingerprints of data sets the tests write: channels, classes, thresholds, patches, budgets, resampling."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+
+from unetpp.data import FolderPairs, read_mask, read_with_meta, write_image, write_mask
+from unetpp.data.io import ImageMeta
+from unetpp.errors import ConfigError
+from unetpp.plan.apply import normalize, prepare, restore
+from unetpp.plan.fingerprint import fingerprint
+from unetpp.plan.resample import resampled_meta
+from unetpp.plan.rules import Plan, format_plan, load_plan, make_plan, save_plan
+
+from .test_fingerprint import _blobs, write_set
+
+GB = 1e9
+
+
+def _plan(tmp_path, kind: str, **kwargs) -> tuple:
+    fp = fingerprint(write_set(tmp_path / kind, kind, **kwargs), cache_dir=tmp_path / "cache")
+    return fp, make_plan(fp, memory_gb=8)
+
+
+def test_noisy_jpeg_masks_plan_a_threshold_that_read_mask_applies_with_a_warning(tmp_path, caplog) -> None:
+    fp, plan = _plan(tmp_path, "noisy-rgb-jpeg")
+    assert (plan.classes, plan.mask_threshold) == (1, 127.5)
+    assert "thresholded at the midpoint" in plan.reasons["classes"]
+    path = fp.source + "/masks/0.jpg"
+    with pytest.raises(Exception, match="not binary"):
+        read_mask(path, num_classes=2)
+    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+        mask = read_mask(path, num_classes=2, threshold=plan.mask_threshold)
+    np.testing.assert_array_equal(mask, _blobs((48, 64), 0))
+    assert any("0.jpg: mask thresholded at 127.5" in r.getMessage() for r in caplog.records)
+
+
+def test_rgb_set_plans_three_channels(tmp_path) -> None:
+    _, plan = _plan(tmp_path, "noisy-rgb-jpeg")
+    assert (plan.in_channels, plan.channels) == (3, "rgb")
+
+
+def test_rgba_set_with_grey_content_plans_one_channel(tmp_path) -> None:
+    _, plan = _plan(tmp_path, "rgba-grey")
+    assert (plan.in_channels, plan.channels) == (1, "grey")
+    assert plan.mask_threshold is None
+    assert plan.classes == 1
+
+
+def test_label_map_stays_a_label_map(tmp_path) -> None:
+    _, plan = _plan(tmp_path, "labels")
+    assert plan.classes == 3
+    assert plan.mask_threshold is None
+
+
+def test_ct_plans_data_set_normalisation(tmp_path) -> None:
+    fp, plan = _plan(tmp_path, "ct", shape=(24, 20, 16))
+    assert plan.normalize == "ct"
+    assert plan.intensity_clip is not None
+    image = np.array([[[[-1000.0, 0.0, 3000.0]]]], dtype=np.float32)
+    out = normalize(image, plan)
+    (lo, hi), mean, std = plan.intensity_clip[0], plan.intensity_mean[0], plan.intensity_std[0]
+    np.testing.assert_allclose(out[0, 0, 0], [(lo - mean) / std, (0 - mean) / std, (hi - mean) / std], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (20, 24),
+        (40, 200),
+        (96, 96),
+        (100, 130),
+        (512, 512),
+        (1040, 1388),
+        (6, 8),
+        (12, 40, 33),
+        (35, 50, 36),
+        (200, 90, 64),
+    ],
+)
+def test_patch_is_never_larger_than_the_data_and_fits_the_depth(tmp_path, shape) -> None:
+    fp, _ = _plan(tmp_path, "rgba-grey", n=1)
+    fp = dataclasses.replace(fp, spatial_dims=len(shape), median_shape=shape, median_spacing=(1.0,) * len(shape))
+    plan = make_plan(fp, memory_gb=8)
+    assert all(p <= s for p, s in zip(plan.patch_size, shape, strict=True)), (plan.patch_size, shape)
+    assert all(p % 2**plan.depth == 0 for p in plan.patch_size)
+    assert 1 <= plan.depth <= 4
+    assert len(plan.widths) == plan.depth + 1
+    if min(shape) >= 64:
+        assert plan.depth == 4
+
+
+def test_batch_follows_the_budget(tmp_path) -> None:
+    fp, _ = _plan(tmp_path, "rgba-grey")
+    fp = dataclasses.replace(fp, median_shape=(512, 512), n_items=1000)
+    small, large = make_plan(fp, memory_gb=1.5), make_plan(fp, memory_gb=20)
+    assert 1 <= small.batch_size < large.batch_size
+    assert small.estimated_peak_gb <= 1.5
+    assert large.estimated_peak_gb <= 20
+
+
+def test_budget_too_small_is_one_line_naming_estimate_budget_and_what_fits(tmp_path) -> None:
+    fp, _ = _plan(tmp_path, "rgba-grey")
+    with pytest.raises(ConfigError) as e:
+        make_plan(fp, memory_gb=0.05)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "budget of 0.05 GB" in message
+    assert "GB at batch 1" in message
+    assert "--memory-gb" in message
+
+
+def test_overrides_win_and_are_checked(tmp_path) -> None:
+    fp, _ = _plan(tmp_path, "rgba-grey")
+    plan = make_plan(fp, memory_gb=8, overrides={"depth": 2, "batch_size": 3, "channels": "rgb"})
+    assert (plan.depth, plan.batch_size, plan.in_channels, len(plan.widths)) == (2, 3, 3, 3)
+    assert plan.reasons["depth"] == "set by you"
+    with pytest.raises(ConfigError, match="unknown plan field"):
+        make_plan(fp, memory_gb=8, overrides={"batchsize": 3})
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        make_plan(fp, memory_gb=8, overrides={"patch_size": [36, 36]})
+    with pytest.raises(ConfigError, match="batch_size=500 needs about .* GB, over the memory budget"):
+        make_plan(fp, memory_gb=1, overrides={"batch_size": 500})
+
+
+def test_plan_yaml_round_trip_and_no_overwrite(tmp_path) -> None:
+    fp, plan = _plan(tmp_path, "labels")
+    path = save_plan(plan, tmp_path / "plan.yaml")
+    assert load_plan(path) == plan
+    with pytest.raises(ConfigError, match="file exists"):
+        save_plan(plan, path)
+    text = format_plan(plan, fp)
+    assert "patch_size" in text
+    assert "label-map" in text
+    assert len(text.splitlines()) < 25
+
+
+def test_anisotropic_volumes_are_resampled_and_come_back_on_the_original_grid(tmp_path) -> None:
+    root = tmp_path / "vol"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    affine[:3, 3] = [-20.0, 4.0, 7.5]
+    shape = (40, 36, 12)
+    for i in range(3):
+        meta = ImageMeta(root / "x", 3, (1.0, 1.0, 3.0), affine)
+        image = np.random.default_rng(i).normal(size=(1, *shape)).astype(np.float32)
+        write_image(root / "images" / f"{i}.nii.gz", image, meta=meta)
+        write_mask(root / "masks" / f"{i}.nii.gz", _blobs(shape, i), meta=meta)
+    fp = fingerprint(FolderPairs(root, num_classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
+    plan = make_plan(fp, memory_gb=8)
+    assert plan.target_spacing == (1.0, 1.0, 1.0)
+    assert all(p <= s for p, s in zip(plan.patch_size, (40, 36, 36), strict=True))
+
+    image, meta = read_with_meta(root / "images" / "0.nii.gz")
+    labels = read_mask(root / "masks" / "0.nii.gz")
+    train_image, train_labels, train_meta = prepare(image, meta, plan, labels)
+    assert train_image.shape == (1, 40, 36, 36)
+    assert train_labels.shape == (40, 36, 36)
+    assert train_meta.spacing == pytest.approx((1.0, 1.0, 1.0))
+    # a perfect "prediction" on the training grid, as probabilities, goes back to the input's grid
+    probs = np.stack([train_labels == 0, train_labels == 1]).astype(np.float32)
+    back = restore(probs, image.shape[1:]).argmax(0)
+    assert back.shape == shape
+    assert (back == labels).mean() > 0.97
+    back_meta = resampled_meta(train_meta, train_image.shape[1:], image.shape[1:])
+    np.testing.assert_allclose(back_meta.affine, meta.affine, atol=1e-9)
+    out = write_mask(tmp_path / "pred.nii.gz", back, meta=meta)
+    np.testing.assert_allclose(read_with_meta(out)[1].affine, affine)
+
+
+def test_plan_subcommand_prints_and_writes_the_plan(tmp_path, capsys) -> None:
+    from unetpp.plan.cli import add_plan
+
+    ds = write_set(tmp_path / "d", "rgba-grey")
+    parser = argparse.ArgumentParser()
+    add_plan(parser.add_subparsers())
+    out = tmp_path / "plan.yaml"
+    args = parser.parse_args(
+        ["plan", "--data", str(ds.root), "--memory-gb", "4", "--out", str(out), "--set", "batch_size=2"]
+    )
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "batch_size" in printed
+    assert "plan written to" in printed
+    plan = load_plan(out)
+    assert isinstance(plan, Plan)
+    assert plan.batch_size == 2
+    assert plan.in_channels == 1
+    args = parser.parse_args(["plan", "--data", str(ds.root), "--memory-gb", "0.01"])
+    with pytest.raises(ConfigError):
+        args.handler(args)
