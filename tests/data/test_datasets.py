@@ -326,7 +326,7 @@ def test_decathlon_layout(tmp_path) -> None:
 def test_decathlon_class_id_out_of_range(tmp_path) -> None:
     make_msd(tmp_path)
     write_mask(tmp_path / "labelsTr" / "hippocampus_000.nii.gz", np.full((6, 7, 5), 3), overwrite=True)
-    with pytest.raises(DataError, match=r"hippocampus_000\.nii\.gz: mask has class ids \{3\} >= num_classes=3"):
+    with pytest.raises(DataError, match=r"hippocampus_000\.nii\.gz: mask has class ids \{3\} >= label_count=3"):
         Decathlon(tmp_path)[0]
 
 

@@ -87,7 +87,7 @@ def test_multipage_tiff_is_a_stack(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["m.png", "m.tif", "m.nii.gz", "m.npy"])
 def test_binary_mask_round_trip(tmp_path, name) -> None:
-    out = read_mask(write_mask(tmp_path / name, BINARY), num_classes=2)
+    out = read_mask(write_mask(tmp_path / name, BINARY), label_count=2)
     assert out.dtype == np.int64
     np.testing.assert_array_equal(out, BINARY)
 
@@ -99,7 +99,7 @@ def test_binary_mask_is_stored_as_0_255_in_png(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["l.nii.gz", "l.npy", "l.tif"])
 def test_label_map_round_trip(tmp_path, name) -> None:
-    out = read_mask(write_mask(tmp_path / name, LABELS), spatial_dims=3, num_classes=3)
+    out = read_mask(write_mask(tmp_path / name, LABELS), spatial_dims=3, label_count=3)
     np.testing.assert_array_equal(out, LABELS)
 
 
@@ -120,7 +120,7 @@ def test_palette_mask_keeps_indices(tmp_path) -> None:
     img = Image.fromarray(LABELS[0].astype(np.uint8), mode="L").convert("P")
     img.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
     img.save(tmp_path / "voc.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "voc.png", num_classes=3), LABELS[0])
+    np.testing.assert_array_equal(read_mask(tmp_path / "voc.png", label_count=3), LABELS[0])
 
 
 def test_write_refuses_to_overwrite(tmp_path) -> None:
@@ -241,14 +241,14 @@ def test_antialiased_mask_names_its_values(tmp_path) -> None:
     values = np.array([[0, 128, 255], [255, 0, 0]], dtype=np.uint8)
     Image.fromarray(values).save(tmp_path / "soft.png")
     with pytest.raises(DataError, match=r"soft\.png: mask values \{0, 128, 255\} are not binary"):
-        read_mask(tmp_path / "soft.png", num_classes=2)
+        read_mask(tmp_path / "soft.png", label_count=2)
 
 
 def test_out_of_range_class_id(tmp_path) -> None:
     path = write_mask(tmp_path / "lab.nii.gz", np.array([[[0, 1], [2, 5]]]))
-    with pytest.raises(DataError, match=r"lab\.nii\.gz: mask has class ids \{5\} >= num_classes=3"):
-        read_mask(path, num_classes=3)
-    assert read_mask(path).max() == 5  # without num_classes any non-negative id is accepted
+    with pytest.raises(DataError, match=r"lab\.nii\.gz: mask has class ids \{5\} >= label_count=3"):
+        read_mask(path, label_count=3)
+    assert read_mask(path).max() == 5  # without label_count any non-negative id is accepted
 
 
 @pytest.mark.parametrize(
@@ -282,7 +282,7 @@ def _noisy_jpeg_mask(tmp_path, name: str = "noisy.jpg") -> tuple:
 def test_noisy_jpeg_mask_is_refused_without_threshold_and_names_the_option(tmp_path) -> None:
     path, _ = _noisy_jpeg_mask(tmp_path)
     with pytest.raises(DataError, match=r"noisy\.jpg: mask values .* are not binary.*data\.mask_threshold=127\.5"):
-        read_mask(path, num_classes=2)
+        read_mask(path, label_count=2)
 
 
 def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_path, caplog) -> None:
@@ -291,8 +291,8 @@ def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_pa
     noisy = int(np.count_nonzero((raw != 0) & (raw != 255)))
     assert noisy > 0  # the test needs JPEG noise to mean anything
     with caplog.at_level("WARNING", logger="unetpp.data.io"):
-        mask = read_mask(path, num_classes=2, threshold=127.5)
-        again = read_mask(path, num_classes=2, threshold=127.5)
+        mask = read_mask(path, label_count=2, threshold=127.5)
+        again = read_mask(path, label_count=2, threshold=127.5)
     assert mask.dtype == np.int64
     assert set(np.unique(mask).tolist()) == {0, 1}
     np.testing.assert_array_equal(mask, truth)  # JPEG noise at quality 60 never crosses the midpoint
@@ -308,7 +308,7 @@ def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_pa
 def test_threshold_on_a_clean_mask_changes_nothing_and_stays_quiet(tmp_path, caplog) -> None:
     path = write_mask(tmp_path / "clean.png", BINARY)
     with caplog.at_level("WARNING", logger="unetpp.data.io"):
-        mask = read_mask(path, num_classes=2, threshold=127.5)
+        mask = read_mask(path, label_count=2, threshold=127.5)
     np.testing.assert_array_equal(mask, BINARY)
     assert not [r for r in caplog.records if "thresholded" in r.getMessage()]
 

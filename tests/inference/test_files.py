@@ -11,7 +11,7 @@ from unetpp.inference import find_inputs, match_channels, predict_files
 
 
 def _png(path, rng, size=(37, 50)) -> None:
-    from unetpp.data.io import write_image
+    from unetpp.data.writers import write_image
 
     write_image(path, rng.integers(0, 255, size=(1, *size), dtype=np.uint8))
 
@@ -60,7 +60,8 @@ def test_predict_files_keeps_the_nifti_affine_and_spacing(tiny, tmp_path) -> Non
 
 @pytest.mark.parametrize("ext", [".tif", ".npy"])
 def test_predict_files_writes_the_input_format(tiny, tmp_path, ext) -> None:
-    from unetpp.data.io import read_mask, write_image
+    from unetpp.data.io import read_mask
+    from unetpp.data.writers import write_image
 
     write_image(tmp_path / f"x{ext}", np.random.default_rng(0).normal(size=(1, 21, 18)).astype(np.float32))
     (w,) = predict_files(tiny(), tmp_path / f"x{ext}", tmp_path / "out", progress=False)

@@ -52,7 +52,7 @@ def write_set(root, kind: str, n: int = 4, shape: tuple[int, ...] = (48, 64)) ->
             meta = ImageMeta(root / "x.nii.gz", 3, (1.0, 1.0, 1.0))
             write_image(root / "images" / f"{i}.nii.gz", hu.astype(np.int16)[None], meta=meta)
             write_mask(root / "masks" / f"{i}.nii.gz", mask, meta=meta)
-    return FolderPairs(root, num_classes=None, spatial_dims=len(shape))
+    return FolderPairs(root, classes=None, spatial_dims=len(shape))
 
 
 def test_noisy_jpeg_masks_are_noisy_binary_with_the_midpoint(tmp_path) -> None:
@@ -102,7 +102,7 @@ def test_shapes_spacing_and_anisotropy(tmp_path) -> None:
             tmp_path / "images" / f"{i}.nii.gz", RNG.normal(size=(1, 32, 30, depth)).astype(np.float32), meta=meta
         )
         write_mask(tmp_path / "masks" / f"{i}.nii.gz", _blobs((32, 30, depth), i), meta=meta)
-    fp = fingerprint(FolderPairs(tmp_path, num_classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
+    fp = fingerprint(FolderPairs(tmp_path, classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
     assert fp.median_shape == (32, 30, 10)
     assert fp.min_shape == (32, 30, 8)
     assert fp.max_shape == (32, 30, 12)

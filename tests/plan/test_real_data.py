@@ -20,7 +20,7 @@ def test_isbi_plan(shared_data, tmp_path) -> None:
 
 
 def test_hippocampus_plan_fits_the_small_volumes(shared_data, tmp_path) -> None:
-    fp = fingerprint(Decathlon(shared_data / "msd-hippocampus", num_classes=None), cache_dir=tmp_path)
+    fp = fingerprint(Decathlon(shared_data / "msd-hippocampus", classes=None), cache_dir=tmp_path)
     plan = make_plan(fp, memory_gb=8)
     assert plan.classes == 3
     assert all(p <= s for p, s in zip(plan.patch_size, fp.median_shape, strict=True))

@@ -32,9 +32,9 @@ def test_noisy_jpeg_masks_plan_a_threshold_that_read_mask_applies_with_a_warning
     assert "thresholded at the midpoint" in plan.reasons["classes"]
     path = fp.source + "/masks/0.jpg"
     with pytest.raises(Exception, match="not binary"):
-        read_mask(path, num_classes=2)
+        read_mask(path, label_count=2)
     with caplog.at_level("WARNING", logger="unetpp.data.io"):
-        mask = read_mask(path, num_classes=2, threshold=plan.mask_threshold)
+        mask = read_mask(path, label_count=2, threshold=plan.mask_threshold)
     np.testing.assert_array_equal(mask, _blobs((48, 64), 0))
     assert any("0.jpg: mask thresholded at 127.5" in r.getMessage() for r in caplog.records)
 
@@ -151,7 +151,7 @@ def test_anisotropic_volumes_are_resampled_and_come_back_on_the_original_grid(tm
         image = np.random.default_rng(i).normal(size=(1, *shape)).astype(np.float32)
         write_image(root / "images" / f"{i}.nii.gz", image, meta=meta)
         write_mask(root / "masks" / f"{i}.nii.gz", _blobs(shape, i), meta=meta)
-    fp = fingerprint(FolderPairs(root, num_classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
+    fp = fingerprint(FolderPairs(root, classes=None, spatial_dims=3), cache_dir=tmp_path / "cache")
     plan = make_plan(fp, memory_gb=8)
     assert plan.target_spacing == (1.0, 1.0, 1.0)
     assert all(p <= s for p, s in zip(plan.patch_size, (40, 36, 36), strict=True))
@@ -174,7 +174,7 @@ def test_anisotropic_volumes_are_resampled_and_come_back_on_the_original_grid(tm
 
 
 def test_plan_subcommand_prints_and_writes_the_plan(tmp_path, capsys) -> None:
-    from unetpp.plan.cli import add_plan
+    from unetpp.cli.plan import add_plan
 
     ds = write_set(tmp_path / "d", "rgba-grey")
     parser = argparse.ArgumentParser()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from ..errors import UnetppError
 from .common import examples
 from .deploy import add_bench, add_export, add_predict, add_prune
+from .plan import add_plan
 from .study import add_compare, add_reproduce
 from .train import add_demo, add_evaluate, add_train
 
@@ -23,6 +24,7 @@ log = logging.getLogger("unetpp")
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
+    add_plan,
     add_train,
     add_evaluate,
     add_predict,

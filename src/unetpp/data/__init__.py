@@ -7,13 +7,14 @@ only by the functions that use them (install them with ``pip install "unetpp[tra
 
 from .datasets import ArrayDataset, FolderPairs, Item, SegmentationDataset, convert_channels
 from .download import REMOTE_DATASETS, RemoteDataset, RemoteFile, download, from_local, verify
-from .io import ImageMeta, read_image, read_mask, read_with_meta, write_image, write_mask
+from .io import ImageMeta, read_image, read_mask, read_with_meta
 from .layouts import LAYOUTS, Layout, open_dataset, split_indices
 from .public import DSB2018, ISBI2012, Decathlon
 from .sampling import PatchDataset
 from .splits import Split, block_split, kfold_split, random_split
 from .synthetic import make_synthetic_em, write_synthetic_dataset
 from .transforms import build_transforms, normalize_intensity, percentile_clip, zscore
+from .writers import write_image, write_mask
 
 __all__ = [
     "DSB2018",

@@ -1,4 +1,4 @@
-"""Read and write images and masks: PNG/JPEG, TIFF (multi-page stacks too), NIfTI and NumPy files.
+"""Read images and masks: PNG/JPEG, TIFF (multi-page stacks too), NIfTI and NumPy files.
 
 One reader per format sits behind :func:`read_image` and :func:`read_mask`, so the rest of the package
 never sees a format. Two rules hold for every format:
@@ -10,8 +10,7 @@ never sees a format. Two rules hold for every format:
 * **Errors.** Every problem with a file raises :class:`~unetpp.errors.DataError` as
   ``"{path}: {what went wrong}; {what to do}"``, never a bare Pillow, tifffile or nibabel exception.
 
-Writers are atomic (temporary file in the same folder, then :func:`os.replace`), so a crash never
-leaves half a file, and they refuse to overwrite unless asked.
+The writers of the same formats are in :mod:`unetpp.data.writers`.
 
 Pillow, tifffile and nibabel are imported inside the functions that need them, so
 ``import unetpp.data`` stays light.
@@ -27,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +113,7 @@ def read_image(path: PathLike, spatial_dims: int | None = None) -> np.ndarray:
 def read_mask(
     path: PathLike,
     spatial_dims: int | None = None,
-    num_classes: int | None = None,
+    label_count: int | None = None,
     threshold: float | None = None,
 ) -> np.ndarray:
     """Read a mask as an ``int64`` label map ``(*spatial)`` of class ids.
@@ -128,7 +126,7 @@ def read_mask(
     Args:
         path: the mask file (same formats as :func:`read_image`; JPEG is read but lossy, so avoid it).
         spatial_dims: see :func:`read_with_meta`.
-        num_classes: when given, every id must be below it; with 2 the message says the mask is not
+        label_count: when given, every id must be below it; with 2 the message says the mask is not
             binary (e.g. anti-aliased edges 0/128/255). ``None`` accepts any non-negative integer ids.
         threshold: binarise first, ``value > threshold`` -> 1, for masks whose two values were blurred by
             JPEG compression or resizing (0-8 and 247-255: threshold 127.5, the midpoint). The pixels that
@@ -141,7 +139,7 @@ def read_mask(
     label, meta = read_mask_values(path, spatial_dims)
     if threshold is not None:
         label = threshold_mask(label, threshold, meta.path)
-    return _class_ids(label, meta.path, num_classes)
+    return _class_ids(label, meta.path, label_count)
 
 
 def read_mask_values(path: PathLike, spatial_dims: int | None = None) -> tuple[np.ndarray, ImageMeta]:
@@ -359,7 +357,7 @@ def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
     return first
 
 
-def _class_ids(label: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
+def _class_ids(label: np.ndarray, path: Path, label_count: int | None) -> np.ndarray:
     values = np.unique(label)
     if label.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         bad = values[values != np.round(values)]
@@ -371,130 +369,18 @@ def _class_ids(label: np.ndarray, path: Path, num_classes: int | None) -> np.nda
         raise DataError(f"{path}: mask has negative values {_listed(values[values < 0])}; class ids start at 0")
     # 0/255 is the usual way to store a binary mask in an 8-bit file (ISBI: 255 = cell interior)
     binary_255 = values[-1] == 255 and set(values.tolist()) <= {0, 255}
-    if binary_255 and (num_classes is None or num_classes <= 255):
+    if binary_255 and (label_count is None or label_count <= 255):
         return (label == 255).astype(np.int64)
-    if num_classes is not None and values[-1] >= num_classes:
-        if num_classes == 2:
+    if label_count is not None and values[-1] >= label_count:
+        if label_count == 2:
             raise DataError(
                 f"{path}: mask values {_listed(values)} are not binary; expected {{0, 1}} or {{0, 255}} "
                 "(JPEG, anti-aliased or resized masks have in-between values: set data.mask_threshold=127.5 "
-                "to binarise them at the midpoint, re-export with nearest-neighbour resampling, or set num_classes "
-                "for a label map)"
+                "to binarise them at the midpoint, re-export with nearest-neighbour resampling, or set --classes "
+                "(model.classes) for a label map)"
             )
         raise DataError(
-            f"{path}: mask has class ids {_listed(values[values >= num_classes])} >= num_classes={num_classes} "
-            f"(values found: {_listed(values)}); fix the labels or raise num_classes"
+            f"{path}: mask has class ids {_listed(values[values >= label_count])} >= label_count={label_count} "
+            f"(values found: {_listed(values)}); fix the labels or raise --classes (model.classes)"
         )
     return label.astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-
-def write_image(path: PathLike, image: np.ndarray, *, meta: ImageMeta | None = None, overwrite: bool = False) -> Path:
-    """Write a channel-first image ``(C, *spatial)`` atomically; the format follows the suffix.
-
-    PNG/BMP take 1, 3 or 4 channels of uint8 (PNG also uint16 grey), JPEG 1 or 3 channels of uint8 (it is
-    lossy). TIFF takes 2-D images and single-channel 3-D stacks. NIfTI takes 2-D or 3-D data and writes
-    ``meta.affine`` (or a diagonal of ``meta.spacing``, or identity). ``.npy`` stores the array, without
-    its channel axis when there is one channel, so that :func:`read_image` reads it back unambiguously.
-
-    Args:
-        path: the file to write.
-        image: ``(C, *spatial)``; no value conversion is done, so convert dtypes explicitly beforehand.
-        meta: geometry to keep (NIfTI only), e.g. from :func:`read_with_meta`.
-        overwrite: replace an existing file.
-
-    Raises:
-        DataError: the file exists, the suffix is unknown, or the array does not fit the format.
-    """
-    image = np.asarray(image)
-    if image.ndim not in (3, 4):
-        raise DataError(f"{path}: image must be channel-first (C, H, W) or (C, D, H, W), got shape {image.shape}")
-    return _write(path, image, meta, overwrite, what="image")
-
-
-def write_mask(path: PathLike, mask: np.ndarray, *, meta: ImageMeta | None = None, overwrite: bool = False) -> Path:
-    """Write a label map ``(*spatial)`` of class ids atomically; binary masks are stored as 0/255.
-
-    0/255 makes binary masks visible in any viewer and matches ISBI's convention; :func:`read_mask` maps
-    them back to {0, 1}. Label maps with more classes keep their ids. JPEG is refused: its compression
-    changes values and would corrupt the labels.
-
-    Raises:
-        DataError: the file exists, JPEG or an unknown suffix, negative or non-integer values.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim not in (2, 3):
-        raise DataError(f"{path}: mask must be a label map (H, W) or (D, H, W), got shape {mask.shape}")
-    if suffix(path) in (".jpg", ".jpeg"):
-        raise DataError(f"{path}: JPEG is lossy and would corrupt the labels; save masks as PNG, TIFF, NIfTI or .npy")
-    if mask.dtype.kind not in "biuf" or (mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask))):
-        raise DataError(f"{path}: mask of dtype {mask.dtype} does not hold integer class ids")
-    if mask.size and mask.min() < 0:
-        raise DataError(f"{path}: mask has negative values; class ids start at 0")
-    top = int(mask.max()) if mask.size else 0
-    ext = suffix(path)
-    if top <= 1 and ext not in NIFTI_SUFFIXES + NUMPY_SUFFIXES:
-        mask = mask.astype(np.uint8) * 255
-    else:
-        mask = mask.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32)
-    return _write(path, mask[None], meta, overwrite, what="mask")
-
-
-def _write(path: PathLike, arr: np.ndarray, meta: ImageMeta | None, overwrite: bool, what: str) -> Path:
-    ext = suffix(path)
-    channels, spatial = arr.shape[0], arr.shape[1:]
-    if ext in PILLOW_SUFFIXES:
-        allowed = (1, 3) if ext in (".jpg", ".jpeg") else (1, 3, 4)
-        ok_dtype = arr.dtype == np.uint8 or (ext == ".png" and arr.dtype == np.uint16 and channels == 1)
-        if len(spatial) != 2 or channels not in allowed or not ok_dtype:
-            raise DataError(
-                f"{path}: {ext} holds 2-D uint8 images with {allowed} channels (PNG also 1-channel uint16), "
-                f"got {what} {arr.shape} {arr.dtype}; convert it, or use .tif, .nii.gz or .npy"
-            )
-
-        def write(tmp: Path) -> None:
-            from PIL import Image
-
-            plane = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
-            Image.fromarray(np.ascontiguousarray(plane)).save(tmp, format=ext.lstrip(".").replace("jpg", "jpeg"))
-
-    elif ext in TIFF_SUFFIXES:
-        if channels not in ((1,) if len(spatial) == 3 else (1, 3, 4)):
-            raise DataError(
-                f"{path}: TIFF is written for 2-D images with 1, 3 or 4 channels and for 1-channel stacks, "
-                f"got {arr.shape}; use .nii.gz or .npy"
-            )
-
-        def write(tmp: Path) -> None:
-            import tifffile
-
-            if channels == 1:  # explicit: tifffile would otherwise take a 3- or 4-page stack for RGB planes
-                tifffile.imwrite(tmp, arr[0], photometric="minisblack")
-            else:
-                tifffile.imwrite(tmp, np.moveaxis(arr, 0, -1), photometric="rgb")
-
-    elif ext in NIFTI_SUFFIXES:
-
-        def write(tmp: Path) -> None:
-            import nibabel as nib
-
-            data = arr[0] if channels == 1 else np.moveaxis(arr, 0, -1)
-            if meta is not None and meta.affine is not None:
-                affine = meta.affine
-            elif meta is not None:
-                affine = np.diag([*meta.spacing, *(1.0,) * (4 - len(meta.spacing))])
-            else:
-                affine = np.eye(4)
-            nib.save(nib.Nifti1Image(data, affine), tmp)
-
-    elif ext in NUMPY_SUFFIXES:
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a name
-                np.save(f, arr[0] if channels == 1 else arr, allow_pickle=False)
-
-    else:
-        raise DataError(f"{path}: unknown file type {ext or '(no suffix)'!r}; use one of {', '.join(SUFFIXES)}")
-    return atomic_write(path, write, overwrite)

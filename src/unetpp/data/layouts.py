@@ -96,8 +96,10 @@ def layout(name: str) -> Layout:
     return LAYOUTS[name]
 
 
-def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int) -> SegmentationDataset:
+def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int | None) -> SegmentationDataset:
     """The whole data set named by the config, read lazily and checked for pairing.
+
+    `classes` is the model's (1 = binary); ``None`` accepts any label ids (to fingerprint a data set).
 
     Raises:
         ConfigError: unknown layout or no root folder given.

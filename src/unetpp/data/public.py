@@ -61,7 +61,7 @@ class ISBI2012(SegmentationDataset):
         # 30 sections of 512x512 are 8 MB: read each stack once, not once per section
         if self._stacks is None:
             volume = read_image(self.root / self.VOLUME, spatial_dims=3)  # (1, Z, H, W)
-            labels = read_mask(self.root / self.LABELS, spatial_dims=3, num_classes=2)  # (Z, H, W)
+            labels = read_mask(self.root / self.LABELS, spatial_dims=3, label_count=2)  # (Z, H, W)
             if volume.shape[1] != labels.shape[0]:
                 raise DataError(
                     f"{self.root / self.LABELS}: has {labels.shape[0]} pages but {self.VOLUME} has {volume.shape[1]}; "
@@ -138,7 +138,7 @@ class DSB2018(SegmentationDataset):
     def _instances(self, item: Item) -> np.ndarray:
         labels: np.ndarray | None = None
         for k, path in enumerate(item.mask, start=1):  # type: ignore[arg-type]
-            nucleus = read_mask(path, 2, num_classes=2)
+            nucleus = read_mask(path, 2, label_count=2)
             if labels is None:
                 labels = np.zeros(nucleus.shape, dtype=np.int32)
             elif nucleus.shape != labels.shape:

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .io import write_image, write_mask
+from .writers import write_image, write_mask
 
 PathLike = str | os.PathLike[str]
 Difficulty = Literal["default", "hard"]

@@ -170,8 +170,9 @@ def predict_files(
         DataError: unreadable input, output exists (without `overwrite`), output folder not writable,
             or an image the model cannot take; every message names the file.
     """
-    from ..data.io import read_with_meta, write_image, write_mask
+    from ..data.io import read_with_meta
     from ..data.transforms import normalize_intensity
+    from ..data.writers import write_image, write_mask
     from ..visualize import overlay as tinted
 
     if not 0.0 < threshold < 1.0:

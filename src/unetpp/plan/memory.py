@@ -72,7 +72,7 @@ def estimate_peak_bytes(
     patch: Sequence[int],
     batch: int,
     training: bool = True,
-    precision: str = "32-true",
+    precision: str = "32",
     device: str = "cpu",
 ) -> int:
     """Estimated peak memory (bytes) of one training step (or one inference pass) of a batch of patches.
@@ -182,7 +182,7 @@ def fit_batch(
     patch: Sequence[int],
     budget_bytes: float,
     cap: int = 16,
-    precision: str = "32-true",
+    precision: str = "32",
     device: str = "cpu",
     reserved: float = 0.0,
 ) -> int:

@@ -1,28 +1,26 @@
 """``unetpp plan``: fingerprint a data set and print (and write) the training plan.
 
-Registered by the main CLI with one line (``add_plan`` in its command list); kept here so that the
-plan's options live with the plan.
+The fingerprint and the rules are in :mod:`unetpp.plan`; this module only parses options and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.layouts import LAYOUTS
 from ..errors import ConfigError
+from .common import subcommand
 
 if TYPE_CHECKING:
     from ..data import SegmentationDataset
-
-LAYOUT_NAMES = ("folders", "isbi2012", "dsb2018", "decathlon")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
-    from .fingerprint import fingerprint
-    from .rules import format_plan, make_plan, save_plan
+    from ..plan.fingerprint import fingerprint
+    from ..plan.rules import format_plan, make_plan, save_plan
 
     overrides = {}
     for a in args.set or []:
@@ -42,20 +40,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def open_for_plan(root: str, layout: str, volumes: bool = False) -> SegmentationDataset:
     """The data set at `root` in `layout`, opened only to list its items (raw files are read by the fingerprint)."""
-    from ..data import DSB2018, ISBI2012, Decathlon, FolderPairs
-    from ..errors import DataError
+    from ..config import DataConfig
+    from ..data.layouts import open_dataset
 
-    if not Path(root).is_dir():
-        raise DataError(f"{root}: no such folder; check the path given with --data")
-    if layout == "isbi2012":
-        return ISBI2012(root, num_classes=None)
-    if layout == "dsb2018":
-        return DSB2018(root, num_classes=None)
-    if layout == "decathlon":
-        return Decathlon(root, num_classes=None)
-    ds = FolderPairs(root, num_classes=None)
-    if volumes or any(str(i.image).endswith((".nii", ".nii.gz")) for i in ds.items[:1]):
-        ds = FolderPairs(root, num_classes=None, spatial_dims=3)
+    cfg = DataConfig(root=root, layout=layout, cache=False)
+    ds = open_dataset(cfg, 3 if volumes or layout == "decathlon" else 2, classes=None)
+    if ds.spatial_dims == 2 and any(str(i.image).endswith((".nii", ".nii.gz")) for i in ds.items[:1]):
+        ds = open_dataset(cfg, 3, classes=None)
     return ds
 
 
@@ -72,11 +63,9 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
             "  unetpp plan --data dsb2018/stage1_train --layout dsb2018 --set channels=grey --set in_channels=1",
         ]
     )
-    p = sub.add_parser(
-        "plan", help=help, description=help, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = subcommand("plan", help, example, sub)
     p.add_argument("--data", required=True, help="data set folder")
-    p.add_argument("--layout", choices=LAYOUT_NAMES, default="folders")
+    p.add_argument("--layout", choices=[n for n in LAYOUTS if n != "synthetic"], default="folders")
     p.add_argument("--3d", dest="volumes", action="store_true", help="volumes stored as TIFF stacks or .npy")
     p.add_argument("--model", default="unet++", help="unet, wide_unet, unet_e, unet+, unet++ (default unet++)")
     p.add_argument(
@@ -85,7 +74,7 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         help="memory budget (default: 75%% of the available RAM, or 90%% of the GPU's free memory)",
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--precision", default="32-true", help="32-true (default) or bf16-mixed")
+    p.add_argument("--precision", default="32", help="32 (default), bf16 or 16")
     p.add_argument("--max-items", type=int, default=200, help="read at most this many images (evenly spaced)")
     p.add_argument("--no-cache", action="store_true", help="read the files again even if a fingerprint is cached")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a plan field, e.g. batch_size=4")
