@@ -88,13 +88,16 @@ def masks_from_label_map(labels: np.ndarray, path: PathLike, relabel: bool = Fal
     return (labels[None] == ids[:, None, None]).astype(np.uint8)
 
 
-def scale_image(image: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: uint8 divided by 255, other types by their per-image 0.5/99.5 percentiles."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
+def scale_image(image: np.ndarray, stored: np.dtype | None = None) -> np.ndarray:
+    """float32 in [0, 1]: uint8 files divided by 255, other types by their per-image 0.5/99.5 percentiles.
+
+    `stored` is the file's dtype when `image` was converted since (grey from RGB is float).
+    """
     x = image.astype(np.float32)
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    return np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(x)
+    if (stored or image.dtype) == np.uint8:
+        return x / np.float32(255.0)
+    lo, hi = np.percentile(x, [0.5, 99.5]).astype(np.float32)
+    return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32) if hi > lo else np.zeros_like(x)
 
 
 # --------------------------------------------------------------------------------------------- data sets
@@ -135,13 +138,16 @@ class InstanceDataset(Dataset):
 
     def read_image(self, index: int) -> Tensor:
         item = self.items[index]
-        image = convert_channels(read_image(item.image, 2), self.channels, item.image)
-        return torch.from_numpy(scale_image(np.ascontiguousarray(image)))
+        raw = read_image(item.image, 2)
+        image = convert_channels(raw, self.channels, item.image)
+        return torch.from_numpy(scale_image(np.ascontiguousarray(image), raw.dtype))
 
     def __getitem__(self, index: int) -> Sample:
         item = self.items[index]
         image = self.read_image(index)
         masks, labels = item.read()
+        if len(masks) == 0:  # an image without objects (its folder may hold no mask to take a size from)
+            masks = np.zeros((0, *image.shape[1:]), dtype=np.uint8)
         if masks.shape[1:] != tuple(image.shape[1:]):
             raise DataError(
                 f"{item.image}: image is {'x'.join(map(str, image.shape[1:]))} but its masks are "
@@ -153,7 +159,8 @@ class InstanceDataset(Dataset):
     def label_map(self, index: int) -> np.ndarray:
         """The true instance label map ``(H, W)`` int32 (ids 1..N in target order), for scoring."""
         masks, _ = self.items[index].read()
-        labels = np.zeros(masks.shape[1:], dtype=np.int32)
+        shape = masks.shape[1:] if len(masks) else tuple(self.read_image(index).shape[1:])
+        labels = np.zeros(shape, dtype=np.int32)
         for k, m in enumerate(masks, start=1):
             labels[m > 0] = k
         return labels

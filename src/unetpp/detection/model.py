@@ -20,6 +20,9 @@ Design choices (the paper fixes the pyramid's topology and the ResNet-101 backbo
 - **Input**: images as float tensors in [0, 1]; torchvision resizes the shorter side to
   ``min_size`` (capped by ``max_size``) and normalises with ``image_mean``/``image_std``
   (ImageNet's, or their channel mean for grey input).
+- **Heads**: torchvision's (two-layer MLP box head, four 3x3 convs + transposed conv mask head);
+  ``head_width`` sets their width (torchvision: 256, box MLP 4 x 256 = 1024 wide). Smaller heads
+  are for tests and CPU budgets; both detectors always share the same heads.
 - ``detections_per_img`` is 300 (torchvision: 100), since a DSB image holds up to ~375 nuclei.
 """
 
@@ -33,6 +36,8 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..errors import ConfigError, UnetppError
@@ -130,11 +135,13 @@ def build_detector(
     in_channels: int = 3,
     classes: int = 2,
     pyramid_width: int = 256,
+    head_width: int = 256,
     norm: NormKind = None,
     min_size: int = 800,
     max_size: int = 1333,
     anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
     detections_per_img: int = 300,
+    score_threshold: float = 0.05,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
 ) -> Detector:
@@ -147,10 +154,12 @@ def build_detector(
         in_channels: image channels (timm adapts pretrained RGB weights to 1 channel).
         classes: object classes plus background (2 for nuclei).
         pyramid_width: channels of every pyramid level.
+        head_width: channels of the mask head's convs; the box head's MLP is 4x as wide.
         norm: normalisation of the nested pyramid's blocks (None, "batch", "instance"); the FPN has none.
         min_size, max_size: torchvision's resizing of the shorter and the longer side.
         anchor_sizes: one anchor size per pyramid level, P2..P5 and "pool" (5 values).
         detections_per_img: most instances kept per image.
+        score_threshold: instances scoring below it are dropped (torchvision's 0.05).
         image_mean, image_std: normalisation per channel; default ImageNet's (their mean for 1 channel).
 
     Raises:
@@ -161,7 +170,12 @@ def build_detector(
         close = difflib.get_close_matches(name, list(PYRAMIDS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown detector {name!r}; available: {', '.join(PYRAMIDS)}{hint}")
-    positive = (("in_channels", in_channels, 1), ("classes", classes, 2), ("pyramid_width", pyramid_width, 1))
+    positive = (
+        ("in_channels", in_channels, 1),
+        ("classes", classes, 2),
+        ("pyramid_width", pyramid_width, 1),
+        ("head_width", head_width, 1),
+    )
     for arg, value, low in positive:
         if not isinstance(value, int) or value < low:
             hint = " (detectors count the background: 2 = one object class)" if arg == "classes" else ""
@@ -181,11 +195,13 @@ def build_detector(
         "in_channels": in_channels,
         "classes": classes,
         "pyramid_width": pyramid_width,
+        "head_width": head_width,
         "norm": norm,
         "min_size": int(min_size),
         "max_size": int(max_size),
         "anchor_sizes": list(anchor_sizes),
         "detections_per_img": int(detections_per_img),
+        "score_threshold": float(score_threshold),
         "image_mean": list(mean),
         "image_std": list(std),
     }
@@ -193,13 +209,18 @@ def build_detector(
     return Detector(
         PyramidBackbone(body, pyramid, pyramid_width),
         config,
-        num_classes=classes,
+        num_classes=None,  # the predictors below carry `classes`
         min_size=int(min_size),
         max_size=int(max_size),
         image_mean=list(mean),
         image_std=list(std),
         rpn_anchor_generator=anchors,
         box_detections_per_img=int(detections_per_img),
+        box_score_thresh=float(score_threshold),
+        box_head=TwoMLPHead(pyramid_width * 7 * 7, 4 * head_width),  # 7x7: the RoIAlign size of the box head
+        box_predictor=FastRCNNPredictor(4 * head_width, classes),
+        mask_head=MaskRCNNHeads(pyramid_width, [head_width] * 4, dilation=1),
+        mask_predictor=MaskRCNNPredictor(head_width, head_width, classes),
     )
 
 

@@ -40,9 +40,11 @@ OTHER_BUILDERS: dict[str, str] = {
 }
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`: the nested-grid family, then the other families (detectors)."""
-    return list(_REGISTRY) + list(OTHER_BUILDERS)
+def list_models(*, detectors: bool = False) -> list[str]:
+    """Names of the nested-grid family (what :func:`build_nested` takes); with `detectors`, also the
+    other families :func:`build_model` builds ("maskrcnn", "maskrcnn++"), which take other arguments.
+    """
+    return list(_REGISTRY) + (list(OTHER_BUILDERS) if detectors else [])
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -52,7 +54,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     if name in OTHER_BUILDERS:
         module, function = OTHER_BUILDERS[name].split(":")
         return getattr(importlib.import_module(module), function)(name, **kwargs)
+    if name not in _REGISTRY:  # before the call: a detector's arguments would otherwise be a TypeError
+        _unknown(name)
     return build_nested(name, **kwargs)
+
+
+def _unknown(name: str) -> None:
+    names = list_models(detectors=True)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown model {name!r}; available: {', '.join(names)}{hint}")
 
 
 def _heads(depth: int, deep_supervision: bool) -> tuple[int, ...]:
@@ -145,9 +156,7 @@ def build_nested(
         [torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32])]
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list_models(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}{hint}")
+        _unknown(name)
     builder, default_widths = _REGISTRY[name]
     if depth is not None and (not isinstance(depth, int) or depth < 1):
         raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
