@@ -53,6 +53,14 @@ __all__ = [
     "one_hot",
     "pooled_dice",
     "pooled_iou",
+    "InstanceScores",
+    "ap50",
+    "dsb_score",
+    "instance_scores",
+    "label_components",
+    "masks_to_label_map",
+    "match_iou",
+    "mean_scores",
 ]
 
 
@@ -448,3 +456,15 @@ def by_object_size(scores: ObjectScores | Sequence[ObjectScores], bins: Sequence
         mean_dice = float(dices[inside].mean()) if n else math.nan
         out.append(SizeBin(lo, hi, n, mean_iou, mean_dice))
     return out
+
+
+from .instance_metrics import (  # noqa: E402  (instance metrics live in their own module; re-exported here)
+    InstanceScores,
+    ap50,
+    dsb_score,
+    instance_scores,
+    label_components,
+    masks_to_label_map,
+    match_iou,
+    mean_scores,
+)

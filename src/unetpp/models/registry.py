@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
 
 from ..errors import ConfigError
 from .encoders import EncoderWeights, fit_depth
@@ -28,9 +32,38 @@ def register_model(name: str, default_widths: tuple[int, ...] = PAPER_WIDTHS) ->
     return wrap
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return list(_REGISTRY)
+# Other model families, built by their own function ("module:function"), imported only when used
+# (the detectors need torchvision, which ``import unetpp`` must not import).
+OTHER_BUILDERS: dict[str, str] = {
+    "maskrcnn": "unetpp.detection:build_detector",
+    "maskrcnn++": "unetpp.detection:build_detector",
+}
+
+
+def list_models(*, detectors: bool = False) -> list[str]:
+    """Names of the nested-grid family (what :func:`build_nested` takes); with `detectors`, also the
+    other families :func:`build_model` builds ("maskrcnn", "maskrcnn++"), which take other arguments.
+    """
+    return list(_REGISTRY) + (list(OTHER_BUILDERS) if detectors else [])
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build any model by name: the UNet++ family (arguments: :func:`build_nested`) or another
+    family of :data:`OTHER_BUILDERS` (``"maskrcnn"``, ``"maskrcnn++"``: :func:`unetpp.detection.build_detector`).
+    """
+    if name in OTHER_BUILDERS:
+        module, function = OTHER_BUILDERS[name].split(":")
+        return getattr(importlib.import_module(module), function)(name, **kwargs)
+    if name not in _REGISTRY:  # before the call: a detector's arguments would otherwise be a TypeError
+        _unknown(name)
+    return build_nested(name, **kwargs)
+
+
+def _unknown(name: str) -> None:
+    names = list_models(detectors=True)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown model {name!r}; available: {', '.join(names)}{hint}")
 
 
 def _heads(depth: int, deep_supervision: bool) -> tuple[int, ...]:
@@ -67,7 +100,7 @@ def unet_plus_plus(depth: int, widths: tuple[int, ...], deep_supervision: bool) 
     return GridSpec(widths, "dense", triangle(depth), _heads(depth, deep_supervision))
 
 
-def build_model(
+def build_nested(
     name: str,
     *,
     in_channels: int = 1,
@@ -123,9 +156,7 @@ def build_model(
         [torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32]), torch.Size([1, 1, 32, 32])]
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}{hint}")
+        _unknown(name)
     builder, default_widths = _REGISTRY[name]
     if depth is not None and (not isinstance(depth, int) or depth < 1):
         raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
