@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from unetpp.data import DSB2018
 from unetpp.data.instances import DSB2018Instances, InstanceAugment, collate_instances
 from unetpp.detection import build_detector
-from unetpp.instance_metrics import instance_scores, label_components, masks_to_label_map, mean_scores
+from unetpp.metrics.instances import instance_scores, label_components, masks_to_label_map, mean_scores
 from unetpp.predict import predict
 
 SEMANTIC = {"U-Net": ["model.name=unet"], "UNet++": ["model.name=unet++", "model.deep_supervision=true"]}
@@ -134,7 +134,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def _scores(row: dict):  # noqa: ANN202
-    from unetpp.instance_metrics import InstanceScores
+    from unetpp.metrics.instances import InstanceScores
 
     return InstanceScores(**{k: row[k] for k in InstanceScores.__dataclass_fields__})
 

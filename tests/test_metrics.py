@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-from unetpp import metrics
 from unetpp.errors import ConfigError, InputShapeError
 from unetpp.metrics import (
     by_object_size,
@@ -132,16 +131,6 @@ def test_hd95_empty_mask_conventions() -> None:
     assert math.isnan(hd95(empty, empty).item())
     assert hd95(some, empty).item() == math.inf
     assert hd95(empty, some).item() == math.inf
-
-
-@pytest.mark.parametrize("spatial", [(12, 12), (6, 6, 6)])
-def test_hd95_scipy_fallback_matches_medpy(spatial, rng) -> None:
-    medpy_binary = pytest.importorskip("medpy.metric.binary")
-    pred = (torch.rand(*spatial, generator=rng) > 0.7).numpy()
-    target = (torch.rand(*spatial, generator=rng) > 0.7).numpy()
-    spacing = (0.5, 1.5, 2.0)[: len(spatial)]
-    expected = medpy_binary.hd95(pred, target, voxelspacing=spacing)
-    assert metrics._hd95_scipy(pred, target, spacing) == pytest.approx(expected)
 
 
 def test_hd95_bad_spacing_raises() -> None:

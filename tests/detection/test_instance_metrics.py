@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unetpp import metrics
-from unetpp.instance_metrics import THRESHOLDS, instance_scores, label_components, masks_to_label_map, match_iou
+from unetpp.metrics.instances import THRESHOLDS, instance_scores, label_components, masks_to_label_map, match_iou
 
 
 def squares() -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..files import atomic_write
 from .nested import NestedUNet
+from .registry import OTHER_BUILDERS, build_model
 
 PathLike = str | os.PathLike[str]
 FORMAT = "unetpp.model"
@@ -148,10 +149,18 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
     """
     saved = read_model_file(path)
-    # Files from before encoders existed lack these keys; freezing is a training choice, not architecture.
-    config = {"encoder": None, "encoder_freeze": False, **saved.config}
+    if saved.config.get("name") in OTHER_BUILDERS:  # a detector (Mask R-CNN / Mask R-CNN++): same file format
+        config = dict(saved.config)
+        if into is not None and getattr(into, "config", None) != config:
+            raise CheckpointError(f"{path}: holds a detector that differs from the model given; use unetpp.load(path)")
+    else:  # files from before encoders existed lack these keys; freezing is a training choice, not architecture
+        config = {"encoder": None, "encoder_freeze": False, **saved.config}
     damaged = f"{path}: weights do not fit {saved.config_source}"
-    if into is not None and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}:
+    if (
+        into is not None
+        and config.get("name") not in OTHER_BUILDERS
+        and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}
+    ):
         try:
             held = NestedUNet.from_config(config).describe()
         except (ConfigError, TypeError, KeyError) as e:
@@ -160,7 +169,7 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
             f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
-        model = into if into is not None else NestedUNet.from_config(config)
+        model = into if into is not None else _rebuild(config)
     except (ConfigError, TypeError, KeyError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
@@ -170,3 +179,11 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
     except (RuntimeError, TypeError, KeyError) as e:
         raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
     return model
+
+
+def _rebuild(config: dict[str, Any]) -> NestedUNet:
+    """The model a saved config describes; a detector is built by its own builder (torchvision, imported then)."""
+    if config.get("name") in OTHER_BUILDERS:
+        kwargs = {k: v for k, v in config.items() if k != "name"}
+        return build_model(config["name"], **kwargs, encoder_weights=None)  # weights come from the file
+    return NestedUNet.from_config(config)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .errors import ConfigError, InputShapeError
+from ..errors import ConfigError, InputShapeError
 
 if TYPE_CHECKING:  # numpy and scipy are imported by the functions: `import unetpp.metrics` needs torch only
     import numpy as np
