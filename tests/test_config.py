@@ -13,7 +13,7 @@ from unetpp.errors import ConfigError
 
 
 def test_model_defaults_are_build_models() -> None:
-    params = inspect.signature(unetpp.build_model).parameters
+    params = inspect.signature(unetpp.models.registry.build_nested).parameters
     for f in dataclasses.fields(ModelConfig):
         if f.name != "name":
             assert getattr(ModelConfig(), f.name) == params[f.name].default, f.name

@@ -4,7 +4,7 @@ A run is ``RunConfig(model=..., data=..., train=...)``: frozen dataclasses whose
 when they are built (types, choices, ranges), so a bad value fails in one line that names the field,
 the value and what is allowed, before any folder is created. The resolved config is written to the
 run folder as ``config.yaml``; the CLI and YAML files override single fields (``train.lr=1e-3``).
-Model defaults are those of :func:`unetpp.build_model` (one set of defaults, read from its signature).
+Model defaults are those of :func:`unetpp.build_model` for the nested family (read from its signature).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
-from .models import build_model
+from .models.registry import build_nested
 from .precision import LIGHTNING_NAMES, Precision, canonical_precision
 
 
 def _model_default(name: str) -> Any:
-    return inspect.signature(build_model).parameters[name].default
+    return inspect.signature(build_nested).parameters[name].default
 
 
 def _f(
