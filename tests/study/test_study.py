@@ -80,12 +80,16 @@ def test_parts_train_each_run_exactly_once(study) -> None:
     assert study["again"] == []  # a finished study trains nothing
 
 
-def test_select_part_is_a_partition() -> None:
+def test_parts_are_a_partition() -> None:
+    from unetpp.sharding import parse_part, take_part
+
     runs = list(range(7))
-    parts = [runner.select_part(runs, (k, 3)) for k in (1, 2, 3)]
+    parts = [take_part(runs, (k, 3)) for k in (1, 2, 3)]
     assert sorted(sum(parts, [])) == runs
-    with pytest.raises(ConfigError, match="--part must be k/n"):
-        runner.parse_part("3/2")
+    assert take_part(runs, parse_part("2/3")) == [1, 4]
+    for bad in ("3/2", "0/2", "1", "a/b"):
+        with pytest.raises(ConfigError, match="--part must be k/n"):
+            parse_part(bad)
 
 
 def test_the_study_writes_table_files_and_figures(study) -> None:

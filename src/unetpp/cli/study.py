@@ -18,8 +18,9 @@ def _abs(path: str | None) -> str | None:
 
 
 def _finish(spec: Any, out: str, part: str | None) -> int:
+    from ..sharding import parse_part
     from ..study.report import command_line, write_report
-    from ..study.runner import parse_part, run_study
+    from ..study.runner import run_study
 
     run_study(spec, out, part=parse_part(part))
     print(write_report(spec, out, command_line()))

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..sharding import parse_part
 from .report import write_report
 from .reproduce import PRESETS, list_presets, load_preset
-from .runner import parse_part, run_study
+from .runner import run_study
 from .spec import ModelSpec, StudySpec
 
 

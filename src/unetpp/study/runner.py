@@ -30,6 +30,7 @@ import torch
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..files import atomic_write
+from ..sharding import take_part
 from . import testset
 from .spec import ModelSpec, StudySpec
 
@@ -53,32 +54,6 @@ class Run:
 def plan(spec: StudySpec) -> list[Run]:
     """Every run of the study in a fixed order (model by model, seeds ascending)."""
     return [Run(m, s) for m in spec.model_specs() for s in sorted(spec.seeds)]
-
-
-def parse_part(text: str | None) -> tuple[int, int] | None:
-    """``"k/n"`` -> ``(k, n)`` with 1 <= k <= n; None stays None.
-
-    Raises:
-        ConfigError: anything else.
-    """
-    if text is None:
-        return None
-    k, sep, n = str(text).partition("/")
-    try:
-        part = (int(k), int(n))
-    except ValueError:
-        part = (0, 0)
-    if not sep or not 1 <= part[0] <= part[1]:
-        raise ConfigError(f"--part must be k/n with 1 <= k <= n (e.g. 2/4), got {text!r}")
-    return part
-
-
-def select_part(runs: Sequence[Run], part: tuple[int, int] | None) -> list[Run]:
-    """Part k of n: runs k-1, k-1+n, k-1+2n, ... of the fixed order (the parts are disjoint and cover all)."""
-    if part is None:
-        return list(runs)
-    k, n = part
-    return list(runs[k - 1 :: n])
 
 
 def is_finished(folder: Path) -> bool:
@@ -265,7 +240,7 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
     open_study(spec, out)
     train_ids, test = testset.split(spec)
     check_runs(spec, out, train_ids)
-    mine = [r for r in select_part(plan(spec), part) if not is_finished(r.folder(out))]
+    mine = [r for r in take_part(plan(spec), part) if not is_finished(r.folder(out))]
     for k, run in enumerate(mine, 1):
         log.info("[%d/%d] %s", k, len(mine), run)
         folder = run.folder(out)
