@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ..data.layouts import LAYOUTS
@@ -70,14 +71,20 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.train import fit
+    from ..errors import CheckpointError
 
     run_dir = Path(args.run_dir)
     if args.resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{run_dir}: no run to resume (no config.yaml); start a new run without --resume")
         cfg = RunConfig.load(run_dir / "config.yaml").override(_train_overrides(args))
     else:
         base = RunConfig.load(Path(args.config)) if args.config else RunConfig()
         cfg = base.override(_train_overrides(args))
-    best = fit(cfg, run_dir, resume=args.resume)
+    if not args.verbose:  # Lightning's start-up notes (GPU available, ...) are not the user's business
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    best = fit(cfg, run_dir, resume=args.resume, started=getattr(args, "started", None))
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0

@@ -63,6 +63,24 @@ def model_header(config: dict[str, Any], state_dict_prefix: str = "") -> dict[st
     return {"format": FORMAT, "version": VERSION, "config": config, "state_dict_prefix": state_dict_prefix}
 
 
+def unreadable_reason(path: Path, error: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` refused, in words: empty, truncated, unsafe, or another format."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or type(e).__name__})"
+    text = str(error)
+    if size == 0:
+        return "empty file (0 bytes)"
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return "holds pickled objects other than tensors; refused to load them (they could run code)"
+    if head.startswith(b"PK"):
+        return f"truncated or damaged PyTorch file ({size} bytes; {type(error).__name__})"
+    return f"not a PyTorch model file ({size} bytes; {type(error).__name__})"
+
+
 def read_model_file(path: PathLike) -> ModelFile:
     """Read config + weights from any PyTorch model file (see the module docstring), safely.
 
@@ -74,12 +92,17 @@ def read_model_file(path: PathLike) -> ModelFile:
         return _read_safetensors(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; check the path")
+    if path.name.lower().endswith(".onnx"):
+        raise CheckpointError(
+            f"{path}: an ONNX file; this command needs the PyTorch model it was exported from (.pt, .ckpt, "
+            ".safetensors); predict and bench run .onnx files"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it"
-        ) from e
+            f"{path}: not a readable checkpoint: {unreadable_reason(path, e)}; re-save or re-download it"
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     header = ckpt.get(HEADER_KEY, ckpt)
@@ -95,7 +118,10 @@ def read_model_file(path: PathLike) -> ModelFile:
             raise CheckpointError(
                 f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save"
             )
-    if header.get("version", VERSION) > VERSION:
+    version = header.get("version", VERSION)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: model file version is {version!r}, not a number; the file is damaged")
+    if version > VERSION:
         raise CheckpointError(
             f"{path}: model file version {header['version']} is newer than this unetpp reads ({VERSION}); "
             "upgrade unetpp"
@@ -104,7 +130,14 @@ def read_model_file(path: PathLike) -> ModelFile:
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or "config" not in header:
         raise CheckpointError(f"{path}: model file has no config or no weights; the file is damaged")
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not isinstance(header["config"], dict):
+        raise CheckpointError(
+            f"{path}: the saved model config is a {type(header['config']).__name__}, not a mapping; the file is damaged"
+        )
+    weights = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+    odd = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise CheckpointError(f"{path}: weight {odd[0]!r} is not a tensor; the file is damaged")
     return ModelFile(dict(header["config"]), weights)
 
 
@@ -122,6 +155,7 @@ def _read_safetensors(path: Path) -> ModelFile:
         raise CheckpointError(f"{path}: reading safetensors needs safetensors; pip install 'unetpp[export]'") from e
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file; check the path")
+    config: object
     try:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
@@ -138,6 +172,8 @@ def _read_safetensors(path: Path) -> ModelFile:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{side}: config is not valid JSON ({e}); re-export the model") from e
     source = f"the config in {side.name}" if side.is_file() else "the config in the file's header"
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: {source} is a {type(config).__name__}, not a mapping; re-export the model")
     return ModelFile(config, state, source)
 
 
@@ -154,19 +190,39 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
     if into is not None and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}:
         try:
             held = NestedUNet.from_config(config).describe()
-        except (ConfigError, TypeError, KeyError) as e:
+        except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
         raise CheckpointError(
             f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
         model = into if into is not None else NestedUNet.from_config(config)
-    except (ConfigError, TypeError, KeyError) as e:
+    except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
         raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
     try:
         model.load_state_dict(saved.state_dict)
-    except (RuntimeError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
+    except (RuntimeError, TypeError, KeyError):
+        wrong = _weights_mismatch(model, saved.state_dict)
+        raise CheckpointError(f"{damaged} ({wrong}); the file is damaged") from None
     return model
+
+
+def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
+    """What differs between a model and a state dict, in one short phrase (PyTorch's message is one line per key)."""
+    own = model.state_dict()
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(
+            f"{len(shapes)} of wrong shape, e.g. {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+    return "weights: " + "; ".join(parts) if parts else "weights do not load"
