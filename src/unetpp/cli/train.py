@@ -148,9 +148,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
     check_output(out, args.overwrite)
     model = load(args.checkpoint)
-    rows = evaluate(model, labelled_dataset(args.data, args.layout, model), with_hd95=not args.no_hd95)
+    samples = labelled_dataset(args.data, args.layout, model)
+    rows = evaluate(model, samples, with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)
-    print(format_table({Path(args.checkpoint).name: summarize(rows)}))
+    print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
     return 0
 
