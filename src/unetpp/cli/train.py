@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from pathlib import Path
 
 from ..data.layouts import LAYOUTS
@@ -81,9 +82,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         base = RunConfig.load(Path(args.config)) if args.config else RunConfig()
         cfg = base.override(_train_overrides(args))
-    if not args.verbose:  # Lightning's start-up notes (GPU available, ...) are not the user's business
+    if not args.verbose:  # the libraries' start-up notes and advice (GPU available, ...) are not the user's business
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", module=r"(lightning|torch|torchio|torchvision|timm)(\.|$)")
+        for text in (
+            "The number of training batches",
+            "The maximum displacement",
+            ".*treespec",
+            ".*does not have many workers",
+        ):
+            warnings.filterwarnings("ignore", message=text)
     best = fit(cfg, run_dir, resume=args.resume, started=getattr(args, "started", None))
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")

@@ -14,6 +14,7 @@ ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -43,7 +44,15 @@ class ModelFile(NamedTuple):
 
 def torch_save(obj: object, path: PathLike, overwrite: bool = False) -> Path:
     """``torch.save`` through the project's one writer: atomic, and an existing file only with `overwrite`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite, CheckpointError)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(_serialized(obj)), overwrite, CheckpointError)
+
+
+def _serialized(obj: object) -> bytes:
+    """``torch.save`` into memory: the file is then written by Python, whose errors (disk full, quota) are
+    OSErrors that say so, where torch's C++ writer reports them as assorted RuntimeErrors."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
