@@ -81,7 +81,8 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(trained_run, tmp_path) -> 
 def test_a_run_that_died_before_its_first_checkpoint_can_start_over(tmp_path, fails) -> None:
     run = tmp_path / "run"
     assert cli(["train", "--run-dir", run, "--epochs", "1", *TINY_TRAIN], fault="kill-step:1").returncode == -9
-    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "config.yaml").is_file()
+    assert not (run / "checkpoints" / "last.ckpt").exists()
     assert "the run never saved a checkpoint); start it over without --resume" in fails(
         ["train", "--run-dir", run, "--resume", *TINY_TRAIN]
     )
@@ -109,7 +110,8 @@ def test_resuming_from_a_damaged_last_checkpoint(damage, trained_run, tmp_path, 
         torch.save([1, 2, 3], last)
     before = snapshot(run)
     line = fails(["train", "--run-dir", run, "--resume", "--epochs", "3", *TINY_TRAIN])
-    assert "last.ckpt: " in line and "copy best.ckpt over it" in line
+    assert "last.ckpt: " in line
+    assert "copy best.ckpt over it" in line
     assert snapshot(run) == before  # no empty logs/part-NNN, nothing else either
     assert not marker.exists()
 
@@ -120,7 +122,8 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_old_files(trained_run, 
     limit = (run / "checkpoints" / "last.ckpt").stat().st_size // 2  # no checkpoint fits any more
     done = cli(["train", "--run-dir", run, "--resume", "--epochs", "3", *TINY_TRAIN], fault=f"fsize:{limit}")
     assert done.returncode == 2, done.stderr
-    assert "could not be written" in one_line(done.stderr) and "nothing was changed" in done.stderr
+    assert "could not be written" in one_line(done.stderr)
+    assert "nothing was changed" in done.stderr
     assert snapshot(run / "checkpoints") == ckpts  # the data stays safe, and no temporary file is left
 
 
@@ -138,7 +141,8 @@ def test_a_signal_saves_last_and_exits_non_zero(fault, code, tmp_path) -> None:
     done = cli(["train", "--run-dir", run, "--epochs", "50", *TINY_TRAIN], fault=fault)
     assert done.returncode == code, done.stderr
     line = one_line(done.stderr)
-    assert "saved" in line and "--resume" in line
+    assert "saved" in line
+    assert "--resume" in line
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     assert not (run / ".lock").exists()
 
