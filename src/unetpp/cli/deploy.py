@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         probabilities=args.probabilities,
         overlay=not args.no_overlay,
         overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),  # a bar on a terminal; nothing between the lines of a log file
     )
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0

@@ -209,7 +209,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, sta
             return _fit_locked(cfg, run_dir, resume, started)
     except BaseException:
         ckpts = run_dir / "checkpoints"
-        if created is not None and not any(ckpts.glob("*.ckpt")):  # nothing worth keeping was made here
+        if created is not None and not any((ckpts / n).exists() for n in ("best.ckpt", "last.ckpt")):  # nothing kept
             shutil.rmtree(created, ignore_errors=True)
         raise
 

@@ -221,7 +221,7 @@ def predict_files(
         overwrite: replace existing outputs. Without it, outputs that an earlier run with the same model file
             and settings wrote are kept and only the missing ones are made (a rerun after a failure finishes the
             rest); outputs from another model or settings stop the run.
-        progress: a tqdm bar when tqdm is installed, otherwise one log line per file.
+        progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
 
     Returns:
         One :class:`Written` per input, in order.
@@ -317,7 +317,7 @@ def predict_files(
             write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
         written.append(replace(plan, seconds=time.perf_counter() - t0))
         if bar is plans:
-            logger.info("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
+            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
     return written
 
 
