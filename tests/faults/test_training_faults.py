@@ -174,3 +174,11 @@ def test_the_minutes_budget_is_the_wall_clock(tmp_path) -> None:
     assert took < budget_s + 4.0
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] < 999  # the budget stopped it, and it still saved
+
+
+def test_repeated_set_flags_all_apply() -> None:
+    from unetpp.cli import build_parser
+    from unetpp.cli.train import _train_overrides
+
+    args = build_parser().parse_args(["train", "--run-dir", "r", "--set", "train.lr=0.1", "--set", "train.seed=3"])
+    assert _train_overrides(args)[-2:] == ["train.lr=0.1", "train.seed=3"]
