@@ -61,7 +61,7 @@ def test_check_output_fails_before_any_work(tmp_path) -> None:
     with pytest.raises(DataError, match=r"folder: is a folder; give a file name"):
         check_output(tmp_path / "folder")
     assert check_output(tmp_path / "new" / "deeper" / "t.csv") == tmp_path / "new" / "deeper" / "t.csv"
-    assert (tmp_path / "new" / "deeper").is_dir()
+    assert not (tmp_path / "new").exists()  # nothing created by a check: a later failure leaves nothing behind
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -69,5 +69,7 @@ def test_check_output_fails_before_any_work(tmp_path) -> None:
             check_output(locked / "t.csv")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(DataError, match=r"file: cannot write there"):
+    with pytest.raises(DataError, match=r"file: is a file, not a folder"):
         check_output(blocker / "t.csv")
+    with pytest.raises(DataError, match=r"file: is a file, not a folder"):
+        check_output(blocker / "deeper" / "t.csv")

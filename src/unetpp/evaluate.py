@@ -47,7 +47,12 @@ def probabilities_per_mode(model: NestedUNet, image: Tensor) -> dict[str, Tensor
 
 
 def evaluate(
-    model: NestedUNet, samples: Iterable[dict], *, with_hd95: bool = True, spacing: Sequence[float] | None = None
+    model: NestedUNet,
+    samples: Iterable[dict],
+    *,
+    with_hd95: bool = True,
+    spacing: Sequence[float] | None = None,
+    per_class: bool = False,
 ) -> list[Row]:
     """One row per image and mode; scores are means over the foreground classes.
 
@@ -56,6 +61,7 @@ def evaluate(
         samples: dicts with ``image (C, *spatial)``, ``mask (1, *spatial)`` and ``id``, as the data sets yield.
         with_hd95: also compute the 95th-percentile Hausdorff distance (slower: distance transforms).
         spacing: voxel spacing for HD95 (default 1 per axis).
+        per_class: for a multi-class model, also one row per foreground class, mode ``"<mode> class <c>"``.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -66,7 +72,16 @@ def evaluate(
         fg = model.classes == 1
         for mode, probs in probabilities_per_mode(model, image).items():
             pred = masks_from_probs(probs)
-            distance = hd95(pred, truth, spacing=spacing, include_background=fg).mean() if with_hd95 else math.nan
+            per = hd95(pred, truth, spacing=spacing, include_background=fg)[0] if with_hd95 else None
+            distance = per.mean() if per is not None else math.nan
+            if per_class and not fg:
+                ious, dices = (
+                    iou(pred, truth, include_background=False)[0],
+                    dice(pred, truth, include_background=False)[0],
+                )
+                for c in range(len(ious)):
+                    h = float(per[c]) if per is not None else math.nan
+                    rows.append(Row(str(sample["id"]), f"{mode} class {c + 1}", float(ious[c]), float(dices[c]), h))
             rows.append(
                 Row(
                     image=str(sample["id"]),
@@ -80,15 +95,21 @@ def evaluate(
 
 
 def summarize(rows: Sequence[Row]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean and sample standard deviation of each metric per mode (HD95 over finite values only)."""
+    """Mean and sample standard deviation of each metric per mode, over the images where it is defined.
+
+    HD95 is undefined (inf or NaN) for an image whose prediction or ground truth is empty; ``"hd95_undefined"``
+    holds ``(undefined images, images)`` so that a report says how many were left out.
+    """
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for mode in dict.fromkeys(r.mode for r in rows):
         out[mode] = {}
         for m in METRICS:
             values = torch.tensor([getattr(r, m) for r in rows if r.mode == mode], dtype=torch.float64)
-            values = values[torch.isfinite(values)]
-            sd = float(values.std()) if len(values) > 1 else math.nan
-            out[mode][m] = (float(values.mean()) if len(values) else math.nan, sd)
+            defined = values[torch.isfinite(values)]
+            sd = float(defined.std()) if len(defined) > 1 else math.nan
+            out[mode][m] = (float(defined.mean()) if len(defined) else math.nan, sd)
+            if m == "hd95":
+                out[mode]["hd95_undefined"] = (float(len(values) - len(defined)), float(len(values)))
     return out
 
 
@@ -108,14 +129,32 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike, overwrite: bool = Fa
     return write_text(path, text.getvalue(), overwrite)
 
 
-def format_table(summaries: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> str:
-    """A Markdown table (readable on a terminal): one line per model and mode, IoU/Dice in %."""
-    lines = ["| model | mode | IoU (%) | Dice (%) | HD95 |", "|---|---|---:|---:|---:|"]
+def format_table(summaries: dict[str, dict[str, dict[str, tuple[float, float]]]], hd95: bool = True) -> str:
+    """A Markdown table (readable on a terminal): one line per model and mode, IoU/Dice in %.
+
+    HD95 is summarised over the images where it is defined, and the cell says how many were not; with
+    ``hd95=False`` (not computed) the column is left out.
+    """
+    lines = [
+        "| model | mode | IoU (%) | Dice (%) |" + (" HD95 |" if hd95 else ""),
+        "|---|---|---:|---:|" + "---:|" * hd95,
+    ]
+    undefined_any = False
     for model, modes in summaries.items():
         for mode, s in modes.items():
-            (iu, iu_sd), (dc, dc_sd), (hd, hd_sd) = s["iou"], s["dice"], s["hd95"]
-            lines.append(
-                f"| {model} | {mode} | {100 * iu:.2f} ± {100 * iu_sd:.2f} | {100 * dc:.2f} ± {100 * dc_sd:.2f} "
-                f"| {hd:.2f} ± {hd_sd:.2f} |"
-            )
+            line = f"| {model} | {mode} | {_mean_sd(*s['iou'], 100)} | {_mean_sd(*s['dice'], 100)} |"
+            if hd95:
+                bad, n = (int(v) for v in s.get("hd95_undefined", (0, 0)))
+                undefined_any |= bad > 0
+                cell = f"undefined in all {n}" if n and bad == n else _mean_sd(*s["hd95"])
+                line += f" {cell}{f' ({bad} of {n} undefined)' if 0 < bad < n else ''} |"
+            lines.append(line)
+    if undefined_any:
+        lines.append(
+            "\nHD95 is undefined for an image whose prediction or ground truth is empty: left out of the mean."
+        )
     return "\n".join(lines)
+
+
+def _mean_sd(mean: float, sd: float, scale: float = 1.0) -> str:
+    return f"{scale * mean:.2f}" if math.isnan(sd) else f"{scale * mean:.2f} ± {scale * sd:.2f}"

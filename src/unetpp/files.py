@@ -8,6 +8,7 @@ applies the same rule before long work starts, so a bad output path fails in the
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from .errors import DataError, UnetppError
 
 PathLike = str | os.PathLike[str]
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks
 
 
 def _umask() -> int:
@@ -26,7 +28,8 @@ def _umask() -> int:
 def check_output(path: PathLike, overwrite: bool = False, error: type[UnetppError] = DataError) -> Path:
     """Fail now, in one line, if `path` cannot be written later: it exists, is a folder, or its folder is not writable.
 
-    A missing parent folder is created (as every writer here does).
+    Nothing is created: a missing parent folder is fine when the nearest existing one is a writable
+    folder (the writer creates the rest), so a command that fails later leaves no empty folder behind.
 
     Raises:
         `error`: the reason, naming the path and what to do.
@@ -36,14 +39,47 @@ def check_output(path: PathLike, overwrite: bool = False, error: type[UnetppErro
         raise error(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise error(f"{path}: file exists; pass --overwrite to replace it, or choose another name")
-    parent = path.parent
+    check_folder(path.parent, error)
+    return path
+
+
+def check_folder(folder: PathLike, error: type[UnetppError] = DataError) -> Path:
+    """Fail now, in one line, if files cannot be created in `folder` (or in the folders that would hold it).
+
+    Raises:
+        `error`: a path on the way is a file, or the nearest existing folder is not writable.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise error(f"{existing}: is a file, not a folder; choose another output folder")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise error(f"{parent}: cannot write there ({e.strerror or type(e).__name__}); choose another folder") from None
-    return path
+        reason = e.strerror or type(e).__name__
+        raise error(f"{existing}: cannot write there ({reason}); choose another folder") from None
+    return folder
+
+
+def temporaries(folder: PathLike) -> list[Path]:
+    """Temporary files that :func:`atomic_write` left in `folder` when its process was killed mid-write."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(".*.tmp*") if p.is_file() and _TEMPORARY.fullmatch(p.name))
+
+
+def _is_write_failure(e: BaseException) -> str | None:
+    """The reason when `e` is a failed write (disk full, file too large...), also as C++ writers report it."""
+    if isinstance(e, OSError):
+        return e.strerror or type(e).__name__
+    text = str(e)
+    if isinstance(e, RuntimeError) and ("write failed" in text or "No space left" in text):
+        return "write failed: the disk may be full"  # torch.save's stream writer: "file write failed"
+    return None
 
 
 def atomic_write(
@@ -61,7 +97,11 @@ def atomic_write(
         `error`: `path` exists and `overwrite` is False, or it cannot be written (disk full, read-only).
     """
     path = check_output(path, overwrite, error)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    except OSError as e:
+        raise error(f"{path}: could not be written ({e.strerror or type(e).__name__}); nothing was changed") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -70,12 +110,12 @@ def atomic_write(
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise error(f"{path}: could not be written ({e.strerror or type(e).__name__}); nothing was changed") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        reason = _is_write_failure(e)
+        if reason is None:
+            raise
+        raise error(f"{path}: could not be written ({reason}); nothing was changed") from None
     return path
 
 

@@ -110,7 +110,7 @@ def test_interrupt_saves_last_checkpoint(tmp_path) -> None:
 
     train_module.build_trainer = with_interrupt
     try:
-        with pytest.raises(SystemExit):
+        with pytest.raises(KeyboardInterrupt, match="stopped by Ctrl-C; saved .*last.ckpt; continue with"):
             fit(tiny_run("train.max_epochs=5", "data.patches_per_image=4"), tmp_path / "run")
     finally:
         train_module.build_trainer = original

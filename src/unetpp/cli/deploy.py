@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         probabilities=args.probabilities,
         overlay=not args.no_overlay,
         overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),  # a bar on a terminal; nothing between the lines of a log file
     )
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
@@ -142,18 +144,31 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError, ExportError
     from ..export import export_onnx, export_program, export_safetensors, quantize_onnx
+    from ..files import check_output
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
+    from ..models.checkpoint import sidecar
 
+    # Every output and input is checked before the first file is written: a bad --calibration leaves no m.onnx.
+    int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
+    outputs = [args.out]
+    if args.calibration:
+        if args.format != "onnx":
+            raise ConfigError(f"--calibration quantizes ONNX files; it does not apply to --format {args.format}")
+        outputs.append(int8)
+    if args.format == "safetensors":
+        outputs.append(sidecar(args.out))
+    for out in outputs:
+        check_output(out, args.overwrite, ExportError)
+    shape = parse_shape(args.shape) if args.shape else None
     model = load(args.checkpoint)
     if args.depth is not None:
         model = prune(model, args.depth)
-    shape = parse_shape(args.shape) if args.shape else None
+    images = _calibration_images(args.calibration, model) if args.calibration else []
     if args.format == "onnx":
         report = export_onnx(model, args.out, shape, overwrite=args.overwrite)
         if args.calibration:
-            int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
-            images = _calibration_images(args.calibration, model)
             q = quantize_onnx(args.out, int8, "static", calibration=images, overwrite=args.overwrite)
             print(f"int8 copy (static, {len(images)} calibration images): {q.path} ({q.bytes / 1e6:.1f} MB)")
     elif args.format == "program":

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
+from ..engine.signals import Terminated
 from ..errors import UnetppError
 from .common import examples
 from .deploy import add_bench, add_export, add_predict, add_prune
@@ -51,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic() - _process_age()  # budgets (--minutes) count from the command's start
     args = build_parser().parse_args(argv)
+    args.started = started
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
@@ -63,11 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnetppError as e:
         print(f"unetpp: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("unetpp: interrupted; a training run resumes with --resume from its last checkpoint", file=sys.stderr)
+    except Terminated as e:
+        print(f"unetpp: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        said = str(e) or "interrupted; a training run resumes with --resume from its last checkpoint"
+        print(f"unetpp: {said}", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = shown
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): imports count against a budget too."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:

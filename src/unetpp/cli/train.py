@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import warnings
 from pathlib import Path
 
 from ..data.layouts import LAYOUTS
@@ -70,14 +72,28 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.train import fit
+    from ..errors import CheckpointError
 
     run_dir = Path(args.run_dir)
     if args.resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{run_dir}: no run to resume (no config.yaml); start a new run without --resume")
         cfg = RunConfig.load(run_dir / "config.yaml").override(_train_overrides(args))
     else:
         base = RunConfig.load(Path(args.config)) if args.config else RunConfig()
         cfg = base.override(_train_overrides(args))
-    best = fit(cfg, run_dir, resume=args.resume)
+    if not args.verbose:  # the libraries' start-up notes and advice (GPU available, ...) are not the user's business
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", module=r"(lightning|torch|torchio|torchvision|timm)(\.|$)")
+        for text in (
+            "The number of training batches",
+            "The maximum displacement",
+            ".*treespec",
+            ".*does not have many workers",
+        ):
+            warnings.filterwarnings("ignore", message=text)
+    best = fit(cfg, run_dir, resume=args.resume, started=getattr(args, "started", None))
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0
@@ -141,9 +157,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
     check_output(out, args.overwrite)
     model = load(args.checkpoint)
-    rows = evaluate(model, labelled_dataset(args.data, args.layout, model), with_hd95=not args.no_hd95)
+    samples = labelled_dataset(args.data, args.layout, model)
+    rows = evaluate(model, samples, with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)
-    print(format_table({Path(args.checkpoint).name: summarize(rows)}))
+    print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
     return 0
 

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import RunConfig
-from ..errors import CheckpointError, ConfigError
-from ..models.checkpoint import torch_save
+from ..errors import CheckpointError, ConfigError, UnetppError
+from ..files import check_folder, temporaries
+from ..models.checkpoint import torch_save, unreadable_reason
+from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
 from .module import SegmentationModule
+from .runlock import run_lock
+from .signals import Terminated
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +58,77 @@ class SaveLastOnInterrupt(Callback):
     """On Ctrl-C, a kill (SIGTERM) or a crash, write ``last.ckpt`` so that ``--resume`` loses nothing.
 
     Lightning's own ``save_on_exception`` would write to the ``best`` file name; this keeps best
-    meaning best.
+    meaning best. A failed write (disk full) is not retried: the files on disk stay as they were.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.saved = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)
-            log.warning("%s: training stopped (%s); saved %s", type(exception).__name__, exception, self.path)
+        if trainer.global_step > 0 and not isinstance(exception, UnetppError):
+            try:
+                trainer.save_checkpoint(self.path)
+            except UnetppError as e:  # the original exception is the one to report
+                log.debug("could not save %s: %s", self.path, e)
+                return
+            self.saved = True
+            log.debug("%s: training stopped (%s); saved %s", type(exception).__name__, exception, self.path)
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` replaced only by a better model, wherever the run folder has moved.
+
+    Lightning forgets the best score when a resumed run's folder differs from the one it was saved
+    in (a copied or moved run), and then overwrites ``best.ckpt`` with the next model, better or
+    not. Here the score is read from ``best.ckpt`` itself (the file that is there is the one to
+    beat), else from the resumed checkpoint, and the saved paths are moved to the current folder.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        here = Path(self.dirpath) if self.dirpath else None
+        if here is not None:
+
+            def moved(p: object) -> object:
+                return str(here / Path(p).name) if isinstance(p, str) and p else p
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": moved(state_dict.get("best_model_path", "")),
+                "kth_best_model_path": moved(state_dict.get("kth_best_model_path", "")),
+                "last_model_path": moved(state_dict.get("last_model_path", "")),
+                "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
+        super().load_state_dict(state_dict)
+        best = Path(self.best_model_path) if self.best_model_path else None
+        score = _saved_best_score(best, self.state_key) if best is not None else None
+        if best is None or score is None:  # no best file to protect: the next validation writes one
+            self.best_model_score, self.best_k_models = None, {}
+            self.kth_value = torch.tensor(-torch.inf if self.mode == "max" else torch.inf)
+            self.best_model_path = self.kth_best_model_path = ""
+        else:
+            self.best_model_score = score
+            self.best_k_models = {str(best): score}
+            self.kth_best_model_path, self.kth_value = str(best), score
+
+
+def _saved_best_score(path: Path, state_key: str) -> Any:
+    """The monitored score stored in a best checkpoint's own callback state; None if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return ckpt["callbacks"][state_key]["best_model_score"]
+    except Exception:  # a damaged best.ckpt: the next model replaces it
+        return None
+
+
+def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallClockBudget | None = None) -> L.Trainer:
     t = cfg.train
     monitor = "val/iou" if has_val else "train/loss"
     callbacks: list[Callback] = [
-        ModelCheckpoint(
+        BestCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
             monitor=monitor,
@@ -88,6 +150,10 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     ]
     if t.early_stopping is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max" if has_val else "min", patience=t.early_stopping))
+    if budget is not None:
+        callbacks.append(budget)
+        if t.progress:
+            callbacks.append(ProgressWithTimeLeft(budget))
     # Lightning's CSV logger deletes an existing metrics.csv, so each session (the first run and
     # every resume) writes its own part: logs/part-000/metrics.csv, part-001, ...
     part = len(list((run_dir / "logs").glob("part-*")))
@@ -101,7 +167,6 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
-        max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         precision=t.lightning_precision,
         accelerator=t.accelerator,
         devices=int(t.devices) if str(t.devices).isdigit() else t.devices,
@@ -119,27 +184,72 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     )
 
 
-def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> Path:
+def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, started: float | None = None) -> Path:
     """Train a model as configured into `run_dir`; returns the path of the best checkpoint.
 
+    One training per folder (a lock); a start that fails before the first checkpoint leaves no
+    folder it created; `cfg.train.max_minutes` counts from `started` (``time.monotonic()`` when the
+    command began; default now), data loading and the last validation included.
+
     Raises:
-        ConfigError: `run_dir` already holds a run and `resume` is False, or resume finds none.
+        ConfigError: `run_dir` already holds a run and `resume` is False, is used by another training,
+            or is not a writable folder.
+        CheckpointError: `resume` finds no checkpoint, or a damaged one.
+        Terminated: SIGTERM stopped training (after saving ``last.ckpt``); KeyboardInterrupt likewise for Ctrl-C.
     """
+    started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    check_folder(run_dir, ConfigError)
+    if resume and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder, nothing to resume; start a new run without --resume")
+    created = _first_missing(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(run_dir):
+            return _fit_locked(cfg, run_dir, resume, started)
+    except BaseException:
+        ckpts = run_dir / "checkpoints"
+        if created is not None and not any((ckpts / n).exists() for n in ("best.ckpt", "last.ckpt")):  # nothing kept
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what a failed start must remove), or None."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Path:
+    ckpts = run_dir / "checkpoints"
+    last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
+    for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
+        tmp.unlink(missing_ok=True)
+        log.info("removed %s (left by a killed write)", tmp)
     if resume:
         if not last.is_file():
-            raise CheckpointError(f"{last}: nothing to resume (no last checkpoint); start a new run without --resume")
+            if best.is_file():
+                raise CheckpointError(
+                    f"{last}: missing, but best.ckpt is there; copy best.ckpt to last.ckpt to resume from it"
+                )
+            raise CheckpointError(
+                f"{run_dir}: nothing to resume (the run never saved a checkpoint); start it over without --resume"
+            )
+        check_resumable(last)
         saved = RunConfig.load(run_dir / "config.yaml")
         if saved.model != cfg.model:
             raise ConfigError(
                 f"{run_dir}: the run was trained with another model ({saved.model.name}, depth {saved.model.depth}); "
                 "resume with the saved config (omit model options) or start a new run folder"
             )
-    elif (run_dir / "config.yaml").exists() or last.exists():
+    elif last.exists() or best.exists():
         raise ConfigError(
             f"{run_dir}: folder already holds a run; pass --resume to continue it or choose another folder"
         )
+    elif (run_dir / "config.yaml").exists():
+        log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
     module = SegmentationModule(
@@ -159,10 +269,47 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
         seed=cfg.train.seed,
     )
     data.setup("fit")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        cfg.save(run_dir / "config.yaml", overwrite=False)
-    trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None)
-    trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
-    best = run_dir / "checkpoints" / "best.ckpt"
+        cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
+    budget = WallClockBudget(cfg.train.max_minutes, started) if cfg.train.max_minutes else None
+    trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
+    part = Path(trainer.loggers[0].log_dir)
+    on_sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
+    except SIGTERMException:
+        raise Terminated(_stopped("SIGTERM", run_dir, last)) from None
+    except SystemExit as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into sys.exit(1)
+            raise KeyboardInterrupt(_stopped("Ctrl-C", run_dir, last)) from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, on_sigint)
+        if part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
+            shutil.rmtree(part, ignore_errors=True)
     return best if best.is_file() else last
+
+
+def _stopped(by: str, run_dir: Path, last: Path) -> str:
+    saved = f"saved {last}" if last.is_file() else "no checkpoint yet"
+    return f"stopped by {by}; {saved}; continue with: unetpp train --run-dir {run_dir} --resume"
+
+
+def check_resumable(path: Path) -> None:
+    """Read a last checkpoint safely before Lightning does, so that a damaged one is one line, not a traceback.
+
+    Raises:
+        CheckpointError: empty, truncated, foreign or unsafe (pickled code) file, naming what to do.
+    """
+    fix = "copy best.ckpt over it to resume from the best model, or start a new run folder"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path}: {unreadable_reason(path, e)}; cannot resume from it; {fix}") from None
+    missing = (
+        [k for k in ("state_dict", "epoch", "global_step", "optimizer_states", "loops") if k not in ckpt]
+        if (isinstance(ckpt, dict))
+        else ["everything"]
+    )
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); {fix}")

@@ -100,7 +100,67 @@ def _check_out_dir(out_dir: Path) -> None:
     except OSError as e:
         raise DataError(
             f"{out_dir}: output folder cannot be written ({e.strerror or type(e).__name__}); choose another folder"
-        ) from e
+        ) from None
+
+
+def open_header(path: Path) -> None:
+    """Open `path` as its format far enough to know it is readable (headers; whole PNG chunks), without decoding it.
+
+    Raises:
+        DataError: the file cannot be opened as the image it claims to be (named, with the reason).
+    """
+    from ..data.io import NIFTI_SUFFIXES, NUMPY_SUFFIXES, PILLOW_SUFFIXES, TIFF_SUFFIXES, suffix
+
+    ext = suffix(path)
+    try:
+        if ext in PILLOW_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.verify()  # PNG: every chunk's checksum, so a truncated or damaged file fails here
+        elif ext in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                _ = tif.series[0].shape
+        elif ext in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            _ = nib.load(path).shape
+        elif ext in NUMPY_SUFFIXES:
+            import numpy as np
+
+            np.load(path, mmap_mode="r", allow_pickle=False)  # fails if the data is shorter than the header says
+    except Exception as e:  # each library raises its own types for damaged files
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise DataError(f"{path}: cannot be read ({reason}); fix or remove it, nothing was written") from None
+
+
+MANIFEST = ".unetpp-predict.json"  # the settings the outputs in a folder were made with
+
+
+def _fingerprint(source: str | None, predictor: Predictor, threshold: float, normalize: str) -> str | None:
+    """What decides a mask's content: the model file (path, size, time) and the prediction settings; None for a model
+    object (its weights cannot be named, so its outputs are never taken as already done)."""
+    import json
+
+    if source is None:
+        return None
+    st = Path(source).stat()
+    p = predictor
+    settings = [str(Path(source).resolve()), st.st_size, st.st_mtime_ns, p.head, p.roi_size]
+    settings += [p.overlap, p.blend, p.tta, str(p.precision), threshold, normalize]
+    return json.dumps(settings, default=str)
+
+
+def _done_before(out_dir: Path, fingerprint: str | None) -> bool:
+    """True when `out_dir`'s outputs were written by an earlier run with the same model and settings."""
+    import json
+
+    try:
+        return fingerprint is not None and json.loads((out_dir / MANIFEST).read_text()).get("settings") == fingerprint
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def match_channels(image: np.ndarray, in_channels: int, path: PathLike) -> np.ndarray:
@@ -158,8 +218,10 @@ def predict_files(
         probabilities: also write float32 probability maps: the foreground's for one class, ``(K, *spatial)``
             for K classes (channels last in NIfTI, as MSD stores them).
         overlay: write ``<name>_overlay.png`` for 2D inputs.
-        overwrite: replace existing outputs.
-        progress: a tqdm bar when tqdm is installed, otherwise one log line per file.
+        overwrite: replace existing outputs. Without it, outputs that an earlier run with the same model file
+            and settings wrote are kept and only the missing ones are made (a rerun after a failure finishes the
+            rest); outputs from another model or settings stop the run.
+        progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
 
     Returns:
         One :class:`Written` per input, in order.
@@ -198,6 +260,10 @@ def predict_files(
     _check_out_dir(out_dir)
     spatial_dims = predictor.model.spatial_dims
     plans = [plan_outputs(p, out_dir, spatial_dims, overlay, probabilities) for p in files]
+    for path in files:  # every input opens before anything is written: a damaged third file stops the run now
+        open_header(path)
+    fingerprint = _fingerprint(source, predictor, threshold, normalize)
+    resuming = not overwrite and _done_before(out_dir, fingerprint)
     seen: dict[Path, Path] = {}
     for plan in plans:
         for out in plan.paths():
@@ -206,11 +272,29 @@ def predict_files(
                     f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
                 )
             seen[out] = plan.input
-            if out.exists() and not overwrite:
+            if out.exists() and not overwrite and not resuming:
                 raise DataError(
-                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it "
-                    "or choose another folder"
+                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it or choose "
+                    "another folder (a rerun with the same model file and settings continues where it stopped)"
                 )
+    # Outputs are written atomically, so one that exists is complete: a rerun with the same model and settings
+    # (after a crash, a kill or a damaged input) only does what is missing.
+    todo = [plan for plan in plans if overwrite or not all(out.exists() for out in plan.paths())]
+    if len(todo) < len(plans):
+        logger.info(
+            "%d of %d input(s) already done in %s; predicting the other %d",
+            len(plans) - len(todo),
+            len(plans),
+            out_dir,
+            len(todo),
+        )
+    if fingerprint is not None and todo:
+        import json
+
+        from ..files import write_text
+
+        write_text(out_dir / MANIFEST, json.dumps({"settings": fingerprint}) + "\n", overwrite=True)
+    plans = todo
     bar = _progress(plans, progress)
     written = []
     for n, plan in enumerate(bar, start=1):
@@ -223,14 +307,17 @@ def predict_files(
         except InputShapeError as e:
             raise DataError(f"{path}: {e}") from e
         mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
-        write_mask(plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite)
-        if plan.overlay is not None:
+        if overwrite or not plan.mask.exists():
+            write_mask(
+                plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite
+            )
+        if plan.overlay is not None and (overwrite or not plan.overlay.exists()):
             write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
-        if plan.probabilities is not None:
+        if plan.probabilities is not None and (overwrite or not plan.probabilities.exists()):
             write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
         written.append(replace(plan, seconds=time.perf_counter() - t0))
         if bar is plans:
-            logger.info("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
+            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
     return written
 
 

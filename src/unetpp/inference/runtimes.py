@@ -90,11 +90,22 @@ class OnnxRunner:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         if CONFIG_KEY not in self.metadata:
             raise CheckpointError(f"{self.path}: ONNX file has no unetpp config in its metadata; export it with unetpp")
-        self.config: dict[str, object] = json.loads(self.metadata[CONFIG_KEY])
-        self.spec = GridSpec.from_dict(self.config["spec"])  # type: ignore[arg-type]
-        self.in_channels = int(self.config["in_channels"])  # type: ignore[call-overload]
-        self.classes = int(self.config["classes"])  # type: ignore[call-overload]
-        self.spatial_dims = int(self.config["spatial_dims"])  # type: ignore[call-overload]
+        try:
+            config = json.loads(self.metadata[CONFIG_KEY])
+            self.spec = GridSpec.from_dict(config["spec"])
+            self.in_channels = int(config["in_channels"])
+            self.classes = int(config["classes"])
+            self.spatial_dims = int(config["spatial_dims"])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(
+                f"{self.path}: the unetpp config in its ONNX metadata is not valid JSON ({e.msg}); re-export it"
+            ) from None
+        except (TypeError, KeyError, ValueError, AttributeError, ConfigError) as e:
+            raise CheckpointError(
+                f"{self.path}: the unetpp config in its ONNX metadata is incomplete or wrong "
+                f"({type(e).__name__}: {e}); re-export it"
+            ) from None
+        self.config: dict[str, object] = config
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     @property

@@ -14,6 +14,7 @@ ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -44,7 +45,15 @@ class ModelFile(NamedTuple):
 
 def torch_save(obj: object, path: PathLike, overwrite: bool = False) -> Path:
     """``torch.save`` through the project's one writer: atomic, and an existing file only with `overwrite`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite, CheckpointError)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(_serialized(obj)), overwrite, CheckpointError)
+
+
+def _serialized(obj: object) -> bytes:
+    """``torch.save`` into memory: the file is then written by Python, whose errors (disk full, quota) are
+    OSErrors that say so, where torch's C++ writer reports them as assorted RuntimeErrors."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
@@ -64,6 +73,24 @@ def model_header(config: dict[str, Any], state_dict_prefix: str = "") -> dict[st
     return {"format": FORMAT, "version": VERSION, "config": config, "state_dict_prefix": state_dict_prefix}
 
 
+def unreadable_reason(path: Path, error: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` refused, in words: empty, truncated, unsafe, or another format."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or type(e).__name__})"
+    text = str(error)
+    if size == 0:
+        return "empty file (0 bytes)"
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return "holds pickled objects other than tensors; refused to load them (they could run code)"
+    if head.startswith(b"PK"):
+        return f"truncated or damaged PyTorch file ({size} bytes; {type(error).__name__})"
+    return f"not a PyTorch model file ({size} bytes; {type(error).__name__})"
+
+
 def read_model_file(path: PathLike) -> ModelFile:
     """Read config + weights from any PyTorch model file (see the module docstring), safely.
 
@@ -75,12 +102,17 @@ def read_model_file(path: PathLike) -> ModelFile:
         return _read_safetensors(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; check the path")
+    if path.name.lower().endswith(".onnx"):
+        raise CheckpointError(
+            f"{path}: an ONNX file; this command needs the PyTorch model it was exported from (.pt, .ckpt, "
+            ".safetensors); predict and bench run .onnx files"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}); re-save or re-download it"
-        ) from e
+            f"{path}: not a readable checkpoint: {unreadable_reason(path, e)}; re-save or re-download it"
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     header = ckpt.get(HEADER_KEY, ckpt)
@@ -96,7 +128,10 @@ def read_model_file(path: PathLike) -> ModelFile:
             raise CheckpointError(
                 f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save"
             )
-    if header.get("version", VERSION) > VERSION:
+    version = header.get("version", VERSION)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: model file version is {version!r}, not a number; the file is damaged")
+    if version > VERSION:
         raise CheckpointError(
             f"{path}: model file version {header['version']} is newer than this unetpp reads ({VERSION}); "
             "upgrade unetpp"
@@ -105,7 +140,14 @@ def read_model_file(path: PathLike) -> ModelFile:
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or "config" not in header:
         raise CheckpointError(f"{path}: model file has no config or no weights; the file is damaged")
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not isinstance(header["config"], dict):
+        raise CheckpointError(
+            f"{path}: the saved model config is a {type(header['config']).__name__}, not a mapping; the file is damaged"
+        )
+    weights = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+    odd = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise CheckpointError(f"{path}: weight {odd[0]!r} is not a tensor; the file is damaged")
     return ModelFile(dict(header["config"]), weights)
 
 
@@ -123,6 +165,7 @@ def _read_safetensors(path: Path) -> ModelFile:
         raise CheckpointError(f"{path}: reading safetensors needs safetensors; pip install 'unetpp[export]'") from e
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file; check the path")
+    config: object
     try:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
@@ -139,6 +182,8 @@ def _read_safetensors(path: Path) -> ModelFile:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{side}: config is not valid JSON ({e}); re-export the model") from e
     source = f"the config in {side.name}" if side.is_file() else "the config in the file's header"
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: {source} is a {type(config).__name__}, not a mapping; re-export the model")
     return ModelFile(config, state, source)
 
 
@@ -163,21 +208,22 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
     ):
         try:
             held = NestedUNet.from_config(config).describe()
-        except (ConfigError, TypeError, KeyError) as e:
+        except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
         raise CheckpointError(
             f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
         model = into if into is not None else _rebuild(config)
-    except (ConfigError, TypeError, KeyError) as e:
+    except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
         raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
     try:
         model.load_state_dict(saved.state_dict)
-    except (RuntimeError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
+    except (RuntimeError, TypeError, KeyError):
+        wrong = _weights_mismatch(model, saved.state_dict)
+        raise CheckpointError(f"{damaged} ({wrong}); the file is damaged") from None
     return model
 
 
@@ -187,3 +233,22 @@ def _rebuild(config: dict[str, Any]) -> NestedUNet:
         kwargs = {k: v for k, v in config.items() if k != "name"}
         return build_model(config["name"], **kwargs, encoder_weights=None)  # weights come from the file
     return NestedUNet.from_config(config)
+
+
+def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
+    """What differs between a model and a state dict, in one short phrase (PyTorch's message is one line per key)."""
+    own = model.state_dict()
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(
+            f"{len(shapes)} of wrong shape, e.g. {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+    return "weights: " + "; ".join(parts) if parts else "weights do not load"
