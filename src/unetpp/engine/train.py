@@ -119,8 +119,18 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     )
 
 
-def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> Path:
+def fit(
+    cfg: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    plan: str | os.PathLike | None = None,
+    user_fields: frozenset[str] | None = None,
+) -> Path:
     """Train a model as configured into `run_dir`; returns the path of the best checkpoint.
+
+    `plan` ("auto", a plan.yaml, or None for none) fills the config fields not in `user_fields` from the data
+    (:func:`unetpp.plan.configure.planned_config`); the memory guard runs in every case.
 
     Raises:
         ConfigError: `run_dir` already holds a run and `resume` is False, or resume finds none.
@@ -140,6 +150,11 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
         raise ConfigError(
             f"{run_dir}: folder already holds a run; pass --resume to continue it or choose another folder"
         )
+    chosen = None
+    if not resume:  # issue 9: the plan fills what the user left unset, and the memory guard checks the rest
+        from ..plan.configure import planned_config
+
+        cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
     module = SegmentationModule(
@@ -150,6 +165,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
         bce_weight=cfg.train.bce_weight,
         dice_weight=cfg.train.dice_weight,
         encoder_lr_scale=cfg.train.encoder_lr_scale,
+        preprocessing=cfg.data.preprocessing(),
     )
     data = SegmentationDataModule(
         cfg.data,
@@ -162,6 +178,10 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         cfg.save(run_dir / "config.yaml", overwrite=False)
+        if chosen is not None:
+            from ..plan import save_plan
+
+            save_plan(chosen, run_dir / "plan.yaml")
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None)
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
     best = run_dir / "checkpoints" / "best.ckpt"
