@@ -17,6 +17,7 @@ from unetpp.cli import main
 from unetpp.config import RunConfig
 from unetpp.data import read_with_meta, write_image, write_mask
 from unetpp.data.io import ImageMeta
+from unetpp.data.layouts import open_dataset
 
 from .test_fingerprint import _blobs, write_set
 
@@ -89,7 +90,10 @@ def test_user_options_win_over_the_plan(tmp_path) -> None:
 
 def test_no_plan_keeps_the_defaults(tmp_path) -> None:
     write_set(tmp_path / "d", "rgb")
-    assert _train(tmp_path / "d", tmp_path / "run", "--no-plan", "--channels", "rgb", "--in-channels", "3") == 0
+    assert (
+        _train(tmp_path / "d", tmp_path / "run", "--no-plan", "--channels", "rgb", "--in-channels", "3", "--depth", "2")
+        == 0
+    )
     assert not (tmp_path / "run" / "plan.yaml").exists()
     assert RunConfig.load(tmp_path / "run" / "config.yaml").data.patch_size is None
 
@@ -114,7 +118,7 @@ def test_a_budget_too_small_stops_with_one_line(tmp_path, capsys) -> None:
 
 def test_a_batch_the_user_fixed_over_the_budget_stops_naming_what_fits(tmp_path, capsys) -> None:
     write_set(tmp_path / "d", "rgb")
-    assert _train(tmp_path / "d", tmp_path / "run", "--memory-gb", "0.35", "--batch-size", "64") == 2
+    assert _train(tmp_path / "d", tmp_path / "run", "--memory-gb", "0.27", "--batch-size", "64") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "batch_size=64" in err[0]
@@ -141,20 +145,14 @@ def test_anisotropic_volumes_are_resampled_for_training_and_predicted_on_their_o
     cfg = RunConfig.load(tmp_path / "run" / "config.yaml")
     assert cfg.model.spatial_dims == 3
     assert cfg.data.target_spacing == (1.0, 1.0, 1.0)
-    from unetpp.data.layouts import open_dataset
-
     image, mask = open_dataset(cfg.data, 3, cfg.model.classes).load(0)
     assert image.shape == (1, 24, 20, 24)
     assert mask.shape == (24, 20, 24)  # 8 slices of 3 mm -> 24 of 1 mm
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert (
-        main(
-            ["predict", "--checkpoint", ckpt, "--inputs", str(tmp_path / "d" / "images"), "--out", str(tmp_path / "p")]
-        )
-        == 0
-    )
+    images, out_dir = str(tmp_path / "d" / "images"), str(tmp_path / "p")
+    assert main(["predict", "--checkpoint", ckpt, "--inputs", images, "--out", out_dir, "--probabilities"]) == 0
     for i in range(3):
-        out, meta = read_with_meta(tmp_path / f"{i}_mask.nii.gz")
+        out, meta = read_with_meta(tmp_path / "p" / f"{i}_mask.nii.gz")
         assert out.shape == (1, 24, 20, 8)
         np.testing.assert_allclose(meta.affine, affine, atol=1e-5)
         assert meta.spacing == pytest.approx((1.0, 1.0, 3.0))

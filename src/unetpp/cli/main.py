@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+        log.removeHandler(handler)  # main() may run again in one process (tests): one handler per call
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:

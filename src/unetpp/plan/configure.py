@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,7 @@ def planned_config(
         chosen = _make(cfg, user)
     else:
         chosen = load_plan(plan)
-        log.info("plan: %s", plan)
+        log.info("plan: %s", Path(plan))
     if chosen is not None:
         cfg = apply_plan(cfg, chosen, user)
     return guard_memory(cfg, user), chosen
@@ -162,6 +163,8 @@ def apply_plan(cfg: RunConfig, plan: Plan, user_fields: Iterable[str]) -> RunCon
             continue
         section, key = name.split(".")
         d[section][key] = plan_values[field]
+    if "model.widths" in user and cfg.model.widths and "model.depth" not in user:
+        d["model"]["depth"] = len(cfg.model.widths) - 1  # the user's widths name the depth: one per level
     return RunConfig.from_dict(d, source="the plan")
 
 
