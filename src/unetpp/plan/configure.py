@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
