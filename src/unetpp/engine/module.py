@@ -59,6 +59,7 @@ class SegmentationModule(L.LightningModule):
         weights = head_weights if head_weights is not None else [1.0] * len(self.heads)
         self.loss = DeepSupervisionLoss(HybridLoss(bce_weight, dice_weight), weights)
         self._epoch_start, self._seen = time.perf_counter(), 0
+        self._train_end = self._epoch_start
 
     @property
     def classes(self) -> int:
@@ -103,13 +104,17 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start, self._seen = time.perf_counter(), 0
+        self._train_end = self._epoch_start
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._train_end = time.perf_counter()  # the rate counts training steps, not the validation after them
 
     def on_train_epoch_end(self) -> None:
         """One line per epoch (after its validation): loss, validation IoU, images/s, time left of the budget."""
         trainer = self.trainer
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        seconds = max(time.perf_counter() - self._epoch_start, 1e-9)
+        seconds = max(self._train_end - self._epoch_start, 1e-9)
         metrics = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         if "train/loss" in metrics:
