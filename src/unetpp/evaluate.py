@@ -33,7 +33,6 @@ class Row:
     iou: float
     dice: float
     hd95: float
-    class_dice: tuple[float, ...] = ()  # Dice of each foreground class (label maps: class 1, 2, ...)
 
 
 @torch.inference_mode()
@@ -68,7 +67,6 @@ def evaluate(
         for mode, probs in probabilities_per_mode(model, image).items():
             pred = masks_from_probs(probs)
             distance = hd95(pred, truth, spacing=spacing, include_background=fg).mean() if with_hd95 else math.nan
-            per_class = dice(pred, truth, include_background=fg)[0]
             rows.append(
                 Row(
                     image=str(sample["id"]),
@@ -76,7 +74,6 @@ def evaluate(
                     iou=float(iou(pred, truth, include_background=fg).mean()),
                     dice=float(dice(pred, truth, include_background=fg).mean()),
                     hd95=float(distance),
-                    class_dice=tuple(float(v) for v in per_class) if not fg else (),
                 )
             )
     return rows
@@ -92,10 +89,6 @@ def summarize(rows: Sequence[Row]) -> dict[str, dict[str, tuple[float, float]]]:
             values = values[torch.isfinite(values)]
             sd = float(values.std()) if len(values) > 1 else math.nan
             out[mode][m] = (float(values.mean()) if len(values) else math.nan, sd)
-        per_class = [r.class_dice for r in rows if r.mode == mode and r.class_dice]
-        for k, values in enumerate(zip(*per_class, strict=True), start=1):  # one column per foreground class
-            v = torch.tensor(values, dtype=torch.float64)
-            out[mode][f"dice_class{k}"] = (float(v.mean()), float(v.std()) if len(v) > 1 else math.nan)
     return out
 
 
@@ -110,34 +103,19 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike, overwrite: bool = Fa
     """Per-image rows as CSV, through the one writer (atomic; an existing file only with `overwrite`)."""
     text = io.StringIO()
     writer = csv.writer(text)
-    classes = max((len(r.class_dice) for r in rows), default=0)
-    writer.writerow(["image", "mode", *METRICS, *(f"dice_class{k}" for k in range(1, classes + 1))])
-    writer.writerows(
-        [r.image, r.mode, f"{r.iou:.6f}", f"{r.dice:.6f}", f"{r.hd95:.4f}", *(f"{d:.6f}" for d in r.class_dice)]
-        for r in rows
-    )
+    writer.writerow(["image", "mode", *METRICS])
+    writer.writerows([r.image, r.mode, f"{r.iou:.6f}", f"{r.dice:.6f}", f"{r.hd95:.4f}"] for r in rows)
     return write_text(path, text.getvalue(), overwrite)
 
 
 def format_table(summaries: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> str:
-    """A Markdown table (readable on a terminal): one line per model and mode, IoU/Dice in %.
-
-    Label maps get one more column: the Dice of each foreground class (class 1 / class 2 / ...).
-    """
-    per_class = any(k.startswith("dice_class") for modes in summaries.values() for s in modes.values() for k in s)
-    lines = [
-        "| model | mode | IoU (%) | Dice (%) | HD95 |" + (" Dice per class (%) |" if per_class else ""),
-        "|---|---|---:|---:|---:|" + ("---:|" if per_class else ""),
-    ]
+    """A Markdown table (readable on a terminal): one line per model and mode, IoU/Dice in %."""
+    lines = ["| model | mode | IoU (%) | Dice (%) | HD95 |", "|---|---|---:|---:|---:|"]
     for model, modes in summaries.items():
         for mode, s in modes.items():
             (iu, iu_sd), (dc, dc_sd), (hd, hd_sd) = s["iou"], s["dice"], s["hd95"]
-            line = (
+            lines.append(
                 f"| {model} | {mode} | {100 * iu:.2f} ± {100 * iu_sd:.2f} | {100 * dc:.2f} ± {100 * dc_sd:.2f} "
                 f"| {hd:.2f} ± {hd_sd:.2f} |"
             )
-            if per_class:
-                classes = sorted((k for k in s if k.startswith("dice_class")), key=lambda k: int(k[10:]))
-                line += " " + " / ".join(f"{100 * s[k][0]:.2f}" for k in classes) + " |"
-            lines.append(line)
     return "\n".join(lines)
