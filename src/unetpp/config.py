@@ -68,7 +68,12 @@ class DataConfig:
     root: str = ""  # the data set folder; unused for layout "synthetic"
     layout: str = "folders"  # a name of unetpp.data.layouts.LAYOUTS
     channels: Literal["grey", "rgb", "keep"] = "keep"
-    normalize: Literal["zscore", "percentile", "none"] = "zscore"
+    normalize: Literal["zscore", "percentile", "ct", "none"] = "zscore"  # ct: clip + z-score with the stats below
+    intensity_clip: tuple[tuple[float, ...], ...] | None = None  # ct: per channel [low, high] (foreground 0.5-99.5%)
+    intensity_mean: tuple[float, ...] | None = None  # ct: per channel, the data set's foreground mean
+    intensity_std: tuple[float, ...] | None = _f(None, gt=0.0)  # ct: per channel, the data set's foreground sd
+    mask_threshold: float | None = None  # binarise masks at this value (noisy JPEG masks: 127.5); None: as stored
+    target_spacing: tuple[float, ...] | None = _f(None, gt=0.0)  # 3D: resample volumes to this spacing to train
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
     patches_per_image: int = _f(8, ge=1)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
@@ -87,6 +92,29 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _validate(self, "data")
+        stats = (self.intensity_clip, self.intensity_mean, self.intensity_std)
+        if self.normalize == "ct" and (any(v is None for v in stats) or len({len(v) for v in stats}) != 1):  # type: ignore[arg-type]
+            raise ConfigError(
+                "data.normalize: 'ct' needs data.intensity_clip, intensity_mean and intensity_std, one entry per "
+                "channel each; let the plan set them (unetpp plan) or use 'percentile'"
+            )
+        if self.intensity_clip is not None and any(len(c) != 2 or c[0] >= c[1] for c in self.intensity_clip):
+            raise ConfigError(f"data.intensity_clip: got {self.intensity_clip!r}; expected [low, high] per channel")
+
+    @property
+    def intensity_stats(self) -> tuple[tuple[float, float, float, float], ...] | None:
+        """Per channel ``(clip_low, clip_high, mean, sd)`` for ``normalize='ct'``, else None."""
+        if self.normalize != "ct":
+            return None
+        return tuple(
+            (float(c[0]), float(c[1]), float(m), float(s))
+            for c, m, s in zip(self.intensity_clip, self.intensity_mean, self.intensity_std, strict=True)  # type: ignore[arg-type]
+        )
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What prediction must repeat (it travels in checkpoints): channels, normalisation, spacing, threshold."""
+        names = ("channels", "normalize", "intensity_clip", "intensity_mean", "intensity_std", "target_spacing")
+        return _plain({n: getattr(self, n) for n in (*names, "mask_threshold")})
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class TrainConfig:
     val_every: int = _f(1, ge=1)  # validate every n epochs
     log_every: int = _f(10, ge=1)  # steps
     progress: bool = True
+    memory_gb: float | None = _f(None, gt=0.0)  # memory budget of the plan and the guard; None: most of free RAM/GPU
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical_precision(self.precision, where="train.precision"))

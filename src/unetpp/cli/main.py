@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+        log.removeHandler(handler)  # main() may run again in one process (tests): one handler per call
 
 
 def _process_age() -> float:

@@ -41,13 +41,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def open_for_plan(root: str, layout: str, volumes: bool = False) -> SegmentationDataset:
     """The data set at `root` in `layout`, opened only to list its items (raw files are read by the fingerprint)."""
     from ..config import DataConfig
-    from ..data.layouts import open_dataset
+    from ..plan.configure import open_for_plan as open_data
 
-    cfg = DataConfig(root=root, layout=layout, cache=False)
-    ds = open_dataset(cfg, 3 if volumes or layout == "decathlon" else 2, classes=None)
-    if ds.spatial_dims == 2 and any(str(i.image).endswith((".nii", ".nii.gz")) for i in ds.items[:1]):
-        ds = open_dataset(cfg, 3, classes=None)
-    return ds
+    return open_data(DataConfig(root=root, layout=layout), 3 if volumes else None)
 
 
 def add_plan(sub: argparse._SubParsersAction) -> None:

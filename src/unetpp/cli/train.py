@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import warnings
 from pathlib import Path
 
 from ..data.layouts import LAYOUTS
@@ -65,15 +63,32 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "train.num_nodes": args.num_nodes,
         "train.strategy": args.strategy,
         "train.seed": args.seed,
+        "train.memory_gb": args.memory_gb,
     }
     return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(args.set or [])
+
+
+def _assigned_fields(args: argparse.Namespace) -> frozenset[str]:
+    """``section.field`` names the user set: command-line options, --set, and every field of --config's YAML."""
+    import yaml
+
+    names = {a.partition("=")[0].strip() for a in _train_overrides(args)}
+    if args.config:
+        d = yaml.safe_load(Path(args.config).read_text()) or {}
+        if isinstance(d, dict):
+            names |= {f"{s}.{k}" for s, fields in d.items() if isinstance(fields, dict) for k in fields}
+    return frozenset(names)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.train import fit
-    from ..errors import CheckpointError
+    from ..errors import CheckpointError, ConfigError
+    from ..plan.configure import user_fields_of
+    from .quiet import quiet_libraries
 
+    if args.plan and args.no_plan:
+        raise ConfigError("--plan and --no-plan exclude each other; give one")
     run_dir = Path(args.run_dir)
     if args.resume:
         if not (run_dir / "config.yaml").is_file():
@@ -82,18 +97,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         base = RunConfig.load(Path(args.config)) if args.config else RunConfig()
         cfg = base.override(_train_overrides(args))
-    if not args.verbose:  # the libraries' start-up notes and advice (GPU available, ...) are not the user's business
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", module=r"(lightning|torch|torchio|torchvision|timm)(\.|$)")
-        for text in (
-            "The number of training batches",
-            "The maximum displacement",
-            ".*treespec",
-            ".*does not have many workers",
-        ):
-            warnings.filterwarnings("ignore", message=text)
-    best = fit(cfg, run_dir, resume=args.resume, started=getattr(args, "started", None))
+    plan = None if args.no_plan else (args.plan or "auto")
+    user_fields = user_fields_of(cfg, _assigned_fields(args))
+    with quiet_libraries(getattr(args, "verbose", False)):
+        best = fit(
+            cfg,
+            run_dir,
+            resume=args.resume,
+            started=getattr(args, "started", None),
+            plan=plan,
+            user_fields=user_fields,
+        )
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0
@@ -104,9 +118,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         "Train a model of the UNet++ family on a data set; writes a run folder with checkpoints and logs.",
         examples(
-            "unetpp train --data data/em --model unet++ --run-dir runs/em --minutes 30",
+            "unetpp train --data data/em --run-dir runs/em --minutes 30   # plans channels, patch, batch... itself",
+            "unetpp train --data data/em --run-dir runs/em2 --plan runs/em/plan.yaml   # a saved (edited) plan",
             "unetpp train --run-dir runs/em --resume            # continue after an interruption",
-            "unetpp train --data Task04_Hippocampus --layout decathlon --3d --classes 3 --run-dir runs/hippo",
+            "unetpp train --data Task04_Hippocampus --layout decathlon --run-dir runs/hippo --memory-gb 8",
         ),
         sub,
     )
@@ -135,6 +150,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--memory-gb",
+        type=float,
+        help="memory budget of the plan and the guard (default: 75%% of the available RAM, or 90%% of the GPU's free)",
+    )
+    p.add_argument("--plan", help="train with this saved plan.yaml (from `unetpp plan --out` or a run folder)")
+    p.add_argument("--no-plan", action="store_true", help="do not plan: the config's defaults and your options only")
     p.add_argument("--config", help="a YAML config (see a run folder's config.yaml)")
     p.add_argument(
         "--set",
@@ -157,12 +179,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
     check_output(out, args.overwrite)
     model = load(args.checkpoint)
-    samples = labelled_dataset(args.data, args.layout, model)
-    rows = evaluate(model, samples, with_hd95=not args.no_hd95, per_class=True)
+    rows = evaluate(model, _evaluation_data(args, model), with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
     return 0
+
+
+def _evaluation_data(args: argparse.Namespace, model: object) -> object:
+    """The labelled images, read as the model expects and preprocessed as the checkpoint records (if it does)."""
+    from ..config import DataConfig
+    from ..data.layouts import open_dataset
+    from ..inference.files import saved_preprocessing
+
+    prep = saved_preprocessing(args.checkpoint)
+    if not prep:
+        return labelled_dataset(args.data, args.layout, model)  # type: ignore[arg-type]
+    cfg = DataConfig(root=args.data, layout=args.layout, cache=False, **prep)
+    return open_dataset(cfg, model.spatial_dims, model.classes)  # type: ignore[attr-defined]
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
-from .io import SUFFIXES, is_supported, read_image, read_mask, stem
-from .transforms import NormalizeMode, normalize_intensity
+from .io import SUFFIXES, is_supported, read_image, read_mask, read_mask_values, read_with_meta, stem
+from .transforms import IntensityStats, NormalizeMode, normalize_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,12 @@ class SegmentationDataset(Dataset):
         classes: the model's classes: 1 for binary masks (ids 0 and 1), K > 1 for label maps with ids
             ``0..K-1`` (background included); other ids raise. ``None`` accepts any non-negative ids.
         channels: ``"grey"``, ``"rgb"`` or ``"keep"`` (see :func:`convert_channels`).
-        normalize: per-image intensity normalisation (see :func:`~unetpp.data.transforms.normalize_intensity`).
+        normalize: intensity normalisation (see :func:`~unetpp.data.transforms.normalize_intensity`).
+        intensity_stats: per channel ``(clip_low, clip_high, mean, sd)`` for ``normalize="ct"``.
+        mask_threshold: binarise stored mask values ``> mask_threshold`` (noisy JPEG-like masks); the pixels
+            changed are counted in :attr:`thresholded` (files, changed, total) for one summary line.
+        target_spacing: 3D only: volumes (and masks) are resampled to this voxel spacing before
+            normalisation, as the plan decides for anisotropic data (:func:`unetpp.plan.resample.to_spacing`).
         transform: applied to the sample dict last (augmentation, see
             :func:`~unetpp.data.transforms.build_transforms`).
         cache: keep decoded arrays in memory (per process: each DataLoader worker has its own).
@@ -166,6 +171,9 @@ class SegmentationDataset(Dataset):
         normalize: NormalizeMode = "zscore",
         transform: SampleTransform | None = None,
         cache: bool = False,
+        intensity_stats: IntensityStats | None = None,
+        mask_threshold: float | None = None,
+        target_spacing: Sequence[float] | None = None,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -173,14 +181,20 @@ class SegmentationDataset(Dataset):
             raise ConfigError(f"classes must be 1 (binary) or the number of classes incl. background, got {classes!r}")
         if channels not in ("grey", "rgb", "keep"):
             raise ConfigError(f"channels must be 'grey', 'rgb' or 'keep', got {channels!r}")
-        if normalize not in ("zscore", "percentile", "none"):
-            raise ConfigError(f"normalize must be 'zscore', 'percentile' or 'none', got {normalize!r}")
+        if normalize not in ("zscore", "percentile", "ct", "none"):
+            raise ConfigError(f"normalize must be 'zscore', 'percentile', 'ct' or 'none', got {normalize!r}")
+        if target_spacing is not None and len(target_spacing) != spatial_dims:
+            raise ConfigError(f"target_spacing {list(target_spacing)} needs {spatial_dims} values, one per axis")
         self.items = list(items)
         self.spatial_dims = spatial_dims
         self.classes = classes
         self.channels = channels
         self.normalize = normalize
         self.transform = transform
+        self.intensity_stats = intensity_stats
+        self.mask_threshold = mask_threshold
+        self.target_spacing = None if target_spacing is None else tuple(float(t) for t in target_spacing)
+        self.thresholded = [0, 0, 0]  # mask files thresholded, pixels changed, pixels in them
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -202,11 +216,29 @@ class SegmentationDataset(Dataset):
         """The raw image ``(C, *spatial)`` of one item."""
         return read_image(item.image, self.spatial_dims)
 
+    def read_image_spacing(self, item: Item) -> tuple[np.ndarray, tuple[float, ...]]:
+        """The raw image and its voxel spacing (1 per axis where the format or layout has none)."""
+        if item.index is None and type(self).read_image is SegmentationDataset.read_image:
+            image, meta = read_with_meta(item.image, self.spatial_dims)
+            return image, tuple(float(v) for v in meta.spacing)
+        image = self.read_image(item)
+        return image, (1.0,) * (image.ndim - 1)
+
     def read_mask(self, item: Item) -> np.ndarray:
-        """The label map ``(*spatial)`` of one item."""
+        """The label map ``(*spatial)`` of one item (binarised at ``mask_threshold`` when one is set)."""
         if not isinstance(item.mask, Path):
             raise DataError(f"{item.image}: has no mask file; this data set cannot be used for training")
-        return read_mask(item.mask, self.spatial_dims, self.label_count)
+        if self.mask_threshold is None:
+            return read_mask(item.mask, self.spatial_dims, self.label_count)
+        values = read_mask_values(item.mask, self.spatial_dims)[0]
+        if values.max() <= 1 and values.min() >= 0:  # a clean 0/1 file in a set that needs the threshold
+            return (values > 0.5).astype(np.int64)
+        mask = (values > self.mask_threshold).astype(np.int64)
+        clean = 255 if self.mask_threshold >= 1 else 1
+        changed = int(np.count_nonzero((values != 0) & (values != clean)))
+        files, pixels, total = self.thresholded
+        self.thresholded = [files + 1, pixels + changed, total + values.size]
+        return mask
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``(C, *spatial)`` float32 (channels converted, normalised) and mask ``(*spatial)`` int64.
@@ -217,7 +249,8 @@ class SegmentationDataset(Dataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         item = self.items[index]
-        image = convert_channels(self.read_image(item), self.channels, item.image)
+        raw, spacing = self.read_image_spacing(item)
+        image = convert_channels(raw, self.channels, item.image)
         mask = self.read_mask(item)
         if image.shape[1:] != mask.shape:
             mask_name = item.mask[0].parent if isinstance(item.mask, tuple) else item.mask
@@ -225,10 +258,25 @@ class SegmentationDataset(Dataset):
                 f"{mask_name}: mask is {'x'.join(map(str, mask.shape))} but image {item.image.name} is "
                 f"{'x'.join(map(str, image.shape[1:]))}; masks must match their image"
             )
-        image = normalize_intensity(image, self.normalize)
+        if self.target_spacing is not None and self.spatial_dims == 3:
+            image, mask = self._resample(item, image, mask, spacing)
+        image = normalize_intensity(image, self.normalize, self.intensity_stats)
         if self._cache is not None:
             self._cache[index] = (image, mask)
         return image, mask
+
+    def _resample(
+        self, item: Item, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image (cubic) and mask (one-hot linear) on the target spacing's grid, over the same field of view."""
+        from ..plan.resample import resample_image, resample_labels, target_shape
+
+        assert self.target_spacing is not None
+        shape = target_shape(image.shape[1:], spacing, self.target_spacing)
+        if shape == tuple(image.shape[1:]):
+            return image, mask
+        classes = self.label_count or int(mask.max()) + 1
+        return resample_image(image, shape), resample_labels(mask, shape, classes)
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load(index)

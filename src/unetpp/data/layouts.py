@@ -117,6 +117,9 @@ def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int | None) -> Seg
         "channels": cfg.channels,
         "normalize": cfg.normalize,
         "cache": cfg.cache,
+        "intensity_stats": cfg.intensity_stats,
+        "mask_threshold": cfg.mask_threshold,
+        "target_spacing": cfg.target_spacing if spatial_dims == 3 else None,
     }
     if row.name == "synthetic":
         kwargs.update(images=cfg.synthetic_images, size=cfg.synthetic_size)

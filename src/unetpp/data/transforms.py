@@ -26,7 +26,8 @@ import torch
 
 from ..errors import ConfigError
 
-NormalizeMode = Literal["zscore", "percentile", "none"]
+NormalizeMode = Literal["zscore", "percentile", "none", "ct"]
+IntensityStats = tuple[tuple[float, float, float, float], ...]  # per channel: clip low, clip high, mean, sd
 Strength = Literal["default", "none"]
 SampleTransform = Callable[[dict], dict]
 
@@ -66,16 +67,21 @@ def percentile_clip(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> 
     return np.clip(x, lo.reshape((-1,) + (1,) * (x.ndim - 1)), hi.reshape((-1,) + (1,) * (x.ndim - 1)))
 
 
-def normalize_intensity(image: np.ndarray, mode: NormalizeMode = "zscore") -> np.ndarray:
+def normalize_intensity(
+    image: np.ndarray, mode: NormalizeMode = "zscore", stats: IntensityStats | None = None
+) -> np.ndarray:
     """Normalise an image ``(C, *spatial)`` to float32.
 
     Args:
         image: ``(C, *spatial)``.
         mode: ``"zscore"`` per channel; ``"percentile"`` clips to the 0.5/99.5 percentiles, then z-scores
-            (CT-like data); ``"none"`` only casts to float32.
+            (CT-like data, per image); ``"ct"`` clips to the data set's foreground percentiles and z-scores
+            with the data set's mean and sd (`stats`, the same numbers for every image, as nnU-Net does
+            for CT, whose Hounsfield units are absolute); ``"none"`` only casts to float32.
+        stats: for ``"ct"``: per channel ``(clip_low, clip_high, mean, sd)`` (see :mod:`unetpp.plan`).
 
     Raises:
-        ConfigError: unknown mode.
+        ConfigError: unknown mode, or ``"ct"`` without statistics for every channel.
     """
     if mode == "zscore":
         return zscore(image)
@@ -83,7 +89,18 @@ def normalize_intensity(image: np.ndarray, mode: NormalizeMode = "zscore") -> np
         return zscore(percentile_clip(image))
     if mode == "none":
         return image.astype(np.float32)
-    raise ConfigError(f"normalize must be 'zscore', 'percentile' or 'none', got {mode!r}")
+    if mode == "ct":
+        if stats is None or len(stats) != image.shape[0]:
+            have = "none" if stats is None else f"{len(stats)} channel(s)"
+            raise ConfigError(
+                f"normalize='ct' needs intensity statistics for each of the image's {image.shape[0]} channel(s), "
+                f"got {have}; set data.intensity_clip/intensity_mean/intensity_std (or let the plan set them)"
+            )
+        out = np.empty(image.shape, dtype=np.float32)
+        for c, (lo, hi, mean, sd) in enumerate(stats):
+            out[c] = (np.clip(image[c].astype(np.float32), lo, hi) - mean) / max(sd, 1e-8)
+        return out
+    raise ConfigError(f"normalize must be 'zscore', 'percentile', 'ct' or 'none', got {mode!r}")
 
 
 class RandomRot90:
@@ -180,7 +197,25 @@ def identity(sample: Mapping) -> dict:
     return dict(sample)
 
 
-def build_transforms(spatial_dims: int, strength: Strength = "default") -> SampleTransform:
+ELASTIC_CONTROL_POINTS = 7
+ELASTIC_MAX_DISPLACEMENT = 7.5  # voxels, on patches large enough (U-Net's EM augmentation)
+
+
+def elastic_displacement(patch_size: tuple[int, ...] | None, spatial_dims: int) -> tuple[float, ...]:
+    """Largest displacement per axis that cannot fold the B-spline grid of the patch (TorchIO's rule).
+
+    TorchIO warns (and the grid may fold) when a displacement exceeds half the coarse grid spacing,
+    ``size / (control_points - 3)``; small patches (a 32^3 hippocampus crop) get a proportionally
+    smaller displacement instead of a warning per sample.
+    """
+    sizes = patch_size or ((96, 96) if spatial_dims == 2 else (64, 64, 64))
+    limit = [0.45 * s / (ELASTIC_CONTROL_POINTS - 3) for s in sizes]
+    return tuple(min(ELASTIC_MAX_DISPLACEMENT, round(v, 3)) for v in limit)
+
+
+def build_transforms(
+    spatial_dims: int, strength: Strength = "default", patch_size: tuple[int, ...] | None = None
+) -> SampleTransform:
     """The augmentation pipeline for training, or the identity for ``strength="none"``.
 
     The default is close to nnU-Net's on-the-fly augmentation, at moderate probabilities: flips on every
@@ -191,6 +226,7 @@ def build_transforms(spatial_dims: int, strength: Strength = "default") -> Sampl
     Args:
         spatial_dims: 2 for ``(C, H, W)`` samples, 3 for ``(C, D, H, W)``.
         strength: ``"default"`` or ``"none"``.
+        patch_size: the patches' size (default 96x96 / 64^3): elastic deformation is scaled to fit it.
 
     Returns:
         A callable mapping a sample dict to a new sample dict with the same shapes.
@@ -214,13 +250,13 @@ def build_transforms(spatial_dims: int, strength: Strength = "default") -> Sampl
     flat = spatial_dims == 2  # 2-D samples carry a dummy third axis of size 1: never move along it
     degrees = (0, 0, 0, 0, -15, 15) if flat else 15
     scales = (0.85, 1.15, 0.85, 1.15, 1, 1) if flat else (0.85, 1.15)
-    displacement = (7.5, 7.5, 0) if flat else 7.5
+    displacement = elastic_displacement(patch_size, spatial_dims) + ((0.0,) if flat else ())
     blur = (0, 1, 0, 1, 0, 0) if flat else (0, 1)
     spatial = tio.Compose(
         [
             tio.RandomFlip(axes=(0, 1) if flat else (0, 1, 2), flip_probability=0.5),
             tio.RandomAffine(scales=scales, degrees=degrees, default_pad_value="minimum", p=0.3),
-            tio.RandomElasticDeformation(num_control_points=7, max_displacement=displacement, p=0.2),
+            tio.RandomElasticDeformation(ELASTIC_CONTROL_POINTS, max_displacement=displacement, p=0.2),
         ]
     )
     intensity = tio.Compose([tio.RandomNoise(std=(0, 0.1), p=0.15), tio.RandomBlur(std=blur, p=0.15)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -9,6 +11,8 @@ from ..config import DataConfig
 from ..data import PatchDataset, build_transforms
 from ..data.layouts import indices_of, open_dataset, split_indices
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -45,6 +49,17 @@ class SegmentationDataModule(L.LightningDataModule):
         # on, loading workers (started anew each epoch) inherit the decoded images instead of re-reading.
         for k in pool:
             full.load(k)
+        files, changed, total = full.thresholded
+        if files:  # one line for the data set, not one per file
+            log.warning(
+                "masks thresholded at %g: %d of %d pixels (%.2f%%) in %d mask file(s) were neither background nor "
+                "the foreground value (compression noise) and were set to 0 or 1",
+                self.cfg.mask_threshold,
+                changed,
+                total,
+                100.0 * changed / max(total, 1),
+                files,
+            )
         split = split_indices(self.cfg, [full.ids[k] for k in pool], self.seed)
         train, val = [pool[k] for k in split.train], [pool[k] for k in split.val]
         self.train_set = PatchDataset(
@@ -54,7 +69,7 @@ class SegmentationDataModule(L.LightningDataModule):
             patches_per_image=self.cfg.patches_per_image,
             spatial_dims=self.spatial_dims,
             seed=self.seed,
-            transform=build_transforms(self.spatial_dims, self.cfg.augment),
+            transform=build_transforms(self.spatial_dims, self.cfg.augment, self.cfg.patch_size),
         )
         self.val_set = Subset(full, val) if val else None
 

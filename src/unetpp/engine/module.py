@@ -6,6 +6,8 @@ validation of every head and of the ensemble (the paper's two inference modes), 
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import lightning as L
@@ -15,8 +17,12 @@ from torch import Tensor
 from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
 from ..models import build_model, ensemble
+from ..models.checkpoint import HEADER_KEY
 from ..padding import pad_to_multiple
+from .budget import WallClockBudget
 from .checkpoints import add_model_header
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationModule(L.LightningModule):
@@ -29,6 +35,9 @@ class SegmentationModule(L.LightningModule):
         head_weights: deep-supervision weight of each head; None gives 1 to every head (the paper).
         bce_weight, dice_weight: the hybrid loss's terms.
         encoder_lr_scale: learning rate of a backbone encoder relative to ``lr``.
+        preprocessing: what prediction must repeat (``DataConfig.preprocessing()``: channels,
+            normalisation and its statistics, target spacing, mask threshold); saved in the checkpoint's
+            model header, so ``unetpp predict`` needs nothing but the checkpoint.
     """
 
     def __init__(
@@ -40,6 +49,7 @@ class SegmentationModule(L.LightningModule):
         bce_weight: float = 0.5,
         dice_weight: float = 1.0,
         encoder_lr_scale: float = 1.0,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -48,6 +58,8 @@ class SegmentationModule(L.LightningModule):
         self.heads = list(self.model.spec.heads)
         weights = head_weights if head_weights is not None else [1.0] * len(self.heads)
         self.loss = DeepSupervisionLoss(HybridLoss(bce_weight, dice_weight), weights)
+        self._epoch_start, self._seen = time.perf_counter(), 0
+        self._train_end = self._epoch_start
 
     @property
     def classes(self) -> int:
@@ -63,6 +75,7 @@ class SegmentationModule(L.LightningModule):
         heads = self.model(batch["image"])
         total, per_head = self.loss.per_head(heads, self._target(batch["mask"]))
         n = batch["image"].shape[0]
+        self._seen += n
         # epoch means: one point per epoch for the learning curves, however few steps an epoch has
         self.log("train/loss", total, prog_bar=True, batch_size=n, on_step=False, on_epoch=True)
         per_head_logs = {f"train/loss_head{j}": v for j, v in zip(self.heads, per_head, strict=True)}
@@ -89,9 +102,37 @@ class SegmentationModule(L.LightningModule):
         self.log_dict({f"val/loss_head{j}": v for j, v in zip(self.heads, per_head, strict=True)}, batch_size=n)
         self.log_dict(scores, batch_size=n, sync_dist=True)
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start, self._seen = time.perf_counter(), 0
+        self._train_end = self._epoch_start
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._train_end = time.perf_counter()  # the rate counts training steps, not the validation after them
+
+    def on_train_epoch_end(self) -> None:
+        """One line per epoch (after its validation): loss, validation IoU, images/s, time left of the budget."""
+        trainer = self.trainer
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        seconds = max(self._train_end - self._epoch_start, 1e-9)
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if "train/loss" in metrics:
+            parts.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "val/iou" in metrics:
+            parts.append(f"val IoU {float(metrics['val/iou']):.4f}")
+        parts.append(f"{self._seen / seconds:.1f} patches/s")
+        budget = next((c for c in trainer.callbacks if isinstance(c, WallClockBudget)), None)
+        if budget is not None:
+            parts.append(f"{max(budget.left(), 0.0) / 60:.1f} min of the budget left")
+        log.info("  ".join(parts))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # a model header, so that unetpp.load reads the model without knowing Lightning's layout
+        # a model header, so that unetpp.load reads the model without knowing Lightning's layout; with the
+        # preprocessing that prediction repeats (read by unetpp.inference.files.saved_preprocessing)
         add_model_header(checkpoint, self.model.config)
+        if self.hparams.get("preprocessing") is not None:
+            checkpoint[HEADER_KEY]["preprocessing"] = dict(self.hparams.preprocessing)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a pretrained backbone may train at a lower rate: its group carries its own "lr"

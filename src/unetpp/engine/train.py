@@ -184,12 +184,22 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallCloc
     )
 
 
-def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, started: float | None = None) -> Path:
+def fit(
+    cfg: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    started: float | None = None,
+    plan: str | os.PathLike | None = None,
+    user_fields: frozenset[str] | None = None,
+) -> Path:
     """Train a model as configured into `run_dir`; returns the path of the best checkpoint.
 
     One training per folder (a lock); a start that fails before the first checkpoint leaves no
     folder it created; `cfg.train.max_minutes` counts from `started` (``time.monotonic()`` when the
     command began; default now), data loading and the last validation included.
+    `plan` ("auto", a plan.yaml, or None for none) fills the config fields not in `user_fields` from the data
+    (:func:`unetpp.plan.configure.planned_config`); the memory guard runs in every case.
 
     Raises:
         ConfigError: `run_dir` already holds a run and `resume` is False, is used by another training,
@@ -206,7 +216,7 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, sta
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(run_dir):
-            return _fit_locked(cfg, run_dir, resume, started)
+            return _fit_locked(cfg, run_dir, resume, started, plan, user_fields)
     except BaseException:
         ckpts = run_dir / "checkpoints"
         if created is not None and not any((ckpts / n).exists() for n in ("best.ckpt", "last.ckpt")):  # nothing kept
@@ -222,7 +232,14 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Path:
+def _fit_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool,
+    started: float,
+    plan: str | os.PathLike | None,
+    user_fields: frozenset[str] | None,
+) -> Path:
     ckpts = run_dir / "checkpoints"
     last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
@@ -250,6 +267,11 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
         )
     elif (run_dir / "config.yaml").exists():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
+    chosen = None
+    if not resume:  # issue 9: the plan fills what the user left unset, and the memory guard checks the rest
+        from ..plan.configure import planned_config
+
+        cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
     module = SegmentationModule(
@@ -260,6 +282,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
         bce_weight=cfg.train.bce_weight,
         dice_weight=cfg.train.dice_weight,
         encoder_lr_scale=cfg.train.encoder_lr_scale,
+        preprocessing=cfg.data.preprocessing(),
     )
     data = SegmentationDataModule(
         cfg.data,
@@ -271,6 +294,10 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
     data.setup("fit")
     if not resume:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
+        if chosen is not None:
+            from ..plan import save_plan
+
+            save_plan(chosen, run_dir / "plan.yaml", overwrite=True)
     budget = WallClockBudget(cfg.train.max_minutes, started) if cfg.train.max_minutes else None
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
     part = Path(trainer.loggers[0].log_dir)

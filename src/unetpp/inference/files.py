@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError, InputShapeError
 from .predictor import Precision, Predictor, Segmenter
@@ -179,6 +179,56 @@ def match_channels(image: np.ndarray, in_channels: int, path: PathLike) -> np.nd
     raise DataError(f"{path}: image has {c} channel(s) but the model takes {in_channels}; convert the image")
 
 
+def saved_preprocessing(path: PathLike) -> dict[str, Any] | None:
+    """The preprocessing a training checkpoint records (channels, normalisation, target spacing), or None.
+
+    Written by the training engine in the model header (``checkpoint["unetpp"]["preprocessing"]``); model
+    files without it (``.pt`` from :func:`unetpp.save`, ``.safetensors``, ``.onnx``, old runs) give None.
+    """
+    import torch
+
+    name = Path(path).name.lower()
+    if not name.endswith((".ckpt", ".pt", ".pth")) or not Path(path).is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the model loader reports unreadable files; no preprocessing here
+        return None
+    header = ckpt.get("unetpp") if isinstance(ckpt, dict) else None
+    prep = header.get("preprocessing") if isinstance(header, dict) else None
+    return dict(prep) if isinstance(prep, dict) else None
+
+
+def _prepare(
+    raw: np.ndarray, meta: Any, in_channels: int, prep: dict[str, Any], normalize: str
+) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """The input as training saw it: channels, resampled to the target spacing (3D), normalised.
+
+    Returns the image and the shape to resample predictions back to (None when not resampled).
+    """
+    from ..data.datasets import convert_channels
+    from ..data.transforms import normalize_intensity
+    from ..plan.resample import resample_image, target_shape
+
+    channels = prep.get("channels", "keep")
+    image = convert_channels(raw, channels, meta.path) if channels in ("grey", "rgb") else raw
+    image = match_channels(image, in_channels, meta.path)
+    back = None
+    target = prep.get("target_spacing")
+    if target is not None and meta.spatial_dims == 3:
+        shape = target_shape(image.shape[1:], meta.spacing, target)
+        if shape != tuple(image.shape[1:]):
+            back = tuple(image.shape[1:])
+            image = resample_image(image, shape)
+    stats = None
+    if normalize == "ct":
+        clip, mean, std = prep.get("intensity_clip"), prep.get("intensity_mean"), prep.get("intensity_std")
+        if clip is None or mean is None or std is None:
+            raise ConfigError("normalize='ct' needs the intensity statistics the training checkpoint records")
+        stats = tuple((float(c[0]), float(c[1]), float(m), float(d)) for c, m, d in zip(clip, mean, std, strict=True))
+    return normalize_intensity(image, normalize, stats), back  # type: ignore[arg-type]
+
+
 def predict_files(
     model: Segmenter | PathLike,
     inputs: PathLike | Sequence[PathLike],
@@ -193,7 +243,7 @@ def predict_files(
     tta: bool = False,
     precision: Precision = "32",
     threshold: float = 0.5,
-    normalize: Literal["zscore", "percentile", "none"] = "zscore",
+    normalize: Literal["zscore", "percentile", "ct", "none"] | None = None,
     probabilities: bool = False,
     overlay: bool = True,
     overwrite: bool = False,
@@ -214,7 +264,10 @@ def predict_files(
         out_dir: created if missing.
         mode, head, roi_size, overlap, blend, sw_batch_size, tta, precision: see :func:`predict`.
         threshold: foreground probability above which a pixel is foreground (binary models).
-        normalize: intensity normalisation, as in training (``"zscore"`` per image by default).
+        normalize: intensity normalisation; None repeats the training's, which a run's checkpoint records
+            with the rest of its preprocessing (channels, target spacing: volumes are resampled to it,
+            predicted, and the probabilities resampled back to the input's grid and written with its
+            affine), else ``"zscore"`` per image.
         probabilities: also write float32 probability maps: the foreground's for one class, ``(K, *spatial)``
             for K classes (channels last in NIfTI, as MSD stores them).
         overlay: write ``<name>_overlay.png`` for 2D inputs.
@@ -233,16 +286,19 @@ def predict_files(
             or an image the model cannot take; every message names the file.
     """
     from ..data.io import read_with_meta
-    from ..data.transforms import normalize_intensity
     from ..data.writers import write_image, write_mask
+    from ..plan.resample import resample_probabilities
     from ..visualize import overlay as tinted
 
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}")
     source = None
+    prep: dict[str, Any] = {}
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
+        prep = saved_preprocessing(model) or {}
         model = load_model(model)
+    normalize = normalize or prep.get("normalize", "zscore")
     predictor = Predictor(
         model,
         mode,
@@ -301,11 +357,13 @@ def predict_files(
         t0 = time.perf_counter()
         path = plan.input
         raw, meta = read_with_meta(path, spatial_dims)
-        image = normalize_intensity(match_channels(raw, predictor.model.in_channels, path), normalize)
+        image, back = _prepare(raw, meta, predictor.model.in_channels, prep, normalize)
         try:
             prob = predictor(image).cpu().numpy()  # (K, *spatial)
         except InputShapeError as e:
             raise DataError(f"{path}: {e}") from e
+        if back is not None:  # predicted on the training grid: back to the input's grid, written with its affine
+            prob = resample_probabilities(prob, back)
         mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
         if overwrite or not plan.mask.exists():
             write_mask(
@@ -331,4 +389,12 @@ def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
     return plans
 
 
-__all__ = ["OUTPUT_TAGS", "Written", "find_inputs", "match_channels", "plan_outputs", "predict_files"]
+__all__ = [
+    "OUTPUT_TAGS",
+    "Written",
+    "find_inputs",
+    "match_channels",
+    "plan_outputs",
+    "predict_files",
+    "saved_preprocessing",
+]

@@ -29,12 +29,11 @@ def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
         raise ConfigError(
             f"the plan has CT statistics for {len(plan.intensity_clip)} channel(s), image has {image.shape[0]}"
         )
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, ((lo, hi), mean, std) in enumerate(
-        zip(plan.intensity_clip, plan.intensity_mean, plan.intensity_std, strict=True)
-    ):
-        out[c] = (np.clip(image[c].astype(np.float32), lo, hi) - mean) / std
-    return out
+    stats = tuple(
+        (float(lo), float(hi), float(m), float(s))
+        for (lo, hi), m, s in zip(plan.intensity_clip, plan.intensity_mean, plan.intensity_std, strict=True)
+    )
+    return normalize_intensity(image, "ct", stats)
 
 
 def prepare(

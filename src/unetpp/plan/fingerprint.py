@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import Item, SegmentationDataset
+from ..data.datasets import ArrayDataset, Item, SegmentationDataset
 from ..data.io import PILLOW_SUFFIXES, TIFF_SUFFIXES, read_mask_values, read_with_meta, stem, suffix
 from ..errors import DataError
 from ..files import atomic_write
@@ -196,8 +196,8 @@ class _Reader:
 
     def mask(self, item: Item) -> np.ndarray | None:
         """The mask's stored values (a single file), or the data set's class ids (stacks, instance files)."""
-        if item.mask is None:
-            return None
+        if item.mask is None:  # in-memory arrays (the synthetic layout) hold their masks without files
+            return self.dataset.read_mask(item) if isinstance(self.dataset, ArrayDataset) else None
         if isinstance(item.mask, Path) and item.index is None:
             return read_mask_values(item.mask, self.spatial_dims)[0]
         assert self.dataset is not None

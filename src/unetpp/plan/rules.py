@@ -173,7 +173,9 @@ def make_plan(
     why.setdefault("normalize", why_n)
 
     budget = float(memory_gb) * GB if memory_gb is not None else memory_budget_bytes(dev)
-    data_bytes = fp.n_items * fp.bytes_per_item * _grid_growth(fp, target)
+    # decoded as trained: `in_channels` float32 channels (grey DSB: 1 of its 4 stored) and an int64 mask
+    per_voxel = (4 * in_channels + 8) / (4 * fp.channels + 8)
+    data_bytes = fp.n_items * fp.bytes_per_item * _grid_growth(fp, target) * per_voxel
     cache = bool(over.get("cache", data_bytes * DATA_COPIES <= CACHE_SHARE * budget))
     why.setdefault("cache", f"decoded data set about {data_bytes / GB:.2f} GB per copy")
     other = WORKER_BYTES * workers + (data_bytes * DATA_COPIES if cache else 0)
