@@ -71,6 +71,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
+    from ..engine.distributed import is_rank_zero
     from ..engine.train import fit
     from ..errors import CheckpointError
 
@@ -94,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         ):
             warnings.filterwarnings("ignore", message=text)
     best = fit(cfg, run_dir, resume=args.resume, started=getattr(args, "started", None))
+    if not is_rank_zero():  # the other ranks of a DDP run: rank zero says it once
+        return 0
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0

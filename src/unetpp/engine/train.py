@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..files import check_folder, temporaries
 from ..models.checkpoint import torch_save, unreadable_reason
 from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
+from .distributed import is_rank_zero, wait_for_config, watch_children, watch_parent
 from .module import SegmentationModule
 from .runlock import run_lock
 from .signals import Terminated
@@ -66,7 +68,9 @@ class SaveLastOnInterrupt(Callback):
         self.saved = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step > 0 and not isinstance(exception, UnetppError):
+        # Several ranks save together (a collective): only when every rank stops the same way (a signal to all).
+        together = trainer.world_size == 1 or isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+        if trainer.global_step > 0 and together and not isinstance(exception, UnetppError):
             try:
                 trainer.save_checkpoint(self.path)
             except UnetppError as e:  # the original exception is the one to report
@@ -199,6 +203,8 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False, sta
     """
     started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
+    if not is_rank_zero():  # rank zero owns the folder; this rank trains with the config it resolved
+        return _fit_peer(cfg, run_dir, resume, started)
     check_folder(run_dir, ConfigError)
     if resume and not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder, nothing to resume; start a new run without --resume")
@@ -222,7 +228,20 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Path:
+def _fit_peer(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Path:
+    """A rank other than zero: no lock, no folder checks, no clean-up; the config rank zero wrote (a new run).
+
+    On ``--resume`` rank zero does not rewrite config.yaml: every rank derives the same config from it
+    and the same command line.
+    """
+    if not resume:
+        cfg = RunConfig.load(wait_for_config(run_dir, run_dir / ".lock"))
+    watch_parent(f"resume with: unetpp train --run-dir {run_dir} --resume")
+    return _fit_locked(cfg, run_dir, resume, started, owner=False)
+
+
+def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Rank zero's checks before training: temporaries removed, a resumable run or a free folder."""
     ckpts = run_dir / "checkpoints"
     last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
@@ -250,6 +269,13 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
         )
     elif (run_dir / "config.yaml").exists():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
+
+
+def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float, owner: bool = True) -> Path:
+    ckpts = run_dir / "checkpoints"
+    last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
+    if owner:
+        _check_run_folder(cfg, run_dir, resume)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
     module = SegmentationModule(
@@ -269,12 +295,13 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
         seed=cfg.train.seed,
     )
     data.setup("fit")
-    if not resume:
+    if not resume and owner:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
     budget = WallClockBudget(cfg.train.max_minutes, started) if cfg.train.max_minutes else None
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
     part = Path(trainer.loggers[0].log_dir)
     on_sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
+    watching = _watch_ranks(trainer, run_dir)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
     except SIGTERMException:
@@ -284,10 +311,20 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> 
             raise KeyboardInterrupt(_stopped("Ctrl-C", run_dir, last)) from None
         raise
     finally:
+        watching.set()
         signal.signal(signal.SIGINT, on_sigint)
-        if part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
+        if owner and part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
             shutil.rmtree(part, ignore_errors=True)
     return best if best.is_file() else last
+
+
+def _watch_ranks(trainer: L.Trainer, run_dir: Path) -> threading.Event:
+    """Rank zero of several: a rank that dies ends the run at once, with one line (see engine.distributed)."""
+    launcher = trainer.strategy.launcher
+    if trainer.world_size == 1 or launcher is None:
+        return threading.Event()
+    what = f"resume with: unetpp train --run-dir {run_dir} --resume"
+    return watch_children(lambda: getattr(launcher, "procs", []), what)
 
 
 def _stopped(by: str, run_dir: Path, last: Path) -> str:
