@@ -198,6 +198,7 @@ def predict_files(
     overlay: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> list[Written]:
     """Predict every input file and write its mask in the input's format, plus an overlay for 2D images.
 
@@ -222,6 +223,8 @@ def predict_files(
             and settings wrote are kept and only the missing ones are made (a rerun after a failure finishes the
             rest); outputs from another model or settings stop the run.
         progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
+        part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.sharding`), for n
+            independent jobs that share a cohort; each input falls in exactly one part.
 
     Returns:
         One :class:`Written` per input, in order.
@@ -232,11 +235,98 @@ def predict_files(
         DataError: unreadable input, output exists (without `overwrite`), output folder not writable,
             or an image the model cannot take; every message names the file.
     """
-    from ..data.io import read_with_meta
-    from ..data.transforms import normalize_intensity
-    from ..data.writers import write_image, write_mask
-    from ..visualize import overlay as tinted
+    job = prepare_files(
+        model,
+        inputs,
+        out_dir,
+        mode,
+        head=head,
+        roi_size=roi_size,
+        overlap=overlap,
+        blend=blend,
+        sw_batch_size=sw_batch_size,
+        tta=tta,
+        precision=precision,
+        threshold=threshold,
+        normalize=normalize,
+        probabilities=probabilities,
+        overlay=overlay,
+        overwrite=overwrite,
+        part=part,
+    )
+    bar = _progress(job.plans, progress)
+    written = []
+    for n, plan in enumerate(bar, start=1):
+        written.append(job.run_one(plan))
+        if bar is job.plans:
+            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(bar), plan.input.name, plan.mask, written[-1].seconds)
+    return written
 
+
+@dataclass(frozen=True)
+class FileJob:
+    """Checked work of one prediction: the predictor, the outputs still to write, and how to write them.
+
+    :func:`prepare_files` makes it (every check done, nothing predicted); :meth:`run_one` predicts and
+    writes one input, so that one process (:func:`predict_files`) or several (``unetpp.engine.predict``)
+    share every line that decides an output.
+    """
+
+    predictor: Predictor
+    plans: list[Written]  # inputs still to predict
+    total: int  # inputs of this part, done before or not
+    threshold: float
+    normalize: str
+    overwrite: bool
+
+    def run_one(self, plan: Written) -> Written:
+        """Predict `plan.input` and write its outputs (atomically); returns `plan` with the seconds it took."""
+        from ..data.io import read_with_meta
+        from ..data.transforms import normalize_intensity
+        from ..data.writers import write_image, write_mask
+        from ..visualize import overlay as tinted
+
+        t0 = time.perf_counter()
+        path, overwrite, predictor = plan.input, self.overwrite, self.predictor
+        raw, meta = read_with_meta(path, predictor.model.spatial_dims)
+        image = normalize_intensity(match_channels(raw, predictor.model.in_channels, path), self.normalize)
+        try:
+            prob = predictor(image).cpu().numpy()  # (K, *spatial)
+        except InputShapeError as e:
+            raise DataError(f"{path}: {e}") from e
+        mask = (prob[0] > self.threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+        if overwrite or not plan.mask.exists():
+            write_mask(
+                plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite
+            )
+        if plan.overlay is not None and (overwrite or not plan.overlay.exists()):
+            write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
+        if plan.probabilities is not None and (overwrite or not plan.probabilities.exists()):
+            write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
+        return replace(plan, seconds=time.perf_counter() - t0)
+
+
+def prepare_files(
+    model: Segmenter | PathLike,
+    inputs: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    mode: str | int = "ensemble",
+    *,
+    head: int | None = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.5,
+    blend: Blend = "gaussian",
+    sw_batch_size: int = 4,
+    tta: bool = False,
+    precision: Precision = "32",
+    threshold: float = 0.5,
+    normalize: Literal["zscore", "percentile", "none"] = "zscore",
+    probabilities: bool = False,
+    overlay: bool = True,
+    overwrite: bool = False,
+    part: tuple[int, int] | None = None,
+) -> FileJob:
+    """Every check of :func:`predict_files` (same arguments), before any prediction; the work left as a job."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}")
     source = None
@@ -257,6 +347,10 @@ def predict_files(
     )
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)
+    if part is not None:  # the same sorted order in every job, so that the parts split it exactly
+        from ..sharding import take_part
+
+        files = take_part(sorted(set(files)), part)
     _check_out_dir(out_dir)
     spatial_dims = predictor.model.spatial_dims
     plans = [plan_outputs(p, out_dir, spatial_dims, overlay, probabilities) for p in files]
@@ -294,31 +388,7 @@ def predict_files(
         from ..files import write_text
 
         write_text(out_dir / MANIFEST, json.dumps({"settings": fingerprint}) + "\n", overwrite=True)
-    plans = todo
-    bar = _progress(plans, progress)
-    written = []
-    for n, plan in enumerate(bar, start=1):
-        t0 = time.perf_counter()
-        path = plan.input
-        raw, meta = read_with_meta(path, spatial_dims)
-        image = normalize_intensity(match_channels(raw, predictor.model.in_channels, path), normalize)
-        try:
-            prob = predictor(image).cpu().numpy()  # (K, *spatial)
-        except InputShapeError as e:
-            raise DataError(f"{path}: {e}") from e
-        mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
-        if overwrite or not plan.mask.exists():
-            write_mask(
-                plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite
-            )
-        if plan.overlay is not None and (overwrite or not plan.overlay.exists()):
-            write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
-        if plan.probabilities is not None and (overwrite or not plan.probabilities.exists()):
-            write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
-        written.append(replace(plan, seconds=time.perf_counter() - t0))
-        if bar is plans:
-            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
-    return written
+    return FileJob(predictor, todo, len(plans), threshold, normalize, overwrite)
 
 
 def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
@@ -331,4 +401,13 @@ def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
     return plans
 
 
-__all__ = ["OUTPUT_TAGS", "Written", "find_inputs", "match_channels", "plan_outputs", "predict_files"]
+__all__ = [
+    "OUTPUT_TAGS",
+    "FileJob",
+    "Written",
+    "find_inputs",
+    "match_channels",
+    "plan_outputs",
+    "predict_files",
+    "prepare_files",
+]
