@@ -34,8 +34,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "part": parse_part(args.part),
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
+        import logging
+
         from ..engine.distributed import is_rank_zero
         from ..engine.predict import predict_files_on
+
+        if not args.verbose:  # Lightning's start-up notes are not the user's business
+            for name in ("lightning.pytorch", "lightning.fabric"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            warnings.filterwarnings("ignore", module=r"(lightning|torch)(\.|$)")
+            warnings.filterwarnings("ignore", message=".*(treespec|predict returned None)")
 
         job = predict_files_on(
             args.checkpoint,
