@@ -36,7 +36,8 @@ def ddp_run(tmp_path_factory, scale) -> Path:
 
 def test_two_ranks_end_with_identical_weights_and_one_set_of_files(ddp_run: Path) -> None:
     ranks = hashes(ddp_run)
-    assert len(ranks) == 2 and ranks[0] == ranks[1], ranks  # same sha256, epoch, world size 2
+    assert len(ranks) == 2, ranks
+    assert ranks[0] == ranks[1], ranks  # same sha256, epoch, world size 2
     assert ranks[0][2] == "2"
     files = sorted(str(p.relative_to(ddp_run)) for p in ddp_run.rglob("*") if p.is_file())
     assert files == [
@@ -53,8 +54,11 @@ def single_process_validation(run: Path, ckpt: Path) -> dict[str, float]:
     cfg = RunConfig.load(run / "config.yaml")
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     data = SegmentationDataModule(
-        cfg.data, spatial_dims=cfg.model.spatial_dims, classes=cfg.model.classes,
-        in_channels=cfg.model.in_channels, seed=cfg.train.seed,
+        cfg.data,
+        spatial_dims=cfg.model.spatial_dims,
+        classes=cfg.model.classes,
+        in_channels=cfg.model.in_channels,
+        seed=cfg.train.seed,
     )
     data.setup("fit")
     assert len(data.val_set) == 3  # odd: a padding sampler would count one image twice
@@ -77,6 +81,8 @@ def test_resume_under_ddp_continues_the_epoch_count(ddp_run: Path, scale) -> Non
     done = scale.run(["train", "--run-dir", ddp_run, "--resume", "--epochs", "2", *scale.DDP], script="rank_hash.py")
     assert done.returncode == 0, done.stderr[-3000:]
     last = torch.load(ddp_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["epoch"] == 1 and logged(ddp_run, "part-001")["epoch"] == 1
+    assert last["epoch"] == 1
+    assert logged(ddp_run, "part-001")["epoch"] == 1
     ranks = hashes(ddp_run)
-    assert ranks[0] == ranks[1] and ranks[0][1] == "2"  # trained epoch 1 only, the same on both ranks
+    assert ranks[0] == ranks[1]
+    assert ranks[0][1] == "2"

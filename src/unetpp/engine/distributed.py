@@ -60,11 +60,43 @@ def wait_for_config(run_dir: Path, lock: Path, timeout: float = WAIT_FOR_CONFIG_
     )
 
 
-def _say(line: str) -> None:
-    print(f"unetpp: error: {line}", file=sys.stderr, flush=True)
+class RankWatch:
+    """A thread that ends this process with one line when `check` names a lost rank (a message; None: all well).
+
+    A collective with a dead peer usually fails first (gloo: "Connection reset by peer", a traceback per
+    rank): :meth:`explain` then waits briefly for `check` to name the cause and ends the same way.
+    """
+
+    def __init__(self, check: Callable[[], str | None], before_exit: Callable[[], None] = lambda: None) -> None:
+        self.check, self.before_exit = check, before_exit
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="unetpp-rank-watch").start()
+
+    def _end(self, message: str) -> None:
+        print(f"unetpp: error: {message}", file=sys.stderr, flush=True)
+        self.before_exit()
+        os._exit(1)
+
+    def _run(self) -> None:
+        while not self.done.wait(POLL_S):
+            message = self.check()
+            if message:
+                self._end(message)
+
+    def explain(self, wait: float = 5.0) -> None:
+        """Called on an exception: if a rank was lost, end with its line (within `wait` s); else return."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            message = self.check()
+            if message:
+                self._end(message)
+            time.sleep(POLL_S / 5)
+
+    def stop(self) -> None:
+        self.done.set()
 
 
-def watch_parent(what: str) -> None:
+def watch_parent(what: str) -> RankWatch:
     """On a non-zero rank: exit with one line when the process that started this one is gone.
 
     Lightning's launcher runs ranks 1..N-1 as children of rank 0; if rank 0 dies they would wait in a
@@ -72,35 +104,30 @@ def watch_parent(what: str) -> None:
     """
     parent = os.getppid()
 
-    def run() -> None:
-        while os.getppid() == parent:
-            time.sleep(POLL_S)
-        _say(f"rank 0 (pid {parent}) is gone; rank {rank()} stops too; {what}")
-        os._exit(1)
+    def check() -> str | None:
+        return None if os.getppid() == parent else f"rank 0 (pid {parent}) is gone; rank {rank()} stops too; {what}"
 
-    threading.Thread(target=run, daemon=True, name="unetpp-parent-watch").start()
+    return RankWatch(check)
 
 
-def watch_children(children: Callable[[], Sequence], what: str) -> threading.Event:
+def watch_children(children: Callable[[], Sequence], what: str) -> RankWatch:
     """On rank zero: when a rank it launched ends with an error, stop the others and exit with one line.
 
     `children` returns the launcher's ``subprocess.Popen`` list (empty until it has started them).
     Lightning's own observer does the same silently every 5 s; this one polls faster and says why.
-    Set the returned event to stop watching (the run ended normally).
     """
-    done = threading.Event()
 
-    def run() -> None:
-        while not done.wait(POLL_S):
-            for k, proc in enumerate(children(), start=1):
-                code = proc.poll()
-                if code:  # None: running; 0: finished normally
-                    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                    _say(f"rank {k} (pid {proc.pid}) {how}; the run is stopped; {what}")
-                    for other in children():
-                        if other.poll() is None:
-                            other.kill()
-                    os._exit(1)
+    def check() -> str | None:
+        for k, proc in enumerate(children(), start=1):
+            code = proc.poll()
+            if code:  # None: running; 0: finished normally
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                return f"rank {k} (pid {proc.pid}) {how}; the run is stopped; {what}"
+        return None
 
-    threading.Thread(target=run, daemon=True, name="unetpp-rank-watch").start()
-    return done
+    def stop_others() -> None:
+        for proc in children():
+            if proc.poll() is None:
+                proc.kill()
+
+    return RankWatch(check, stop_others)

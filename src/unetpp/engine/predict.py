@@ -93,13 +93,17 @@ def predict_files_on(
     )
     loader = DataLoader(range(len(job.plans)), batch_size=1)  # indices: plans stay in this process
     what = f"rerun the same command to finish the rest (outputs already written are kept) in {Path(out_dir)}"
-    if not is_rank_zero():
-        watch_parent(what)
-    watching = watch_children(lambda: getattr(trainer.strategy.launcher, "procs", []), what)
+    if is_rank_zero():
+        watching = watch_children(lambda: getattr(trainer.strategy.launcher, "procs", []), what)
+    else:
+        watching = watch_parent(what)
     try:
         trainer.predict(FilePredictor(job), dataloaders=loader, return_predictions=False)
+    except Exception:
+        watching.explain()  # a failed collective because a rank was lost: say that, not the traceback
+        raise
     finally:
-        watching.set()
+        watching.stop()
     return job
 
 

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from ..files import check_folder, temporaries
 from ..models.checkpoint import torch_save, unreadable_reason
 from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
-from .distributed import is_rank_zero, wait_for_config, watch_children, watch_parent
+from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
 from .module import SegmentationModule
 from .runlock import run_lock
 from .signals import Terminated
@@ -236,7 +235,6 @@ def _fit_peer(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Pa
     """
     if not resume:
         cfg = RunConfig.load(wait_for_config(run_dir, run_dir / ".lock"))
-    watch_parent(f"resume with: unetpp train --run-dir {run_dir} --resume")
     return _fit_locked(cfg, run_dir, resume, started, owner=False)
 
 
@@ -301,7 +299,7 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float, own
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
     part = Path(trainer.loggers[0].log_dir)
     on_sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
-    watching = _watch_ranks(trainer, run_dir)
+    watching = _watch_ranks(trainer, run_dir, owner)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
     except SIGTERMException:
@@ -310,20 +308,27 @@ def _fit_locked(cfg: RunConfig, run_dir: Path, resume: bool, started: float, own
         if isinstance(e.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into sys.exit(1)
             raise KeyboardInterrupt(_stopped("Ctrl-C", run_dir, last)) from None
         raise
+    except Exception:
+        if watching is not None:  # a collective failed: a lost rank is the cause to report, not the traceback
+            watching.explain()
+        raise
     finally:
-        watching.set()
+        if watching is not None:
+            watching.stop()
         signal.signal(signal.SIGINT, on_sigint)
         if owner and part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
             shutil.rmtree(part, ignore_errors=True)
     return best if best.is_file() else last
 
 
-def _watch_ranks(trainer: L.Trainer, run_dir: Path) -> threading.Event:
-    """Rank zero of several: a rank that dies ends the run at once, with one line (see engine.distributed)."""
-    launcher = trainer.strategy.launcher
-    if trainer.world_size == 1 or launcher is None:
-        return threading.Event()
+def _watch_ranks(trainer: L.Trainer, run_dir: Path, owner: bool) -> RankWatch | None:
+    """Several ranks: one that dies ends the run at once, with one line (see engine.distributed)."""
+    if trainer.world_size == 1:
+        return None
     what = f"resume with: unetpp train --run-dir {run_dir} --resume"
+    if not owner:
+        return watch_parent(what)
+    launcher = trainer.strategy.launcher
     return watch_children(lambda: getattr(launcher, "procs", []), what)
 
 
