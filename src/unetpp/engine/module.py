@@ -113,6 +113,10 @@ class SegmentationModule(L.LightningModule):
         for k, v in total.items():
             self.log(k, (v / count).float(), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
 
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda" and self.model.spatial_dims == 2:  # tensor cores read NHWC without transposes
+            self.model.to(memory_format=torch.channels_last)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a model header, so that unetpp.load reads the model without knowing Lightning's layout
         add_model_header(checkpoint, self.model.config)
