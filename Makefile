@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-gpu lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-gpu: $(STAMP)  # on a CUDA machine: train with AMP, predict, export, DDP on every GPU (skipped without CUDA)
+	$(PY) -m pytest -m gpu -q -rs tests
 
 bench:  # the model benchmark against MONAI, in a separate environment that holds the peers
 	bash benchmarks/setup_bench_env.sh

@@ -20,21 +20,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.head is not None:
         warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
         depth = args.head if depth is None else depth
+    from ..sharding import parse_part
+
+    options = {
+        "mode": "ensemble" if depth is None else f"select:{depth}",
+        "roi_size": args.roi,
+        "overlap": args.overlap,
+        "tta": args.tta,
+        "precision": args.precision,
+        "probabilities": args.probabilities,
+        "overlay": not args.no_overlay,
+        "overwrite": args.overwrite,
+        "part": parse_part(args.part),
+    }
+    if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
+        import logging
+
+        from ..engine.distributed import is_rank_zero
+        from ..engine.predict import predict_files_on
+
+        if not args.verbose:  # Lightning's start-up notes are not the user's business
+            for name in ("lightning.pytorch", "lightning.fabric"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            warnings.filterwarnings("ignore", module=r"(lightning|torch)(\.|$)")
+            warnings.filterwarnings("ignore", message=".*(treespec|predict returned None)")
+
+        job = predict_files_on(
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            devices=args.devices,
+            accelerator=args.accelerator or "auto",
+            **options,
+        )
+        if is_rank_zero():
+            print(f"{job.total} input(s) done in {args.out}")
+        return 0
     from ..inference import predict_files
 
     written = predict_files(
         args.checkpoint,
         args.inputs,
         args.out,
-        mode="ensemble" if depth is None else f"select:{depth}",
-        roi_size=args.roi,
-        overlap=args.overlap,
-        tta=args.tta,
-        precision=args.precision,
-        probabilities=args.probabilities,
-        overlay=not args.no_overlay,
-        overwrite=args.overwrite,
         progress=sys.stderr.isatty(),  # a bar on a terminal; nothing between the lines of a log file
+        **options,
     )
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
@@ -47,6 +76,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         examples(
             "unetpp predict --checkpoint runs/em/checkpoints/best.ckpt --inputs 'scans/*.png' --out masks",
             "unetpp predict --checkpoint pruned_l3.pt --inputs volume.nii.gz --out masks --roi 96 --tta",
+            "unetpp predict --checkpoint best.ckpt --inputs cohort/ --out masks --devices 4   # 4 GPUs or processes",
+            "unetpp predict --checkpoint best.ckpt --inputs cohort/ --out masks --part $SLURM_ARRAY_TASK_ID/8",
         ),
         sub,
     )
@@ -68,6 +99,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument("--part", help="k/n: only part k of n of the sorted inputs (n independent jobs split a cohort)")
+    p.add_argument(
+        "--devices", type=int, default=1, help="processes (CPU) or GPUs on this machine, through Lightning (default 1)"
+    )
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="with --devices; default auto")
     p.set_defaults(handler=cmd_predict)
 
 

@@ -82,6 +82,7 @@ def _assigned_fields(args: argparse.Namespace) -> frozenset[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
+    from ..engine.distributed import is_rank_zero
     from ..engine.train import fit
     from ..errors import CheckpointError, ConfigError
     from ..plan.configure import user_fields_of
@@ -108,6 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             plan=plan,
             user_fields=user_fields,
         )
+    if not is_rank_zero():  # the other ranks of a DDP run: rank zero says it once
+        return 0
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0
@@ -190,7 +193,7 @@ def _evaluation_data(args: argparse.Namespace, model: object) -> object:
     """The labelled images, read as the model expects and preprocessed as the checkpoint records (if it does)."""
     from ..config import DataConfig
     from ..data.layouts import open_dataset
-    from ..inference.files import saved_preprocessing
+    from ..inference.preprocess import saved_preprocessing
 
     prep = saved_preprocessing(args.checkpoint)
     if not prep:

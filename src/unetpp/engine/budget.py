@@ -4,7 +4,9 @@ Lightning's ``max_time`` counts training only; reading the data before and the l
 checkpoint after came on top (a 6-minute budget ran 14). :class:`WallClockBudget` starts from the
 command's start time, measures how long the end of an epoch takes (validation + checkpoints) and
 stops training when the time left would not cover one more batch and that end; the progress bar
-shows the time left.
+shows the time left. Under DDP every rank decides at the same hooks and the decisions are reduced
+(any rank out of time stops all), so no rank goes on alone into a gradient all-reduce that its peers
+never join.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 MARGIN_S = 2.0  # process exit, the last log lines
@@ -46,7 +49,13 @@ class WallClockBudget(Callback):
         now = time.monotonic()
         self.batch_s = max(0.8 * self.batch_s, now - self._batch_start)
         self._train_end = now
-        if self.deadline - now < self.batch_s + self.reserve(trainer):
+        self._decide(trainer, self.deadline - now < self.batch_s + self.reserve(trainer))
+
+    def _decide(self, trainer: L.Trainer, out_of_time: bool) -> None:
+        """Stop when this rank or any other is out of time (a collective: every rank calls it at the same hook)."""
+        if trainer.world_size > 1:
+            out_of_time = trainer.strategy.reduce_boolean_decision(out_of_time, all=False)
+        if out_of_time:
             trainer.should_stop = True
             self.stopped_early = True
 
@@ -54,11 +63,12 @@ class WallClockBudget(Callback):
         # Runs after validation and after the checkpoint callbacks of this epoch.
         if self._train_end:
             self.end_s = max(time.monotonic() - self._train_end, self.end_s or 0.0)
-        if self.deadline - time.monotonic() < self.batch_s + self.reserve(trainer):
-            trainer.should_stop = True
-            self.stopped_early = True
+        self._decide(trainer, self.deadline - time.monotonic() < self.batch_s + self.reserve(trainer))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:  # each rank counts from its own start; the least time left holds for all
+            left = torch.tensor(self.left(), dtype=torch.float64, device=trainer.strategy.root_device)
+            self.deadline = time.monotonic() + float(trainer.strategy.reduce(left, reduce_op="min"))
         if self.left() <= 0:
             trainer.should_stop = True  # the data took the whole budget: stop after one batch, still saved
 

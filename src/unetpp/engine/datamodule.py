@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import DataConfig
@@ -20,6 +21,12 @@ class SegmentationDataModule(L.LightningDataModule):
 
     Validation images keep their size (the module pads them to a multiple of 2^depth and crops
     back), so the validation IoU is the IoU of whole images, as the paper reports it.
+
+    Under DDP, Lightning gives the training loader a ``DistributedSampler``: each rank takes every
+    N-th patch of a shuffled order, and when the patch count is not a multiple of N the first few
+    patches are repeated to even the ranks out (at most N - 1 of them per epoch; the ranks must take
+    the same number of optimizer steps). Validation uses an ``UnrepeatedDistributedSampler``: every
+    image exactly once across ranks, so the module's reduced sums give the whole set's mean.
     """
 
     def __init__(self, cfg: DataConfig, *, spatial_dims: int, classes: int, in_channels: int, seed: int = 0) -> None:
@@ -82,7 +89,12 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last=len(self.train_set) > self.cfg.batch_size,
             num_workers=self.cfg.num_workers,
             persistent_workers=False,  # workers start anew each epoch, with that epoch's patches
+            pin_memory=self._on_cuda(),
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a new set of patches; called at the start of every training epoch."""
@@ -92,4 +104,10 @@ class SegmentationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=1, num_workers=0)
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:  # Lightning keeps a DistributedSampler it is given
+            sampler = UnrepeatedDistributedSampler(
+                self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(self.val_set, batch_size=1, num_workers=0, sampler=sampler, pin_memory=self._on_cuda())

@@ -82,6 +82,9 @@ class SegmentationModule(L.LightningModule):
         self.log_dict(per_head_logs, batch_size=n, on_step=False, on_epoch=True)
         return total
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, Tensor] = {}
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         image, crop = pad_to_multiple(batch["image"], 2**self.model.depth)
         heads = [h[crop] for h in self.model(image)]
@@ -89,18 +92,43 @@ class SegmentationModule(L.LightningModule):
         total, per_head = self.loss.per_head(heads, self._target(batch["mask"]))
         truth = masks_from_labels(batch["mask"], self.classes)
 
-        def score(probs: Tensor) -> Tensor:  # mean IoU of the foreground classes
-            return iou(masks_from_probs(probs), truth, include_background=self.classes == 1).mean()
+        def score(probs: Tensor) -> Tensor:  # per image: mean IoU of the foreground classes
+            return iou(masks_from_probs(probs), truth, include_background=self.classes == 1).reshape(n, -1).mean(1)
 
         scores = {f"val/iou_head{j}": score(ensemble([h])) for j, h in zip(self.heads, heads, strict=True)}
         if len(heads) > 1:
             scores["val/iou_ensemble"] = score(ensemble(heads))
         # the score that picks the best checkpoint: the ensemble when there is one, else the only head
-        best = scores.get("val/iou_ensemble", scores[f"val/iou_head{self.heads[-1]}"])
-        self.log("val/iou", best, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("val/loss", total, batch_size=n, sync_dist=True)
-        self.log_dict({f"val/loss_head{j}": v for j, v in zip(self.heads, per_head, strict=True)}, batch_size=n)
-        self.log_dict(scores, batch_size=n, sync_dist=True)
+        scores["val/iou"] = scores.get("val/iou_ensemble", scores[f"val/iou_head{self.heads[-1]}"])
+        # losses are batch means: weighted by the batch size, as Lightning's epoch mean does
+        sums = {k: v.sum() for k, v in scores.items()}
+        sums["val/loss"] = total * n
+        sums |= {f"val/loss_head{j}": v * n for j, v in zip(self.heads, per_head, strict=True)}
+        sums["count"] = torch.tensor(float(n), device=image.device)
+        for k, v in sums.items():
+            v = v.detach().to(torch.float32 if v.device.type == "mps" else torch.float64)  # MPS has no float64
+            self._val_sums[k] = self._val_sums.get(k, 0) + v
+
+    def on_validation_epoch_end(self) -> None:
+        """Exact means over the whole validation set: every rank's sums and counts added, then divided.
+
+        Each rank validates a disjoint part (no image repeated, see the data module), so the reduced mean is
+        the single-process mean; one all-reduce per epoch instead of one per logged value and step.
+        """
+        if not self._val_sums:
+            return
+        names = sorted(self._val_sums)
+        stacked = torch.stack([torch.as_tensor(self._val_sums[k]) for k in names])
+        if self.trainer.world_size > 1:
+            stacked = self.trainer.strategy.reduce(stacked, reduce_op="sum")
+        total = dict(zip(names, stacked, strict=True))
+        count = total.pop("count")
+        for k, v in total.items():
+            self.log(k, (v / count).float(), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda" and self.model.spatial_dims == 2:  # tensor cores read NHWC without transposes
+            self.model.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start, self._seen = time.perf_counter(), 0

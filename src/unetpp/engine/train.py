@@ -28,6 +28,7 @@ from ..files import check_folder, temporaries
 from ..models.checkpoint import torch_save, unreadable_reason
 from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
+from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
 from .module import SegmentationModule
 from .runlock import run_lock
 from .signals import Terminated
@@ -66,7 +67,9 @@ class SaveLastOnInterrupt(Callback):
         self.saved = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step > 0 and not isinstance(exception, UnetppError):
+        # Several ranks save together (a collective): only when every rank stops the same way (a signal to all).
+        together = trainer.world_size == 1 or isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+        if trainer.global_step > 0 and together and not isinstance(exception, UnetppError):
             try:
                 trainer.save_checkpoint(self.path)
             except UnetppError as e:  # the original exception is the one to report
@@ -199,7 +202,8 @@ def fit(
     folder it created; `cfg.train.max_minutes` counts from `started` (``time.monotonic()`` when the
     command began; default now), data loading and the last validation included.
     `plan` ("auto", a plan.yaml, or None for none) fills the config fields not in `user_fields` from the data
-    (:func:`unetpp.plan.configure.planned_config`); the memory guard runs in every case.
+    (:func:`unetpp.plan.configure.planned_config`; rank zero only: other ranks read the config it resolved);
+    the memory guard runs in every case.
 
     Raises:
         ConfigError: `run_dir` already holds a run and `resume` is False, is used by another training,
@@ -209,6 +213,8 @@ def fit(
     """
     started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
+    if not is_rank_zero():  # rank zero owns the folder; this rank trains with the config it resolved
+        return _fit_peer(cfg, run_dir, resume, started)
     check_folder(run_dir, ConfigError)
     if resume and not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder, nothing to resume; start a new run without --resume")
@@ -216,7 +222,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(run_dir):
-            return _fit_locked(cfg, run_dir, resume, started, plan, user_fields)
+            return _fit_locked(cfg, run_dir, resume, started, plan=plan, user_fields=user_fields)
     except BaseException:
         ckpts = run_dir / "checkpoints"
         if created is not None and not any((ckpts / n).exists() for n in ("best.ckpt", "last.ckpt")):  # nothing kept
@@ -232,14 +238,19 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _fit_locked(
-    cfg: RunConfig,
-    run_dir: Path,
-    resume: bool,
-    started: float,
-    plan: str | os.PathLike | None,
-    user_fields: frozenset[str] | None,
-) -> Path:
+def _fit_peer(cfg: RunConfig, run_dir: Path, resume: bool, started: float) -> Path:
+    """A rank other than zero: no lock, no folder checks, no clean-up; the config rank zero wrote (a new run).
+
+    On ``--resume`` rank zero does not rewrite config.yaml: every rank derives the same config from it
+    and the same command line.
+    """
+    if not resume:
+        cfg = RunConfig.load(wait_for_config(run_dir, run_dir / ".lock"))
+    return _fit_locked(cfg, run_dir, resume, started, owner=False)
+
+
+def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Rank zero's checks before training: temporaries removed, a resumable run or a free folder."""
     ckpts = run_dir / "checkpoints"
     last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
@@ -267,11 +278,26 @@ def _fit_locked(
         )
     elif (run_dir / "config.yaml").exists():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
-    chosen = None
-    if not resume:  # issue 9: the plan fills what the user left unset, and the memory guard checks the rest
-        from ..plan.configure import planned_config
 
-        cfg, chosen = planned_config(cfg, plan, user_fields)
+
+def _fit_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool,
+    started: float,
+    owner: bool = True,
+    plan: str | os.PathLike | None = None,
+    user_fields: frozenset[str] | None = None,
+) -> Path:
+    ckpts = run_dir / "checkpoints"
+    last, best = ckpts / "last.ckpt", ckpts / "best.ckpt"
+    chosen = None
+    if owner:
+        _check_run_folder(cfg, run_dir, resume)
+        if not resume:  # issue 9: the plan fills what the user left unset, and the memory guard checks the rest
+            from ..plan.configure import planned_config
+
+            cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
     module = SegmentationModule(
@@ -292,7 +318,7 @@ def _fit_locked(
         seed=cfg.train.seed,
     )
     data.setup("fit")
-    if not resume:
+    if not resume and owner:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
         if chosen is not None:
             from ..plan import save_plan
@@ -302,6 +328,7 @@ def _fit_locked(
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
     part = Path(trainer.loggers[0].log_dir)
     on_sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
+    watching = _watch_ranks(trainer, run_dir, owner)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=last if resume else None, weights_only=True)
     except SIGTERMException:
@@ -310,11 +337,28 @@ def _fit_locked(
         if isinstance(e.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into sys.exit(1)
             raise KeyboardInterrupt(_stopped("Ctrl-C", run_dir, last)) from None
         raise
+    except Exception:
+        if watching is not None:  # a collective failed: a lost rank is the cause to report, not the traceback
+            watching.explain()
+        raise
     finally:
+        if watching is not None:
+            watching.stop()
         signal.signal(signal.SIGINT, on_sigint)
-        if part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
+        if owner and part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
             shutil.rmtree(part, ignore_errors=True)
     return best if best.is_file() else last
+
+
+def _watch_ranks(trainer: L.Trainer, run_dir: Path, owner: bool) -> RankWatch | None:
+    """Several ranks: one that dies ends the run at once, with one line (see engine.distributed)."""
+    if trainer.world_size == 1:
+        return None
+    what = f"resume with: unetpp train --run-dir {run_dir} --resume"
+    if not owner:
+        return watch_parent(what)
+    launcher = trainer.strategy.launcher
+    return watch_children(lambda: getattr(launcher, "procs", []), what)
 
 
 def _stopped(by: str, run_dir: Path, last: Path) -> str:

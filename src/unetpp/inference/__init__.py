@@ -12,8 +12,9 @@ Example:
     >>> predict_files(load_model("runs/em/checkpoints/best.ckpt"), "scans/*.png", "masks", head=2)
 """
 
-from .files import Written, find_inputs, match_channels, predict_files
+from .files import Written, find_inputs, predict_files
 from .predictor import PRECISIONS, Precision, Predictor, Segmenter, bf16_supported, parse_mode, predict
+from .preprocess import match_channels
 from .runtimes import OnnxRunner, load_model
 from .window import auto_window, importance_map, sliding_window, window_starts, with_flips
 

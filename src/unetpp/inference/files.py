@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError, InputShapeError
 from .predictor import Precision, Predictor, Segmenter
+from .preprocess import match_channels, prepare_input, saved_preprocessing
 from .runtimes import load_model
 from .window import Blend
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -163,72 +164,6 @@ def _done_before(out_dir: Path, fingerprint: str | None) -> bool:
         return False
 
 
-def match_channels(image: np.ndarray, in_channels: int, path: PathLike) -> np.ndarray:
-    """`image` ``(C, *spatial)`` with the model's channel count: grey <-> RGB converted, alpha dropped.
-
-    Raises:
-        DataError: a channel count that cannot be brought to `in_channels` (the file is named).
-    """
-    from ..data.datasets import convert_channels
-
-    c = image.shape[0]
-    if c == in_channels:
-        return image
-    if in_channels in (1, 3) and c in (1, 2, 3, 4):
-        return convert_channels(image, "grey" if in_channels == 1 else "rgb", path)
-    raise DataError(f"{path}: image has {c} channel(s) but the model takes {in_channels}; convert the image")
-
-
-def saved_preprocessing(path: PathLike) -> dict[str, Any] | None:
-    """The preprocessing a training checkpoint records (channels, normalisation, target spacing), or None.
-
-    Written by the training engine in the model header (``checkpoint["unetpp"]["preprocessing"]``); model
-    files without it (``.pt`` from :func:`unetpp.save`, ``.safetensors``, ``.onnx``, old runs) give None.
-    """
-    import torch
-
-    name = Path(path).name.lower()
-    if not name.endswith((".ckpt", ".pt", ".pth")) or not Path(path).is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # the model loader reports unreadable files; no preprocessing here
-        return None
-    header = ckpt.get("unetpp") if isinstance(ckpt, dict) else None
-    prep = header.get("preprocessing") if isinstance(header, dict) else None
-    return dict(prep) if isinstance(prep, dict) else None
-
-
-def _prepare(
-    raw: np.ndarray, meta: Any, in_channels: int, prep: dict[str, Any], normalize: str
-) -> tuple[np.ndarray, tuple[int, ...] | None]:
-    """The input as training saw it: channels, resampled to the target spacing (3D), normalised.
-
-    Returns the image and the shape to resample predictions back to (None when not resampled).
-    """
-    from ..data.datasets import convert_channels
-    from ..data.transforms import normalize_intensity
-    from ..plan.resample import resample_image, target_shape
-
-    channels = prep.get("channels", "keep")
-    image = convert_channels(raw, channels, meta.path) if channels in ("grey", "rgb") else raw
-    image = match_channels(image, in_channels, meta.path)
-    back = None
-    target = prep.get("target_spacing")
-    if target is not None and meta.spatial_dims == 3:
-        shape = target_shape(image.shape[1:], meta.spacing, target)
-        if shape != tuple(image.shape[1:]):
-            back = tuple(image.shape[1:])
-            image = resample_image(image, shape)
-    stats = None
-    if normalize == "ct":
-        clip, mean, std = prep.get("intensity_clip"), prep.get("intensity_mean"), prep.get("intensity_std")
-        if clip is None or mean is None or std is None:
-            raise ConfigError("normalize='ct' needs the intensity statistics the training checkpoint records")
-        stats = tuple((float(c[0]), float(c[1]), float(m), float(d)) for c, m, d in zip(clip, mean, std, strict=True))
-    return normalize_intensity(image, normalize, stats), back  # type: ignore[arg-type]
-
-
 def predict_files(
     model: Segmenter | PathLike,
     inputs: PathLike | Sequence[PathLike],
@@ -248,6 +183,7 @@ def predict_files(
     overlay: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> list[Written]:
     """Predict every input file and write its mask in the input's format, plus an overlay for 2D images.
 
@@ -265,9 +201,7 @@ def predict_files(
         mode, head, roi_size, overlap, blend, sw_batch_size, tta, precision: see :func:`predict`.
         threshold: foreground probability above which a pixel is foreground (binary models).
         normalize: intensity normalisation; None repeats the training's, which a run's checkpoint records
-            with the rest of its preprocessing (channels, target spacing: volumes are resampled to it,
-            predicted, and the probabilities resampled back to the input's grid and written with its
-            affine), else ``"zscore"`` per image.
+            (with its channels and target spacing), else ``"zscore"`` per image.
         probabilities: also write float32 probability maps: the foreground's for one class, ``(K, *spatial)``
             for K classes (channels last in NIfTI, as MSD stores them).
         overlay: write ``<name>_overlay.png`` for 2D inputs.
@@ -275,6 +209,8 @@ def predict_files(
             and settings wrote are kept and only the missing ones are made (a rerun after a failure finishes the
             rest); outputs from another model or settings stop the run.
         progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
+        part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.sharding`), for n
+            independent jobs that share a cohort; each input falls in exactly one part.
 
     Returns:
         One :class:`Written` per input, in order.
@@ -285,11 +221,101 @@ def predict_files(
         DataError: unreadable input, output exists (without `overwrite`), output folder not writable,
             or an image the model cannot take; every message names the file.
     """
-    from ..data.io import read_with_meta
-    from ..data.writers import write_image, write_mask
-    from ..plan.resample import resample_probabilities
-    from ..visualize import overlay as tinted
+    job = prepare_files(
+        model,
+        inputs,
+        out_dir,
+        mode,
+        head=head,
+        roi_size=roi_size,
+        overlap=overlap,
+        blend=blend,
+        sw_batch_size=sw_batch_size,
+        tta=tta,
+        precision=precision,
+        threshold=threshold,
+        normalize=normalize,
+        probabilities=probabilities,
+        overlay=overlay,
+        overwrite=overwrite,
+        part=part,
+    )
+    bar = _progress(job.plans, progress)
+    written = []
+    for n, plan in enumerate(bar, start=1):
+        written.append(job.run_one(plan))
+        if bar is job.plans:
+            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(bar), plan.input.name, plan.mask, written[-1].seconds)
+    return written
 
+
+@dataclass(frozen=True)
+class FileJob:
+    """Checked work of one prediction: the predictor, the outputs still to write, and how to write them.
+
+    :func:`prepare_files` makes it (every check done, nothing predicted); :meth:`run_one` predicts and
+    writes one input, so that one process (:func:`predict_files`) or several (``unetpp.engine.predict``)
+    share every line that decides an output.
+    """
+
+    predictor: Predictor
+    plans: list[Written]  # inputs still to predict
+    total: int  # inputs of this part, done before or not
+    threshold: float
+    normalize: str
+    overwrite: bool
+    preprocessing: dict[str, Any]  # what the training checkpoint records (channels, spacing, CT statistics)
+
+    def run_one(self, plan: Written) -> Written:
+        """Predict `plan.input` and write its outputs (atomically); returns `plan` with the seconds it took."""
+        from ..data.io import read_with_meta
+        from ..data.writers import write_image, write_mask
+        from ..plan.resample import resample_probabilities
+        from ..visualize import overlay as tinted
+
+        t0 = time.perf_counter()
+        path, overwrite, predictor = plan.input, self.overwrite, self.predictor
+        raw, meta = read_with_meta(path, predictor.model.spatial_dims)
+        image, back = prepare_input(raw, meta, predictor.model.in_channels, self.preprocessing, self.normalize)
+        try:
+            prob = predictor(image).cpu().numpy()  # (K, *spatial)
+        except InputShapeError as e:
+            raise DataError(f"{path}: {e}") from e
+        if back is not None:  # predicted on the training grid: back to the input's grid, written with its affine
+            prob = resample_probabilities(prob, back)
+        mask = (prob[0] > self.threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+        if overwrite or not plan.mask.exists():
+            write_mask(
+                plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite
+            )
+        if plan.overlay is not None and (overwrite or not plan.overlay.exists()):
+            write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
+        if plan.probabilities is not None and (overwrite or not plan.probabilities.exists()):
+            write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
+        return replace(plan, seconds=time.perf_counter() - t0)
+
+
+def prepare_files(
+    model: Segmenter | PathLike,
+    inputs: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    mode: str | int = "ensemble",
+    *,
+    head: int | None = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.5,
+    blend: Blend = "gaussian",
+    sw_batch_size: int = 4,
+    tta: bool = False,
+    precision: Precision = "32",
+    threshold: float = 0.5,
+    normalize: Literal["zscore", "percentile", "ct", "none"] | None = None,
+    probabilities: bool = False,
+    overlay: bool = True,
+    overwrite: bool = False,
+    part: tuple[int, int] | None = None,
+) -> FileJob:
+    """Every check of :func:`predict_files` (same arguments), before any prediction; the work left as a job."""
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}")
     source = None
@@ -313,6 +339,10 @@ def predict_files(
     )
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)
+    if part is not None:  # the same sorted order in every job, so that the parts split it exactly
+        from ..sharding import take_part
+
+        files = take_part(sorted(set(files)), part)
     _check_out_dir(out_dir)
     spatial_dims = predictor.model.spatial_dims
     plans = [plan_outputs(p, out_dir, spatial_dims, overlay, probabilities) for p in files]
@@ -350,33 +380,7 @@ def predict_files(
         from ..files import write_text
 
         write_text(out_dir / MANIFEST, json.dumps({"settings": fingerprint}) + "\n", overwrite=True)
-    plans = todo
-    bar = _progress(plans, progress)
-    written = []
-    for n, plan in enumerate(bar, start=1):
-        t0 = time.perf_counter()
-        path = plan.input
-        raw, meta = read_with_meta(path, spatial_dims)
-        image, back = _prepare(raw, meta, predictor.model.in_channels, prep, normalize)
-        try:
-            prob = predictor(image).cpu().numpy()  # (K, *spatial)
-        except InputShapeError as e:
-            raise DataError(f"{path}: {e}") from e
-        if back is not None:  # predicted on the training grid: back to the input's grid, written with its affine
-            prob = resample_probabilities(prob, back)
-        mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
-        if overwrite or not plan.mask.exists():
-            write_mask(
-                plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite
-            )
-        if plan.overlay is not None and (overwrite or not plan.overlay.exists()):
-            write_image(plan.overlay, tinted(raw, mask).transpose(2, 0, 1), overwrite=overwrite)
-        if plan.probabilities is not None and (overwrite or not plan.probabilities.exists()):
-            write_image(plan.probabilities, prob, meta=meta, overwrite=overwrite)
-        written.append(replace(plan, seconds=time.perf_counter() - t0))
-        if bar is plans:
-            logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(plans), path.name, plan.mask, written[-1].seconds)
-    return written
+    return FileJob(predictor, todo, len(plans), threshold, normalize, overwrite, prep)
 
 
 def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
@@ -391,10 +395,12 @@ def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
 
 __all__ = [
     "OUTPUT_TAGS",
+    "FileJob",
     "Written",
     "find_inputs",
     "match_channels",
     "plan_outputs",
     "predict_files",
+    "prepare_files",
     "saved_preprocessing",
 ]
