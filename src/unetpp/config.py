@@ -4,7 +4,7 @@ A run is ``RunConfig(model=..., data=..., train=...)``: frozen dataclasses whose
 when they are built (types, choices, ranges), so a bad value fails in one line that names the field,
 the value and what is allowed, before any folder is created. The resolved config is written to the
 run folder as ``config.yaml``; the CLI and YAML files override single fields (``train.lr=1e-3``).
-Model defaults are those of :func:`unetpp.build_model` (one set of defaults, read from its signature).
+Model defaults are those of :func:`unetpp.build_model` for the nested family (read from its signature).
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .data.instances import INSTANCE_LAYOUTS
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
-from .models import build_model
+from .models.registry import build_nested
 from .precision import LIGHTNING_NAMES, Precision, canonical_precision
 
 
 def _model_default(name: str) -> Any:
-    return inspect.signature(build_model).parameters[name].default
+    return inspect.signature(build_nested).parameters[name].default
 
 
 def _f(
@@ -49,6 +50,10 @@ class ModelConfig:
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
     encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
     encoder_freeze: bool = _model_default("encoder_freeze")
+    task: Literal["semantic", "instance"] = "semantic"  # instance: Mask R-CNN(++) (name maskrcnn/maskrcnn++)
+    pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads
+    anchor_sizes: tuple[int, ...] = _f((8, 16, 32, 64, 128), ge=1)  # instance: per level P2..P5+pool (nuclei)
+    min_size: int | None = _f(None, ge=1)  # instance: resize images' shorter side to this; None: native scale
 
     def __post_init__(self) -> None:
         _validate(self, "model")
@@ -232,15 +237,18 @@ def _validate(section: Any, name: str) -> None:
         _check_range(value, f.metadata, where)
         object.__setattr__(section, f.name, value)
     if name == "model":
-        _check_model_name(section.name)
-    if name == "data" and section.layout not in LAYOUTS:
-        raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}")
+        _check_model_name(section.name, section.task)
+    if name == "data" and section.layout not in {**LAYOUTS, **INSTANCE_LAYOUTS}:  # instance layouts: coco
+        raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}, coco")
 
 
-def _check_model_name(model_name: str) -> None:
+def _check_model_name(model_name: str, task: str = "semantic") -> None:
     from .models import list_models
 
-    names = list_models()
+    detectors = [n for n in list_models(detectors=True) if n not in list_models()]
+    names = detectors if task == "instance" else list_models()
+    if task == "semantic" and model_name in detectors:
+        raise ConfigError(f"model.name: {model_name!r} is an instance model; set model.task=instance (--task instance)")
     if model_name not in names:
         close = difflib.get_close_matches(model_name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

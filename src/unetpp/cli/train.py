@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.instances import INSTANCE_LAYOUTS
 from ..data.layouts import LAYOUTS
 from .common import examples, labelled_dataset, subcommand
+
+
+LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 
 
 # ---------------------------------------------------------------- demo
@@ -44,6 +48,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "data.batch_size": args.batch_size,
         "data.num_workers": args.workers,
         "model.name": args.model,
+        "model.task": args.task,
         "model.depth": args.depth,
         "model.widths": f"[{args.widths}]" if args.widths else None,
         "model.classes": args.classes,
@@ -95,9 +100,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         sub,
     )
     p.add_argument("--data", help="data set folder (images/ + masks/ or labels/, or --layout's layout)")
-    p.add_argument("--layout", choices=list(LAYOUTS), help="how the data set lies on disk (default folders)")
+    p.add_argument("--layout", choices=LAYOUT_NAMES, help="how the data set lies on disk (default folders)")
     p.add_argument("--channels", choices=["grey", "rgb", "keep"])
-    p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default unet++)")
+    p.add_argument("--task", choices=["semantic", "instance"], help="instance: --model maskrcnn or maskrcnn++")
+    p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default); maskrcnn, maskrcnn++")
     p.add_argument("--depth", type=int)
     p.add_argument("--widths", help="channels per level, e.g. 32,64,128,256,512")
     p.add_argument("--classes", type=int, help="1 for binary masks; N for label maps with N classes incl. 0")

@@ -64,7 +64,7 @@ class SaveLastOnInterrupt(Callback):
 
 def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool) -> L.Trainer:
     t = cfg.train
-    monitor = "val/iou" if has_val else "train/loss"
+    monitor = ("val/score" if cfg.model.task == "instance" else "val/iou") if has_val else "train/loss"
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -142,22 +142,27 @@ def fit(cfg: RunConfig, run_dir: str | os.PathLike, *, resume: bool = False) -> 
         )
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
-    module = SegmentationModule(
-        cfg.model.build_kwargs(),
-        lr=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay,
-        head_weights=cfg.train.head_weights,
-        bce_weight=cfg.train.bce_weight,
-        dice_weight=cfg.train.dice_weight,
-        encoder_lr_scale=cfg.train.encoder_lr_scale,
-    )
-    data = SegmentationDataModule(
-        cfg.data,
-        spatial_dims=cfg.model.spatial_dims,
-        classes=cfg.model.classes,
-        in_channels=cfg.model.in_channels,
-        seed=cfg.train.seed,
-    )
+    if cfg.model.task == "instance":  # Mask R-CNN(++): its module and data in engine/instance.py
+        from .instance import instance_parts
+
+        module, data = instance_parts(cfg)
+    else:
+        module = SegmentationModule(
+            cfg.model.build_kwargs(),
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            head_weights=cfg.train.head_weights,
+            bce_weight=cfg.train.bce_weight,
+            dice_weight=cfg.train.dice_weight,
+            encoder_lr_scale=cfg.train.encoder_lr_scale,
+        )
+        data = SegmentationDataModule(
+            cfg.data,
+            spatial_dims=cfg.model.spatial_dims,
+            classes=cfg.model.classes,
+            in_channels=cfg.model.in_channels,
+            seed=cfg.train.seed,
+        )
     data.setup("fit")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
