@@ -35,16 +35,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ..config import DataConfig, ModelConfig, RunConfig
-from ..data.instances import InstanceAugment, InstanceDataset, collate_instances, open_instances
+from ..data.instances import INSTANCE_LAYOUTS, InstanceAugment, InstanceDataset, collate_instances, open_instances
 from ..data.layouts import indices_of, split_indices
 from ..errors import ConfigError
+from ..inference.instances import detector_label_map
 from ..metrics.instances import instance_scores, masks_to_label_map
 from ..models import build_model
 from .checkpoints import add_model_header
 
 DEFAULT_CROP = 256
-SCORE_THRESHOLD = 0.5  # instances kept for scoring and label maps (Kaggle solutions and the paper's code: 0.5)
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 
 
 def detector_kwargs(model: ModelConfig) -> dict[str, Any]:
@@ -62,12 +61,6 @@ def detector_kwargs(model: ModelConfig) -> dict[str, Any]:
     if model.encoder is not None:
         kwargs["encoder"] = model.encoder
     return kwargs
-
-
-def detections_to_label_map(det: dict[str, Tensor], threshold: float = SCORE_THRESHOLD):  # noqa: ANN201
-    """One ``(H, W)`` int32 label map of a detector's output: instances scoring >= `threshold`."""
-    keep = det["scores"] >= threshold
-    return masks_to_label_map(det["masks"][keep].cpu(), det["scores"][keep].cpu())
 
 
 class InstanceModule(L.LightningModule):
@@ -95,19 +88,10 @@ class InstanceModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
         images, targets = batch
-        # scoring keeps instances >= 0.5 only; dropping the rest before NMS gives the same instances, with less memory
-        heads = self.model.roi_heads
-        saved, heads.score_thresh = heads.score_thresh, max(heads.score_thresh, SCORE_THRESHOLD)
-        try:
-            detections = self.model(images)
-        finally:
-            heads.score_thresh = saved
-        for det, target in zip(detections, targets, strict=True):
-            truth = masks_to_label_map(target["masks"].cpu())
-            s = instance_scores(detections_to_label_map(det), truth)
-            values = {"score": s.dsb_score, "ap50": s.ap50, "iou": s.iou, "dice": s.dice}
-            values.update(precision=s.precision, recall=s.recall)
-            self.log("val/score", values.pop("score"), prog_bar=True, batch_size=1)
+        for image, target in zip(images, targets, strict=True):
+            s = instance_scores(detector_label_map(self.model, image), masks_to_label_map(target["masks"].cpu()))
+            self.log("val/score", s.dsb_score, prog_bar=True, batch_size=1)
+            values = {"ap50": s.ap50, "iou": s.iou, "dice": s.dice, "precision": s.precision, "recall": s.recall}
             self.log_dict({f"val/{k}": v for k, v in values.items()}, batch_size=1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -176,5 +160,10 @@ def instance_parts(cfg: RunConfig) -> tuple[InstanceModule, InstanceDataModule]:
     """The module and the data of an instance run (for :func:`unetpp.engine.train.fit`)."""
     if cfg.model.spatial_dims != 2:
         raise ConfigError("model.spatial_dims: instance segmentation is 2-D (Mask R-CNN); set model.spatial_dims=2")
+    if cfg.data.layout not in INSTANCE_LAYOUTS:  # before building the model (which may download weights)
+        raise ConfigError(
+            f"data.layout: {cfg.data.layout!r} has no instance labels; instance segmentation reads "
+            f"{', '.join(INSTANCE_LAYOUTS)}"
+        )
     module = InstanceModule(detector_kwargs(cfg.model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     return module, InstanceDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.train.seed)
