@@ -36,6 +36,9 @@ def _f(
     return field(default=default, metadata={"ge": ge, "gt": gt, "lt": lt, "le": le})
 
 
+INSTANCE_FIELDS = ("task", "pyramid_width", "anchor_sizes", "min_size")  # model fields outside build_nested
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "unet++"  # one of unetpp.list_models()
@@ -62,6 +65,8 @@ class ModelConfig:
         """Arguments of unetpp.build_model; encoder fields only when an encoder is set."""
         kw = dataclasses.asdict(self)
         name = kw.pop("name")
+        for k in INSTANCE_FIELDS:  # the detectors' (engine/instance.py detector_kwargs)
+            kw.pop(k)
         if kw["encoder"] is None:
             for k in ("encoder", "encoder_weights", "encoder_freeze"):
                 kw.pop(k)
