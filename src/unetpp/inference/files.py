@@ -92,6 +92,27 @@ def plan_outputs(path: Path, out_dir: Path, spatial_dims: int, overlay: bool, pr
     )
 
 
+def check_outputs(plans: Sequence[Written], overwrite: bool) -> None:
+    """Before any work: no output planned twice, and none that exists unless `overwrite`.
+
+    Raises:
+        DataError: naming the output and its input.
+    """
+    seen: dict[Path, Path] = {}
+    for plan in plans:
+        for out in plan.paths():
+            if out in seen:
+                raise DataError(
+                    f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
+                )
+            seen[out] = plan.input
+            if out.exists() and not overwrite:
+                raise DataError(
+                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it "
+                    "or choose another folder"
+                )
+
+
 def _check_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,19 +219,7 @@ def predict_files(
     _check_out_dir(out_dir)
     spatial_dims = predictor.model.spatial_dims
     plans = [plan_outputs(p, out_dir, spatial_dims, overlay, probabilities) for p in files]
-    seen: dict[Path, Path] = {}
-    for plan in plans:
-        for out in plan.paths():
-            if out in seen:
-                raise DataError(
-                    f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
-                )
-            seen[out] = plan.input
-            if out.exists() and not overwrite:
-                raise DataError(
-                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it "
-                    "or choose another folder"
-                )
+    check_outputs(plans, overwrite)
     bar = _progress(plans, progress)
     written = []
     for n, plan in enumerate(bar, start=1):
@@ -244,4 +253,4 @@ def _progress(plans: list[Written], enabled: bool) -> Sequence[Written]:
     return plans
 
 
-__all__ = ["OUTPUT_TAGS", "Written", "find_inputs", "match_channels", "plan_outputs", "predict_files"]
+__all__ = ["OUTPUT_TAGS", "Written", "check_outputs", "find_inputs", "match_channels", "plan_outputs", "predict_files"]

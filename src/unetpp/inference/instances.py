@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import DataError, InputShapeError
 from ..metrics.instances import label_components, masks_to_label_map
-from .files import Written, find_inputs, match_channels, plan_outputs
+from .files import Written, check_outputs, find_inputs, match_channels, plan_outputs
 
 if TYPE_CHECKING:
     from ..detection import Detector
@@ -131,16 +131,7 @@ def predict_instance_files(
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)
     plans = [plan_outputs(p, out_dir, 2, overlay, False) for p in files]
-    seen: dict[Path, Path] = {}
-    for plan in plans:
-        for out in plan.paths():
-            if out in seen:
-                raise DataError(
-                    f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
-                )
-            seen[out] = plan.input
-            if out.exists() and not overwrite:
-                raise DataError(f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it")
+    check_outputs(plans, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for plan in plans:
