@@ -1,15 +1,17 @@
 """Paper Table V on DSB 2018 nuclei: U-Net, UNet++, Mask R-CNN and Mask R-CNN++ at an equal time budget.
 
-Split by image id (every 10th sorted id of ``stage1_train`` is a test image, never trained on;
-the last model is scored, no selection on the test set). Grey input, the same timm backbone with
-random weights for all four. U-Net and UNet++ train through the project's engine (96x96
-patches, hybrid loss) and are scored on connected components of their thresholded ensemble;
-the detectors train with Adam on random 256x256 crops (rot90/flip) and are scored on their
-instances with score >= 0.5, pasted into a label map (higher score wins overlaps), at each test
-image's native scale. Columns: semantic IoU and Dice of the nuclei, the DSB score, AP@0.5
-(TP/(TP+FP+FN) at IoU 0.5), means over test images. Rows are appended to a JSON file per run.
+All four train through the project's engine (``unetpp.engine.train.fit``, what ``unetpp train``
+runs) and are scored by ``unetpp.evaluate_instances`` (what ``unetpp evaluate`` prints). Split by
+image id: every 10th sorted id of ``stage1_train`` is a test image, never trained on; no validation
+split, the last checkpoint is scored (no selection on the test set). Grey input, the same timm
+backbone with random weights for all four, fp32. U-Net and UNet++ train on 96x96 patches with the
+hybrid loss and are scored on the connected components of their thresholded (ensemble) output;
+the detectors train on random 256x256 crops (rot90/flip, batch 2, Adam) at native scale and are
+scored on their instances with score >= 0.5 (higher score wins overlaps). Columns: semantic IoU
+and Dice of the nuclei, the DSB score, AP@0.5 (TP/(TP+FP+FN) at IoU 0.5), means over test
+images. Rows are appended to a JSON file after every run (resumable).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_table5.py --minutes 20 --seeds 0 1
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_table5.py --minutes 5 --encoder resnet50
     PYTHONPATH=src .venv/bin/python benchmarks/bench_table5.py --minutes 0.05 --max-test 3 --out /tmp/t5.json  # smoke
 """
 
@@ -18,20 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from bench_dsb import split_ids  # same folder: run as a script
 from bench_em import collect, train_last
-from torch.utils.data import DataLoader
 
-from unetpp.data import DSB2018
-from unetpp.data.instances import DSB2018Instances, InstanceAugment, collate_instances
-from unetpp.detection import build_detector
-from unetpp.metrics.instances import instance_scores, label_components, masks_to_label_map, mean_scores
-from unetpp.predict import predict
+from unetpp.data.instances import DSB2018Instances
+from unetpp.evaluate_instances import evaluate_instances
+from unetpp.metrics.instances import mean_scores
 
 SEMANTIC = {"U-Net": ["model.name=unet"], "UNet++": ["model.name=unet++", "model.deep_supervision=true"]}
 DETECTORS = {"Mask R-CNN": "maskrcnn", "Mask R-CNN++": "maskrcnn++"}
@@ -43,7 +41,7 @@ PAPER = {  # Table V of Zhou et al. 2019 (ResNet-101 detectors): IoU %, Dice %, 
 }
 
 
-def run_semantic(args: argparse.Namespace, model: str, seed: int, run_dir: Path) -> list[dict]:
+def run_model(args: argparse.Namespace, model: str, seed: int, run_dir: Path) -> list[dict]:
     train_ids, test_ids = split_ids(args.data)
     overrides = [
         f"data.root={args.data}",
@@ -53,69 +51,39 @@ def run_semantic(args: argparse.Namespace, model: str, seed: int, run_dir: Path)
         "data.patches_per_image=1",
         f"model.encoder={args.encoder}",
         "model.encoder_weights=null",
-        *SEMANTIC[model],
     ]
+    if model in DETECTORS:
+        overrides += [
+            "model.task=instance",
+            f"model.name={DETECTORS[model]}",
+            f"model.pyramid_width={args.width}",
+            f"data.patch_size=[{args.crop},{args.crop}]",
+            "data.batch_size=2",
+        ]
+    else:
+        overrides += SEMANTIC[model]
+    start = time.monotonic()
     net = train_last(overrides, args.minutes, args.precision, seed, run_dir).eval()
-    test = DSB2018(args.data, ids=test_ids[: args.max_test], channels="grey")
-    rows = []
-    for k in range(len(test)):
-        probs = predict(net, test[k]["image"])
-        labels = label_components(probs[0, -1] if probs.ndim == 4 else probs[-1])
-        rows.append(score_row(model, seed, test.ids[k], labels, test.instances(k)))
-    return rows
-
-
-def run_detector(args: argparse.Namespace, model: str, seed: int, run_dir: Path) -> list[dict]:
-    torch.manual_seed(seed)
-    train_ids, test_ids = split_ids(args.data)
-    net = build_detector(
-        DETECTORS[model],
-        encoder=args.encoder,
-        encoder_weights=None,
-        in_channels=1,
-        min_size=256,
-        max_size=2048,
-        anchor_sizes=(8, 16, 32, 64, 128),
-    )
-    train = DSB2018Instances(args.data, ids=train_ids, channels="grey", transform=InstanceAugment(crop=256))
-    loader = DataLoader(train, batch_size=2, shuffle=True, collate_fn=collate_instances, num_workers=1)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
-    net.train()
-    start, steps = time.monotonic(), 0
-    while time.monotonic() - start < args.minutes * 60:
-        for images, targets in loader:
-            loss = sum(net(images, targets).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.monotonic() - start >= args.minutes * 60:
-                break
-    print(f"{model} seed {seed}: {steps} steps in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    net.eval()
+    trained = time.monotonic() - start
+    steps = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     test = DSB2018Instances(args.data, ids=test_ids[: args.max_test], channels="grey")
-    rows = []
-    for k in range(len(test)):
-        image, _ = test[k]
-        net.transform.min_size, net.transform.max_size = (min(image.shape[1:]),), max(image.shape[1:])  # native scale
-        with torch.inference_mode():
-            det = net([image])[0]
-        keep = det["scores"] >= 0.5
-        labels = masks_to_label_map(det["masks"][keep], det["scores"][keep])
-        rows.append(score_row(model, seed, test.ids[k], labels, test.label_map(k)))
-    return rows
+    start = time.monotonic()
+    rows = evaluate_instances(net, test)
+    print(f"{model} seed {seed}: {steps} steps, {trained:.0f} s training, {time.monotonic() - start:.0f} s scoring")
+    return [score_row(model, seed, r, steps) for r in rows]
 
 
-def score_row(model: str, seed: int, image: str, pred, truth) -> dict:  # noqa: ANN001
+def score_row(model: str, seed: int, row: dict, steps: int) -> dict:
     mode = "components" if model in SEMANTIC else "instances"  # bench_em.collect prints per (model, mode)
-    return {"model": model, "mode": mode, "seed": seed, "image": image, **instance_scores(pred, truth).__dict__}
+    return {"model": model, "mode": mode, "seed": seed, "steps": steps, **row}
 
 
 def summary(rows: list[dict]) -> str:
     lines = [
-        "| model | IoU % | Dice % | DSB score | AP@0.5 | seeds | paper IoU / Dice / score |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| model | IoU % | Dice % | DSB score | AP@0.5 | precision | recall | steps | seeds | paper IoU/Dice/score |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    steps = {(r["model"], r["seed"]): r["steps"] for r in rows}
     for model in dict.fromkeys(r["model"] for r in rows):
         seeds = sorted({r["seed"] for r in rows if r["model"] == model})
         per_seed = [mean_scores([_scores(r) for r in rows if (r["model"], r["seed"]) == (model, s)]) for s in seeds]
@@ -128,7 +96,9 @@ def summary(rows: list[dict]) -> str:
         paper = " / ".join(map(str, PAPER[model]))
         lines.append(
             f"| {model} | {cell('iou', 100, 2)} | {cell('dice', 100, 2)} | {cell('dsb_score', 1, 3)} | "
-            f"{cell('ap50', 1, 3)} | {len(seeds)} | {paper} |"
+            f"{cell('ap50', 1, 3)} | {cell('precision', 1, 3)} | {cell('recall', 1, 3)} | "
+            f"{'/'.join(str(steps[model, s]) for s in seeds)} | "
+            f"{len(seeds)} | {paper} |"
         )
     return "\n".join(lines)
 
@@ -144,18 +114,19 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/dsb2018/stage1_train")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--encoder", default="resnet34", help="timm backbone of all four models")
-    parser.add_argument("--precision", default="bf16-mixed", help="of the semantic models' training")
+    parser.add_argument("--encoder", default="resnet50", help="timm backbone of all four models")
+    parser.add_argument("--width", type=int, default=256, help="pyramid (and head) width of the detectors")
+    parser.add_argument("--crop", type=int, default=256, help="detectors' training crop")
+    parser.add_argument("--precision", default="32", help="training precision of all four")
     parser.add_argument("--max-test", type=int, default=None, help="score only the first N test images (smoke runs)")
     parser.add_argument("--models", nargs="+", default=[*SEMANTIC, *DETECTORS])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results_table5.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    def run(model: str, seed: int, run_dir: Path) -> list[dict]:
-        return (run_semantic if model in SEMANTIC else run_detector)(args, model, seed, run_dir)
-
-    rows = collect(args.out, args.models, args.seeds, run)
+    rows = collect(
+        args.out, args.models, args.seeds, lambda model, seed, run_dir: run_model(args, model, seed, run_dir)
+    )
     print(f"\n{args.minutes:g} min per run, encoder {args.encoder} (random weights), seeds {args.seeds}")
     print(summary(rows))
 

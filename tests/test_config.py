@@ -8,14 +8,14 @@ import inspect
 import pytest
 
 import unetpp
-from unetpp.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from unetpp.config import INSTANCE_FIELDS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from unetpp.errors import ConfigError
 
 
 def test_model_defaults_are_build_models() -> None:
     params = inspect.signature(unetpp.models.registry.build_nested).parameters
     for f in dataclasses.fields(ModelConfig):
-        if f.name != "name":
+        if f.name not in ("name", *INSTANCE_FIELDS):
             assert getattr(ModelConfig(), f.name) == params[f.name].default, f.name
     # and the config builds the model build_model builds by default
     built = unetpp.build_model("unet++")

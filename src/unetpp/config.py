@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .data.instances import INSTANCE_LAYOUTS
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
 from .models.registry import build_nested
@@ -35,6 +36,9 @@ def _f(
     return field(default=default, metadata={"ge": ge, "gt": gt, "lt": lt, "le": le})
 
 
+INSTANCE_FIELDS = ("task", "pyramid_width", "anchor_sizes", "min_size")  # model fields outside build_nested
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "unet++"  # one of unetpp.list_models()
@@ -49,6 +53,10 @@ class ModelConfig:
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
     encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
     encoder_freeze: bool = _model_default("encoder_freeze")
+    task: Literal["semantic", "instance"] = "semantic"  # instance: Mask R-CNN(++) (name maskrcnn/maskrcnn++)
+    pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads
+    anchor_sizes: tuple[int, ...] = _f((8, 16, 32, 64, 128), ge=1)  # instance: per level P2..P5+pool (nuclei)
+    min_size: int | None = _f(None, ge=1)  # instance: resize images' shorter side to this; None: native scale
 
     def __post_init__(self) -> None:
         _validate(self, "model")
@@ -57,6 +65,8 @@ class ModelConfig:
         """Arguments of unetpp.build_model; encoder fields only when an encoder is set."""
         kw = dataclasses.asdict(self)
         name = kw.pop("name")
+        for k in INSTANCE_FIELDS:  # the detectors' (engine/instance.py detector_kwargs)
+            kw.pop(k)
         if kw["encoder"] is None:
             for k in ("encoder", "encoder_weights", "encoder_freeze"):
                 kw.pop(k)
@@ -261,15 +271,18 @@ def _validate(section: Any, name: str) -> None:
         _check_range(value, f.metadata, where)
         object.__setattr__(section, f.name, value)
     if name == "model":
-        _check_model_name(section.name)
-    if name == "data" and section.layout not in LAYOUTS:
-        raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}")
+        _check_model_name(section.name, section.task)
+    if name == "data" and section.layout not in {**LAYOUTS, **INSTANCE_LAYOUTS}:  # instance layouts: coco
+        raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}, coco")
 
 
-def _check_model_name(model_name: str) -> None:
+def _check_model_name(model_name: str, task: str = "semantic") -> None:
     from .models import list_models
 
-    names = list_models()
+    detectors = [n for n in list_models(detectors=True) if n not in list_models()]
+    names = detectors if task == "instance" else list_models()
+    if task == "semantic" and model_name in detectors:
+        raise ConfigError(f"model.name: {model_name!r} is an instance model; set model.task=instance (--task instance)")
     if model_name not in names:
         close = difflib.get_close_matches(model_name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -57,7 +57,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{job.total} input(s) done in {args.out}")
         return 0
     from ..inference import predict_files
+    from ..inference.instances import is_detector_file, predict_instance_files
 
+    if is_detector_file(args.checkpoint):  # Mask R-CNN(++): instance label maps (16-bit) and overlays
+        done = predict_instance_files(
+            args.checkpoint, args.inputs, args.out, overlay=not args.no_overlay, overwrite=args.overwrite
+        )
+        print(f"wrote {len(done)} instance label map(s) to {args.out}")
+        return 0
     written = predict_files(
         args.checkpoint,
         args.inputs,
@@ -72,7 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = subcommand(
         "predict",
-        "Segment images or volumes of any size (sliding window); masks in each input's format, plus overlays.",
+        "Segment images or volumes of any size (sliding window); masks in each input's format, plus overlays. "
+        "Detectors write instance label maps (16-bit, 0 background) with one colour per instance in the overlay.",
         examples(
             "unetpp predict --checkpoint runs/em/checkpoints/best.ckpt --inputs 'scans/*.png' --out masks",
             "unetpp predict --checkpoint pruned_l3.pt --inputs volume.nii.gz --out masks --roi 96 --tta",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.instances import INSTANCE_LAYOUTS
 from ..data.layouts import LAYOUTS
 from .common import examples, labelled_dataset, subcommand
+
+LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 
 
 # ---------------------------------------------------------------- demo
@@ -44,6 +47,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "data.batch_size": args.batch_size,
         "data.num_workers": args.workers,
         "model.name": args.model,
+        "model.task": args.task,
         "model.depth": args.depth,
         "model.widths": f"[{args.widths}]" if args.widths else None,
         "model.classes": args.classes,
@@ -129,9 +133,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         sub,
     )
     p.add_argument("--data", help="data set folder (images/ + masks/ or labels/, or --layout's layout)")
-    p.add_argument("--layout", choices=list(LAYOUTS), help="how the data set lies on disk (default folders)")
+    p.add_argument("--layout", choices=LAYOUT_NAMES, help="how the data set lies on disk (default folders)")
     p.add_argument("--channels", choices=["grey", "rgb", "keep"])
-    p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default unet++)")
+    p.add_argument("--task", choices=["semantic", "instance"], help="instance: --model maskrcnn or maskrcnn++")
+    p.add_argument("--model", help="unet, wide_unet, unet_e, unet+, unet++ (default); maskrcnn, maskrcnn++")
     p.add_argument("--depth", type=int)
     p.add_argument("--widths", help="channels per level, e.g. 32,64,128,256,512")
     p.add_argument("--classes", type=int, help="1 for binary masks; N for label maps with N classes incl. 0")
@@ -177,11 +182,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, format_table, summarize, write_csv
     from ..files import check_output
+    from ..inference.instances import is_detector
     from ..models import load
 
+    model = load(args.checkpoint)
+    if args.instances or is_detector(model):  # Table V's columns (evaluate_instances.py)
+        from ..evaluate_instances import run_evaluate
+
+        return run_evaluate(model, args)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
     check_output(out, args.overwrite)
-    model = load(args.checkpoint)
     rows = evaluate(model, _evaluation_data(args, model), with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
@@ -205,14 +215,21 @@ def _evaluation_data(args: argparse.Namespace, model: object) -> object:
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = subcommand(
         "evaluate",
-        "Score every head and the ensemble (IoU, Dice, HD95 per image; mean ± s.d.) on a labelled data set.",
-        examples("unetpp evaluate --checkpoint runs/em/checkpoints/best.ckpt --data data/em_test"),
+        "Score every head and the ensemble (IoU, Dice, HD95 per image; mean ± s.d.) on a labelled data set; "
+        "detectors (and --instances): IoU, Dice, DSB score, AP@0.5, object precision/recall per image.",
+        examples(
+            "unetpp evaluate --checkpoint runs/em/checkpoints/best.ckpt --data data/em_test",
+            "unetpp evaluate --checkpoint runs/nuclei/checkpoints/best.ckpt --data dsb_test --layout dsb2018",
+        ),
         sub,
     )
     p.add_argument("--checkpoint", required=True, help="a run's best.ckpt/last.ckpt or a saved model file")
     p.add_argument("--data", required=True, help="labelled images (images/ + masks/, or --layout's layout)")
-    p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
-    p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv)")
+    p.add_argument("--layout", default="folders", choices=LAYOUT_NAMES)
+    p.add_argument(
+        "--instances", action="store_true", help="instance scores of a semantic model (connected components)"
+    )
+    p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv or evaluation_instances.csv)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
     p.set_defaults(handler=cmd_evaluate)

@@ -363,3 +363,47 @@ class InstanceAugment:
 def collate_instances(batch: Sequence[Sample]) -> tuple[list[Tensor], list[Target]]:
     """DataLoader collate for detectors: images differ in size and objects in number, so keep lists."""
     return [image for image, _ in batch], [target for _, target in batch]
+
+
+# --------------------------------------------------------------------------------------------- layouts
+
+
+def _open_folders(root: Path, **kwargs) -> InstanceDataset:
+    labels = root / "labels" if (root / "labels").is_dir() or not (root / "masks").is_dir() else root / "masks"
+    return LabelMapInstances(image_dir=root / "images", label_dir=labels, **kwargs)
+
+
+def _open_coco(root: Path, **kwargs) -> InstanceDataset:
+    if root.is_dir():
+        files = sorted(root.glob("*.json"))
+        if len(files) != 1:
+            found = f"{len(files)} ({', '.join(p.name for p in files[:3])})" if files else "none"
+            raise DataError(f"{root}: a coco folder must hold exactly one .json file, found {found}; pass the file")
+        root = files[0]
+    return CocoInstances(root, **kwargs)
+
+
+INSTANCE_LAYOUTS: dict[str, tuple[Callable[..., InstanceDataset], str]] = {
+    "dsb2018": (DSB2018Instances, "Kaggle's <id>/images/<id>.png + <id>/masks/*.png, one mask file per object"),
+    "folders": (_open_folders, "images/ + labels/ (or masks/) paired by name; labels are instance maps, 0 background"),
+    "coco": (_open_coco, "a COCO JSON file (or a folder holding one); image file names relative to it"),
+}
+"""Instance layouts, keyed by the names of :data:`unetpp.data.layouts.LAYOUTS` where both exist."""
+
+
+def open_instances(
+    layout: str, root: PathLike, *, channels: ChannelMode = "rgb", transform: Callable | None = None
+) -> InstanceDataset:
+    """The instance data set at `root` in `layout` (one of :data:`INSTANCE_LAYOUTS`).
+
+    Raises:
+        ConfigError: a layout without instance labels.
+        DataError: a missing path, or the layout's own problems (naming the file).
+    """
+    if layout not in INSTANCE_LAYOUTS:
+        raise ConfigError(
+            f"data.layout: {layout!r} has no instance labels; instance segmentation reads {', '.join(INSTANCE_LAYOUTS)}"
+        )
+    if not root or not Path(root).exists():
+        raise DataError(f"{root or '(data.root not set)'}: no such file or folder; pass the data set with --data")
+    return INSTANCE_LAYOUTS[layout][0](Path(root), channels=channels, transform=transform)

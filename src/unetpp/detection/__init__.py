@@ -6,12 +6,13 @@ Importing this package imports torchvision and timm; ``import unetpp`` does not 
 
 from .checkpoint import load, save
 from .export import export_detector
-from .model import PYRAMIDS, Detector, PyramidBackbone, build_detector
+from .model import PYRAMIDS, Detector, NativeScale, PyramidBackbone, build_detector
 from .pyramid import NestedPyramid, last_nodes, pyramid_spec
 
 __all__ = [
     "PYRAMIDS",
     "Detector",
+    "NativeScale",
     "NestedPyramid",
     "PyramidBackbone",
     "build_detector",

@@ -51,7 +51,7 @@ def export_detector(
     Args:
         model: a Mask R-CNN or Mask R-CNN++ from :func:`~.model.build_detector` or :func:`~.checkpoint.load`.
         path: the ``.pt`` file to write (atomically; an existing file is kept unless `overwrite`).
-        example: one image ``(C, H, W)`` to trace with; default random at ``min_size`` squared.
+        example: one image ``(C, H, W)`` to trace with; default random at ``min_size`` squared (256 at native scale).
 
     Raises:
         ConfigError: an example of the wrong shape.
@@ -59,7 +59,7 @@ def export_detector(
     """
     channels = model.config["in_channels"]
     if example is None:
-        size = int(model.config["min_size"])
+        size = int(model.config["min_size"] or 256)  # None: native scale, any size traces
         example = torch.rand(channels, size, size, generator=torch.Generator().manual_seed(0))
     if example.ndim != 3 or example.shape[0] != channels:
         raise ConfigError(f"example must be one image ({channels}, H, W), got shape {tuple(example.shape)}")

@@ -19,7 +19,10 @@ Design choices (the paper fixes the pyramid's topology and the ResNet-101 backbo
   ``anchor_sizes=(8, 16, 32, 64, 128)`` suits DSB 2018. Three aspect ratios (0.5, 1, 2).
 - **Input**: images as float tensors in [0, 1]; torchvision resizes the shorter side to
   ``min_size`` (capped by ``max_size``) and normalises with ``image_mean``/``image_std``
-  (ImageNet's, or their channel mean for grey input).
+  (ImageNet's, or their channel mean for grey input). ``min_size=None`` keeps every image at its
+  own scale (:class:`NativeScale`): microscopy images have a physical pixel size, nuclei are
+  small, and a training crop and a whole test image must be seen at the same scale -- as the
+  semantic models see them. This is what ``unetpp train --task instance`` builds by default.
 - **Heads**: torchvision's (two-layer MLP box head, four 3x3 convs + transposed conv mask head);
   ``head_width`` sets their width (torchvision: 256, box MLP 4 x 256 = 1024 wide). Smaller heads
   are for tests and CPU budgets; both detectors always share the same heads.
@@ -38,6 +41,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..errors import ConfigError, UnetppError
@@ -64,6 +68,13 @@ class PyramidBackbone(nn.Module):
         return self.fpn(OrderedDict((str(k), f) for k, f in enumerate(feats)))
 
 
+class NativeScale(GeneralizedRCNNTransform):
+    """torchvision's transform without the resizing: normalise and batch only (``min_size=None``)."""
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, Any]:
+        return image, target
+
+
 class Detector(MaskRCNN):
     """torchvision's ``MaskRCNN`` that knows how it was built: :attr:`config` rebuilds it.
 
@@ -75,6 +86,9 @@ class Detector(MaskRCNN):
     def __init__(self, backbone: PyramidBackbone, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(backbone, **kwargs)
         self._config = dict(config)
+        if config.get("min_size") is None:
+            t = self.transform
+            self.transform = NativeScale(1, 1, t.image_mean, t.image_std, size_divisible=t.size_divisible)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -137,7 +151,7 @@ def build_detector(
     pyramid_width: int = 256,
     head_width: int = 256,
     norm: NormKind = None,
-    min_size: int = 800,
+    min_size: int | None = 800,
     max_size: int = 1333,
     anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
     detections_per_img: int = 300,
@@ -156,7 +170,8 @@ def build_detector(
         pyramid_width: channels of every pyramid level.
         head_width: channels of the mask head's convs; the box head's MLP is 4x as wide.
         norm: normalisation of the nested pyramid's blocks (None, "batch", "instance"); the FPN has none.
-        min_size, max_size: torchvision's resizing of the shorter and the longer side.
+        min_size, max_size: torchvision's resizing of the shorter and the longer side; ``min_size=None``:
+            no resizing, every image at its own scale (``max_size`` unused).
         anchor_sizes: one anchor size per pyramid level, P2..P5 and "pool" (5 values).
         detections_per_img: most instances kept per image.
         score_threshold: instances scoring below it are dropped (torchvision's 0.05).
@@ -180,6 +195,8 @@ def build_detector(
         if not isinstance(value, int) or value < low:
             hint = " (detectors count the background: 2 = one object class)" if arg == "classes" else ""
             raise ConfigError(f"{arg} must be an integer >= {low}, got {value!r}{hint}")
+    if min_size is not None and (not isinstance(min_size, int) or min_size < 1):
+        raise ConfigError(f"min_size must be a positive integer or None (native scale), got {min_size!r}")
     anchor_sizes = tuple(int(s) for s in anchor_sizes)
     if len(anchor_sizes) != len(PYRAMID_LEVELS) + 1 or min(anchor_sizes) < 1:
         raise ConfigError(f"anchor_sizes must be 5 positive sizes (P2..P5 and pool), got {list(anchor_sizes)}")
@@ -197,7 +214,7 @@ def build_detector(
         "pyramid_width": pyramid_width,
         "head_width": head_width,
         "norm": norm,
-        "min_size": int(min_size),
+        "min_size": None if min_size is None else int(min_size),
         "max_size": int(max_size),
         "anchor_sizes": list(anchor_sizes),
         "detections_per_img": int(detections_per_img),
@@ -210,7 +227,7 @@ def build_detector(
         PyramidBackbone(body, pyramid, pyramid_width),
         config,
         num_classes=None,  # the predictors below carry `classes`
-        min_size=int(min_size),
+        min_size=800 if min_size is None else int(min_size),  # None: replaced by NativeScale in Detector
         max_size=int(max_size),
         image_mean=list(mean),
         image_std=list(std),

@@ -129,7 +129,7 @@ def _saved_best_score(path: Path, state_key: str) -> Any:
 
 def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallClockBudget | None = None) -> L.Trainer:
     t = cfg.train
-    monitor = "val/iou" if has_val else "train/loss"
+    monitor = ("val/score" if cfg.model.task == "instance" else "val/iou") if has_val else "train/loss"
     callbacks: list[Callback] = [
         BestCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -294,29 +294,34 @@ def _fit_locked(
     chosen = None
     if owner:
         _check_run_folder(cfg, run_dir, resume)
-        if not resume:  # issue 9: the plan fills what the user left unset, and the memory guard checks the rest
+        if not resume and cfg.model.task == "semantic":  # issue 9: the plan fills what the user left unset
             from ..plan.configure import planned_config
 
             cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     # Build the model and open the data before writing anything: a bad option leaves no half run behind.
-    module = SegmentationModule(
-        cfg.model.build_kwargs(),
-        lr=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay,
-        head_weights=cfg.train.head_weights,
-        bce_weight=cfg.train.bce_weight,
-        dice_weight=cfg.train.dice_weight,
-        encoder_lr_scale=cfg.train.encoder_lr_scale,
-        preprocessing=cfg.data.preprocessing(),
-    )
-    data = SegmentationDataModule(
-        cfg.data,
-        spatial_dims=cfg.model.spatial_dims,
-        classes=cfg.model.classes,
-        in_channels=cfg.model.in_channels,
-        seed=cfg.train.seed,
-    )
+    if cfg.model.task == "instance":  # Mask R-CNN(++): its module and data in engine/instance.py
+        from .instance import instance_parts
+
+        module, data = instance_parts(cfg)
+    else:
+        module = SegmentationModule(
+            cfg.model.build_kwargs(),
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            head_weights=cfg.train.head_weights,
+            bce_weight=cfg.train.bce_weight,
+            dice_weight=cfg.train.dice_weight,
+            encoder_lr_scale=cfg.train.encoder_lr_scale,
+            preprocessing=cfg.data.preprocessing(),
+        )
+        data = SegmentationDataModule(
+            cfg.data,
+            spatial_dims=cfg.model.spatial_dims,
+            classes=cfg.model.classes,
+            in_channels=cfg.model.in_channels,
+            seed=cfg.train.seed,
+        )
     data.setup("fit")
     if not resume and owner:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint

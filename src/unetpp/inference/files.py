@@ -93,6 +93,28 @@ def plan_outputs(path: Path, out_dir: Path, spatial_dims: int, overlay: bool, pr
     )
 
 
+def check_outputs(plans: Sequence[Written], overwrite: bool, resuming: bool = False) -> None:
+    """Before any work: no output planned twice, and none that exists unless `overwrite` (or `resuming` the
+    same model and settings, whose existing outputs are complete and kept).
+
+    Raises:
+        DataError: naming the output and its input.
+    """
+    seen: dict[Path, Path] = {}
+    for plan in plans:
+        for out in plan.paths():
+            if out in seen:
+                raise DataError(
+                    f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
+                )
+            seen[out] = plan.input
+            if out.exists() and not overwrite and not resuming:
+                raise DataError(
+                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it or choose "
+                    "another folder (a rerun with the same model file and settings continues where it stopped)"
+                )
+
+
 def _check_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,20 +371,7 @@ def prepare_files(
     for path in files:  # every input opens before anything is written: a damaged third file stops the run now
         open_header(path)
     fingerprint = _fingerprint(source, predictor, threshold, normalize)
-    resuming = not overwrite and _done_before(out_dir, fingerprint)
-    seen: dict[Path, Path] = {}
-    for plan in plans:
-        for out in plan.paths():
-            if out in seen:
-                raise DataError(
-                    f"{plan.input}: its output {out.name} would also be written for {seen[out]}; rename one"
-                )
-            seen[out] = plan.input
-            if out.exists() and not overwrite and not resuming:
-                raise DataError(
-                    f"{out}: output exists (for input {plan.input.name}); pass --overwrite to replace it or choose "
-                    "another folder (a rerun with the same model file and settings continues where it stopped)"
-                )
+    check_outputs(plans, overwrite, resuming=not overwrite and _done_before(out_dir, fingerprint))
     # Outputs are written atomically, so one that exists is complete: a rerun with the same model and settings
     # (after a crash, a kill or a damaged input) only does what is missing.
     todo = [plan for plan in plans if overwrite or not all(out.exists() for out in plan.paths())]
@@ -397,6 +406,7 @@ __all__ = [
     "OUTPUT_TAGS",
     "FileJob",
     "Written",
+    "check_outputs",
     "find_inputs",
     "match_channels",
     "plan_outputs",
