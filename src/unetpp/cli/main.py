@@ -57,9 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic() - _process_age()  # budgets (--minutes) count from the command's start
     args = build_parser().parse_args(argv)
     args.started = started
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    # progress and results on stdout, problems on stderr (where a failure is exactly one line)
+    progress, problems = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems.setLevel(logging.WARNING)
+    for handler in (progress, problems):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     shown = warnings.showwarning
     warnings.showwarning = _one_line_warning
@@ -77,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
-        log.removeHandler(handler)  # main() may run again in one process (tests): one handler per call
+        for handler in (progress, problems):  # main() may run again in one process (tests): handlers per call
+            log.removeHandler(handler)
 
 
 def _process_age() -> float:
