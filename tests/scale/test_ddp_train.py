@@ -46,6 +46,7 @@ def test_two_ranks_end_with_identical_weights_and_one_set_of_files(ddp_run: Path
         "config.yaml",
         "logs/part-000/hparams.yaml",
         "logs/part-000/metrics.csv",
+        "plan.yaml",  # rank zero's plan, once
     ], files
 
 
