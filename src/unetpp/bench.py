@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
 from .models import NestedUNet, prune
@@ -57,6 +56,9 @@ def n_params(model: nn.Module) -> int:
 
 def forward_gflops(model: nn.Module, x: Tensor, head: int | None = None) -> float:
     """GFLOPs of one forward pass on `x` (multiply-add = 2 FLOPs)."""
+    # imported here: it pulls in ~100 MB of modules that the memory probe must not count as preloaded
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x) if head is None else model(x, head=head)
     return counter.get_total_flops() / 1e9
@@ -106,28 +108,75 @@ def _rss_kib(field: str) -> int:
 
 
 def _probe() -> None:
-    """Child process of :func:`peak_memory_mib`: argv = checkpoint, shape, head, precision, threads."""
+    """Child process of :func:`peak_memory_mib`: argv = checkpoint, shape, head, precision, threads, mode, steps.
+
+    mode "infer": two forward passes (BN folded), above the built model. "train" / "train+weights": `steps`
+    Adam steps of the deep-supervision hybrid loss, above the built model or from before it is loaded;
+    "...:efficient" turns memory-efficient training on (a training option the file does not carry).
+    """
     from .models import load
 
-    path, shape, head, precision, threads = sys.argv[1:6]
+    path, shape, head, precision, threads, mode, steps = sys.argv[1:8]
     torch.set_num_threads(int(threads))
-    model = fuse_batch_norm(load(path))
     x = torch.randn(tuple(int(s) for s in shape.split("x")))
-    run = _runner(model, x, None if head == "all" else int(head), precision)
     gc.collect()
     base = _rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    run()
-    run()
+    model = load(path)
+    if mode.startswith("infer"):
+        model = fuse_batch_norm(model)
+        run = _runner(model, x, None if head == "all" else int(head), precision)
+    else:
+        model.memory_efficient = mode.endswith(":efficient")
+        run = _train_step(model, x, precision)
+    if "weights" not in mode:
+        gc.collect()
+        base = _rss_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+    for _ in range(int(steps)):
+        run()
     sys.stdout.write(f"{(_rss_kib('VmHWM') - base) / 1024}\n")
 
 
-def peak_memory_mib(
-    model: NestedUNet, shape: Sequence[int], head: int | None = None, precision: str = "32"
-) -> float | None:
-    """Peak resident memory (MiB) of inference above the built model, measured in a fresh subprocess.
+def _train_step(model: NestedUNet, x: Tensor, precision: str = "32") -> Callable[[], None]:
+    """One training step as the engine runs it: Adam, hybrid loss on every head, optional bf16 autocast."""
+    from .losses import DeepSupervisionLoss, HybridLoss
 
-    ``None`` where ``/proc/self/clear_refs`` is missing (not Linux) or the probe fails (logged).
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, max(2, model.classes), (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
+    loss_fn = DeepSupervisionLoss(HybridLoss(), [1.0] * len(model.spec.heads))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            heads = model(x)
+        loss_fn([h.float() for h in heads], y).backward()
+        opt.step()
+
+    return run
+
+
+def peak_memory_mib(
+    model: NestedUNet,
+    shape: Sequence[int],
+    head: int | None = None,
+    precision: str = "32",
+    *,
+    training: bool = False,
+    with_weights: bool = False,
+    steps: int = 2,
+    threads: int | None = None,
+) -> float | None:
+    """Peak resident memory (MiB) of inference or training, measured in a fresh subprocess.
+
+    Inference (default): two forward passes with batch norm folded, above the built model. Training:
+    `steps` steps (forward, hybrid deep-supervision loss, backward, Adam), as the model is configured
+    (``model.memory_efficient`` is honoured); above the built model, or with `with_weights` from
+    before it is loaded (weights, gradients and Adam's state counted, as
+    :func:`unetpp.plan.memory.measure_peak_bytes` wants). ``None`` where ``/proc/self/clear_refs`` is
+    missing (not Linux) or the probe fails (logged).
     """
     if not Path("/proc/self/clear_refs").exists():
         return None
@@ -140,10 +189,13 @@ def peak_memory_mib(
         "MALLOC_TRIM_THRESHOLD_": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
     }
+    mode = "infer" if not training else "train" + ("+weights" if with_weights else "")
+    mode += ":efficient" if training and getattr(model, "memory_efficient", False) else ""
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save(model, Path(tmp) / "model.pt")
         args = [str(ckpt), "x".join(map(str, shape)), "all" if head is None else str(head), precision]
-        cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args, str(torch.get_num_threads())]
+        args += [str(threads or torch.get_num_threads()), mode, str(2 if not training else steps)]
+        cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         logger.warning("memory probe failed: %s", out.stderr.strip().splitlines()[-1:] or out.returncode)

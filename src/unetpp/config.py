@@ -49,6 +49,7 @@ class ModelConfig:
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
     encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
     encoder_freeze: bool = _model_default("encoder_freeze")
+    memory_efficient: bool = _model_default("memory_efficient")  # recompute concat + norm/ReLU: less memory, ~same time
 
     def __post_init__(self) -> None:
         _validate(self, "model")
