@@ -128,7 +128,7 @@ def _probe() -> None:
         run = _runner(model, x, None if head == "all" else int(head), precision)
     else:
         model.memory_efficient = mode.endswith(":efficient")
-        run = _train_step(model, x, precision)
+        run = train_step(model, x, precision)
     if "weights" not in mode:
         gc.collect()
         base = _rss_kib("VmRSS")
@@ -138,7 +138,7 @@ def _probe() -> None:
     sys.stdout.write(f"{(_rss_kib('VmHWM') - base) / 1024}\n")
 
 
-def _train_step(model: NestedUNet, x: Tensor, precision: str = "32") -> Callable[[], None]:
+def train_step(model: NestedUNet, x: Tensor, precision: str = "32") -> Callable[[], None]:
     """One training step as the engine runs it: Adam, hybrid loss on every head, optional bf16 autocast."""
     from .losses import DeepSupervisionLoss, HybridLoss
 
@@ -399,4 +399,5 @@ __all__ = [
     "n_params",
     "peak_memory_mib",
     "pruning_table",
+    "train_step",
 ]

@@ -138,6 +138,7 @@ def predict_files(
     overlay: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    runtime: str = "torch",
 ) -> list[Written]:
     """Predict every input file and write its mask in the input's format, plus an overlay for 2D images.
 
@@ -160,6 +161,7 @@ def predict_files(
         overlay: write ``<name>_overlay.png`` for 2D inputs.
         overwrite: replace existing outputs.
         progress: a tqdm bar when tqdm is installed, otherwise one log line per file.
+        runtime: "torch", "onnxruntime", "openvino" or "auto" (see :class:`Predictor`).
 
     Returns:
         One :class:`Written` per input, in order.
@@ -192,6 +194,7 @@ def predict_files(
         tta=tta,
         precision=precision,
         source=source,
+        runtime=runtime,
     )
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)
