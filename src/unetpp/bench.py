@@ -74,6 +74,15 @@ def _runner(model: nn.Module, x: Tensor, head: int | None, precision: str) -> Ca
     return run
 
 
+def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callable[[], None]:
+    if runtime == "torch":
+        return _runner(model, x, None, precision)
+    from .inference.backends import choose
+
+    runner = choose(model, x, None, precision, runtime).runner
+    return lambda: runner(x)
+
+
 def interleaved_seconds(steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each."""
     for run in steps.values():
@@ -88,7 +97,7 @@ def interleaved_seconds(steps: Mapping[str, Callable[[], None]], reps: int, warm
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _check(shape: Sequence[int], reps: int) -> tuple[int, ...]:
+def check_shape(shape: Sequence[int], reps: int) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if len(shape) < 3 or any(s < 1 for s in shape):
         raise ConfigError(f"shape must be (B, C, *spatial) with positive sizes, got {shape}")
@@ -100,7 +109,7 @@ def _check(shape: Sequence[int], reps: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------- memory
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -120,7 +129,7 @@ def _probe() -> None:
     torch.set_num_threads(int(threads))
     x = torch.randn(tuple(int(s) for s in shape.split("x")))
     gc.collect()
-    base = _rss_kib("VmRSS")
+    base = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     model = load(path)
     if mode.startswith("infer"):
@@ -131,11 +140,11 @@ def _probe() -> None:
         run = train_step(model, x, precision)
     if "weights" not in mode:
         gc.collect()
-        base = _rss_kib("VmRSS")
+        base = rss_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")
     for _ in range(int(steps)):
         run()
-    sys.stdout.write(f"{(_rss_kib('VmHWM') - base) / 1024}\n")
+    sys.stdout.write(f"{(rss_kib('VmHWM') - base) / 1024}\n")
 
 
 def train_step(model: NestedUNet, x: Tensor, precision: str = "32") -> Callable[[], None]:
@@ -236,7 +245,7 @@ def measure(
         ConfigError: a bad shape, reps or precision.
         InputShapeError: a shape the model does not take.
     """
-    shape = _check(shape, reps)
+    shape = check_shape(shape, reps)
     precision = canonical_precision(precision, ("32", "bf16"))
     net = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(net.parameters()).device)
@@ -259,19 +268,22 @@ def pruning_table(
     precision: str = "32",
     memory: bool = True,
     warmup: int = 1,
+    runtime: str = "torch",
 ) -> list[Row]:
     """The paper's Fig. 5 as rows: each pruned UNet++ L^d of `model`, then the ensemble of all heads.
 
     Every row has ``mode`` ("L1", ..., "ensemble"), ``depth`` (None for the ensemble) and the figures of
     :func:`measure`, plus ``params_vs_full``, ``gflops_vs_full``, ``latency_vs_full`` and
     ``memory_vs_full``: ratios to the deepest pruned model L^L (the paper's reference). Pruned models are
-    timed interleaved with each other and with the ensemble.
+    timed interleaved with each other and with the ensemble, in `runtime` ("torch", "onnxruntime",
+    "openvino", or "auto": each model in the fastest that matches eager; see
+    :mod:`unetpp.inference.backends`). Peak memory is PyTorch's.
 
     Raises:
         ConfigError: a bad shape or reps.
         InputShapeError: a shape the model does not take.
     """
-    shape = _check(shape, reps)
+    shape = check_shape(shape, reps)
     precision = canonical_precision(precision, ("32", "bf16"))
     full = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(full.parameters()).device)
@@ -279,7 +291,7 @@ def pruning_table(
     models: dict[str, tuple[NestedUNet, int | None]] = {f"L{d}": (prune(full, d), d) for d in full.spec.heads}
     if len(full.spec.heads) > 1:
         models["ensemble"] = (full, None)
-    seconds = interleaved_seconds({k: _runner(m, x, None, precision) for k, (m, _) in models.items()}, reps, warmup)
+    seconds = interleaved_seconds({k: _step(m, x, precision, runtime) for k, (m, _) in models.items()}, reps, warmup)
     rows: list[Row] = []
     for k, (m, depth) in models.items():
         rows.append(
@@ -391,6 +403,7 @@ def choose_depth(
 
 
 __all__ = [
+    "check_shape",
     "choose_depth",
     "format_table",
     "forward_gflops",
@@ -399,5 +412,6 @@ __all__ = [
     "n_params",
     "peak_memory_mib",
     "pruning_table",
+    "rss_kib",
     "train_step",
 ]

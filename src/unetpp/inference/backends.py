@@ -78,8 +78,7 @@ def _onnxruntime(model: NestedUNet, x: Tensor, precision: str) -> Runner:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, path, tuple(x.shape), fuse=False, verify=False)
-        runner = OnnxRunner(path)  # the session holds the graph; the file may go
-    return runner
+        return OnnxRunner(path)  # the session holds the graph; the file may go
 
 
 def _openvino(model: NestedUNet, x: Tensor, precision: str) -> Runner:
@@ -231,8 +230,8 @@ def choose(
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     device = x.device
     if runtime != "auto":
-        candidate = CANDIDATES[runtime]
-        if not candidate.available():
+        candidate = CANDIDATES.get(runtime)
+        if candidate is None or not candidate.available():
             raise ConfigError(f"runtime {runtime!r} is not installed; pip install 'unetpp[fast]' or use --runtime auto")
         runner = candidate.build(model, x, precisions(runtime, precision, device))
         return Chosen(runtime, runner, {}, {}, False)
