@@ -89,3 +89,22 @@ def test_option_reaches_every_block_and_not_inference() -> None:
     with pytest.raises(ConfigError, match="memory_efficient"):
         model.memory_efficient = "yes"  # type: ignore[assignment]
     assert ModelConfig(memory_efficient=True).build_kwargs()["memory_efficient"] is True
+
+
+def test_same_gradients_with_batch_norm_in_eval_mode() -> None:
+    """Fine-tuning with frozen batch-norm statistics (eval mode, gradients on) recomputes from running stats."""
+    torch.manual_seed(0)
+    normal = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16))
+    _grads(normal, torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32).long())  # move the running stats
+    efficient = copy.deepcopy(normal)
+    efficient.memory_efficient = True
+    x = torch.randn(2, 1, 32, 32, requires_grad=True)
+    grads = []
+    for model in (normal, efficient):
+        model.eval()
+        model.zero_grad()
+        x.grad = None
+        sum(h.square().mean() for h in model(x)).backward()
+        grads.append([x.grad.clone(), *(p.grad.clone() for p in model.parameters())])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

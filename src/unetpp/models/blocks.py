@@ -73,13 +73,13 @@ class ConvBlock(nn.Sequential):
             names: tuple[str, ...] = ("norm1", "act1", "drop1", "conv2", "norm2", "act2", "drop2")
         else:  # conv2(relu(norm1(a))) without storing relu's output
             n1 = self.norm1
-            a = _NormActConv.apply(n1, _norm_fn(n1), _conv_args(self.conv2), a, n1.weight, n1.bias, self.conv2.weight)
+            a = _NormActConv.apply(_Norm(n1), _conv_args(self.conv2), a, n1.weight, n1.bias, self.conv2.weight)
             names = ("norm2", "act2", "drop2")
             if "drop2" not in self._modules:  # the output itself is rebuilt from conv2's output when needed
                 n2 = self.norm2
-                fn = _norm_fn(n2)
-                out = _NormAct.apply(n2, fn, a, n2.weight, n2.bias)
-                _register(out, _Recipe(a, fn, n2.weight, n2.bias, out))
+                recipe = _Recipe(_Norm(n2), a)
+                out = _NormAct.apply(recipe, a, n2.weight, n2.bias)
+                _register(out, recipe)
                 return out
         for name in names:
             if name in self._modules:
@@ -161,15 +161,71 @@ def _layout(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _norm_fn(norm: nn.Module) -> Any:
-    """A pure function of (a, weight, bias) giving what `norm` gives now, without touching running stats."""
-    if isinstance(norm, nn.modules.instancenorm._InstanceNorm):
-        eps = norm.eps
-        return lambda a, w, b: F.instance_norm(a, None, None, w, b, True, 0.0, eps)
-    use_batch = norm.training or norm.running_mean is None
-    if use_batch:
-        return lambda a, w, b: F.batch_norm(a, None, None, w, b, True, 0.0, norm.eps)
-    return lambda a, w, b: F.batch_norm(a, norm.running_mean, norm.running_var, w, b, False, 0.0, norm.eps)
+class _Norm:
+    """One norm layer's forward, its rebuild from saved statistics and its backward, for recomputation.
+
+    Batch norm keeps the batch's mean and inverse std from forward (C numbers each), so that rebuilding
+    its output is one affine pass and its backward is PyTorch's own (``native_batch_norm_backward``).
+    Instance norm (statistics per sample and channel) is recomputed with autograd.
+    """
+
+    def __init__(self, norm: nn.Module) -> None:
+        self.norm = norm
+        self.batch = isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        self.stats: tuple[Tensor, Tensor, bool] | None = None
+
+    def forward(self, a: Tensor) -> Tensor:
+        """The norm's output; batch norm updates its running statistics here, as nn.BatchNorm does."""
+        n = self.norm
+        if not self.batch:
+            return n(a)
+        momentum = 0.0 if n.momentum is None else n.momentum
+        if n.training and n.track_running_stats:
+            n.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(n.num_batches_tracked) if n.momentum is None else n.momentum
+        train = n.training or n.running_mean is None
+        running = (n.running_mean, n.running_var) if not n.training or n.track_running_stats else (None, None)
+        out, mean, invstd = torch.native_batch_norm(a, n.weight, n.bias, *running, train, momentum, n.eps)
+        self.stats = (mean, invstd, train)
+        return out
+
+    def _scale_shift(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        n = self.norm
+        mean, invstd, train = self.stats  # type: ignore[misc]
+        if not train:
+            mean, invstd = n.running_mean, (n.running_var + n.eps).rsqrt()
+        scale = invstd if n.weight is None else invstd * n.weight
+        shift = -mean * scale if n.bias is None else n.bias - mean * scale
+        view = (1, -1) + (1,) * (a.ndim - 2)
+        return scale.to(a.dtype).view(view), shift.to(a.dtype).view(view)
+
+    def rebuild(self, a: Tensor) -> Tensor:
+        """relu(norm(a)) again, without autograd and without touching running statistics."""
+        if not self.batch:
+            n = self.norm
+            return F.relu(F.instance_norm(a, None, None, n.weight, n.bias, True, 0.0, n.eps))
+        scale, shift = self._scale_shift(a)
+        return torch.addcmul(shift, a, scale).relu_()
+
+    def backward(
+        self, grad_y: Tensor, a: Tensor, y: Tensor, needs: tuple[bool, bool, bool]
+    ) -> tuple[Tensor | None, ...]:
+        """Gradients (a, weight, bias) of relu(norm(a)), given its output `y`."""
+        n = self.norm
+        grad_pre = torch.ops.aten.threshold_backward(grad_y.to(y.dtype), y, 0)
+        if not self.batch:
+            with torch.enable_grad():
+                leaves = [a.detach().requires_grad_(), n.weight, n.bias]
+                pre = F.instance_norm(leaves[0], None, None, n.weight, n.bias, True, 0.0, n.eps)
+            wanted = [t for t, need in zip(leaves, needs, strict=True) if need and t is not None]
+            grads = iter(torch.autograd.grad(pre, wanted, grad_pre))
+            return tuple(next(grads) if need and t is not None else None for t, need in zip(leaves, needs, strict=True))
+        mean, invstd, train = self.stats  # type: ignore[misc]
+        mask = [needs[0], needs[1] and n.weight is not None, needs[2] and n.bias is not None]
+        ga, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_pre.to(a.dtype), a, n.weight, n.running_mean, n.running_var, mean, invstd, train, n.eps, mask
+        )
+        return tuple(g if m else None for g, m in zip((ga, gw, gb), mask, strict=True))
 
 
 class _CatConv(torch.autograd.Function):
@@ -199,74 +255,56 @@ class _CatConv(torch.autograd.Function):
 
 
 class _NormActConv(torch.autograd.Function):
-    """conv(relu(norm(a))) (conv without bias) that stores `a`, not the activation; recomputes it in backward.
-
-    Forward runs the norm module itself (so batch norm updates its running statistics once, as usual);
-    backward recomputes with `norm_fn`, the same normalisation without the update.
-    """
+    """conv(relu(norm(a))) (conv without bias) that stores `a`, not the activation; rebuilds it in backward."""
 
     @staticmethod
     def forward(
-        ctx: Any,
-        norm: nn.Module,
-        norm_fn: Any,
-        args: ConvArgs,
-        a: Tensor,
-        nw: Tensor | None,
-        nb: Tensor | None,
-        weight: Tensor,
+        ctx: Any, norm: _Norm, args: ConvArgs, a: Tensor, nw: Tensor | None, nb: Tensor | None, weight: Tensor
     ) -> Tensor:
-        ctx.norm_fn, ctx.args = norm_fn, args
-        ctx.save_for_backward(a, nw, nb, weight)
-        return _conv(F.relu(norm(a)), weight, None, args)
+        ctx.norm, ctx.args = norm, args
+        ctx.save_for_backward(a, weight)
+        return _conv(F.relu(norm.forward(a)), weight, None, args)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        a, nw, nb, weight = ctx.saved_tensors
-        with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_() for t in (a, nw, nb)]
-            y = F.relu(ctx.norm_fn(*leaves))
-        gy, gw, _ = _conv_backward(grad, y.detach(), weight, False, ctx.args, (True, ctx.needs_input_grad[6], False))
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(y, wanted, gy.to(y.dtype)))
-        ga, gnw, gnb = (None if t is None else next(grads) for t in leaves)
-        return (None, None, None, ga, gnw, gnb, gw)
+        a, weight = ctx.saved_tensors
+        y = ctx.norm.rebuild(a)
+        gy, gw, _ = _conv_backward(grad, y, weight, False, ctx.args, (True, ctx.needs_input_grad[5], False))
+        ga, gnw, gnb = ctx.norm.backward(gy, a, y, ctx.needs_input_grad[2:5])
+        return (None, None, ga, gnw, gnb, gw)
 
 
 class _NormAct(torch.autograd.Function):
-    """relu(norm(c)) that stores `c` only; backward recomputes the normalisation (running stats updated once)."""
+    """relu(norm(c)) that stores `c` only; the output is rebuilt (once, shared) by its :class:`_Recipe`."""
 
     @staticmethod
-    def forward(ctx: Any, norm: nn.Module, norm_fn: Any, c: Tensor, nw: Tensor | None, nb: Tensor | None) -> Tensor:
-        ctx.norm_fn = norm_fn
-        ctx.save_for_backward(c, nw, nb)
-        return F.relu(norm(c))
+    def forward(ctx: Any, recipe: _Recipe, c: Tensor, nw: Tensor | None, nb: Tensor | None) -> Tensor:
+        ctx.recipe = recipe
+        ctx.save_for_backward(c)
+        recipe.packed += 1  # this backward is the rebuilt output's last user
+        return F.relu(recipe.norm.forward(c))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_() for t in ctx.saved_tensors]
-            y = F.relu(ctx.norm_fn(*leaves))
-        grads = iter(torch.autograd.grad(y, [t for t in leaves if t is not None], grad.to(y.dtype)))
-        return (None, None, *(None if t is None else next(grads) for t in leaves))
+        (c,) = ctx.saved_tensors
+        y = ctx.recipe.get()
+        return (None, *ctx.recipe.norm.backward(grad, c, y, ctx.needs_input_grad[1:4]))
 
 
 class _Recipe:
-    """How to rebuild a block's output in backward: relu(norm_fn(c)); rebuilt once, shared by every consumer."""
+    """How to rebuild a block's output in backward; rebuilt once, shared by every consumer, freed after the last."""
 
-    def __init__(self, c: Tensor, norm_fn: Any, nw: Tensor | None, nb: Tensor | None, like: Tensor) -> None:
-        self.c, self.norm_fn, self.nw, self.nb = c, norm_fn, nw, nb
-        self.dtype, self.layout, self.ptr = like.dtype, _layout(like), like.data_ptr()
+    def __init__(self, norm: _Norm, c: Tensor) -> None:
+        self.norm, self.c = norm, c
         self.packed, self.value = 0, None
 
     def get(self) -> Tensor:
         if self.value is None:
             with torch.no_grad():
-                self.value = F.relu(self.norm_fn(self.c, self.nw, self.nb)).to(self.dtype)
-                self.value = self.value.contiguous(memory_format=self.layout)
+                self.value = self.norm.rebuild(self.c)
         value = self.value
         self.packed -= 1
-        if self.packed <= 0:  # the last consumer has it: free the rebuilt copy with the graph
+        if self.packed <= 0:  # the last user has it: free the rebuilt copy with the graph
             self.value = None
         return value
 
