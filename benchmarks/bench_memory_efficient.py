@@ -56,9 +56,8 @@ def main() -> None:
         for k in models
     ]
     print(f"CPU: {cpu_flags()}; bf16 native: {bf16_supported()}; threads {args.threads}; torch {torch.__version__}")
-    print(
-        "| training | step | images/s | peak memory | time vs normal | memory vs normal |\n|---|---:|---:|---:|---:|---:|"
-    )
+    print("| training | step | images/s | peak memory | time vs normal | memory vs normal |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['model']} | {r['step_s'] * 1e3:.0f} ms | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} MiB | "

@@ -83,14 +83,22 @@ def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callabl
     return lambda: runner(x)
 
 
-def interleaved_seconds(steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each."""
+def interleaved_seconds(
+    steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1, settle: int = 0
+) -> dict[str, float]:
+    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each.
+
+    `settle` untimed calls run before each timed one: needed when steps run in different runtimes,
+    whose idle threads (ONNX Runtime's, OpenVINO's) may still hold the cores when the next step starts.
+    """
     for run in steps.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(reps):
         for k, run in steps.items():
+            for _ in range(settle):
+                run()
             t = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t)
@@ -117,26 +125,30 @@ def rss_kib(field: str) -> int:
 
 
 def _probe() -> None:
-    """Child process of :func:`peak_memory_mib`: argv = checkpoint, shape, head, precision, threads, mode, steps.
+    """Child process of :func:`peak_memory_mib`: argv = model, shape, head, precision, threads, mode, steps.
 
-    mode "infer": two forward passes (BN folded), above the built model. "train" / "train+weights": `steps`
-    Adam steps of the deep-supervision hybrid loss, above the built model or from before it is loaded;
-    "...:efficient" turns memory-efficient training on (a training option the file does not carry).
+    The model is a file written by :func:`unetpp.save`, or ``file.py:function`` that builds any
+    nn.Module (a peer's model, for the benchmarks). mode "infer": forward passes (a NestedUNet with batch
+    norm folded), above the built model. "train" / "train+weights": Adam steps of the deep-supervision
+    hybrid loss, above the built model or from before it is built; "...:efficient" turns memory-efficient
+    training on (a training option a model file does not carry).
     """
     from .models import load
 
-    path, shape, head, precision, threads, mode, steps = sys.argv[1:8]
+    source, shape, head, precision, threads, mode, steps = sys.argv[1:8]
     torch.set_num_threads(int(threads))
     x = torch.randn(tuple(int(s) for s in shape.split("x")))
     gc.collect()
     base = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    model = load(path)
+    built = ".py:" in source  # a factory's model runs as built (folded or not, efficient or not)
+    model = _factory(source)() if built else load(source)
     if mode.startswith("infer"):
-        model = fuse_batch_norm(model)
+        model = fuse_batch_norm(model) if isinstance(model, NestedUNet) and not built else model.eval()
         run = _runner(model, x, None if head == "all" else int(head), precision)
     else:
-        model.memory_efficient = mode.endswith(":efficient")
+        if isinstance(model, NestedUNet) and not built:
+            model.memory_efficient = mode.endswith(":efficient")
         run = train_step(model, x, precision)
     if "weights" not in mode:
         gc.collect()
@@ -147,28 +159,49 @@ def _probe() -> None:
     sys.stdout.write(f"{(rss_kib('VmHWM') - base) / 1024}\n")
 
 
-def train_step(model: NestedUNet, x: Tensor, precision: str = "32") -> Callable[[], None]:
-    """One training step as the engine runs it: Adam, hybrid loss on every head, optional bf16 autocast."""
+def _factory(source: str) -> Callable[[], nn.Module]:
+    """``path/to/file.py:function`` -> the function (the benchmarks' peers are built this way)."""
+    import importlib.util
+
+    file, _, name = source.rpartition(":")
+    spec = importlib.util.spec_from_file_location(Path(file).stem, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{file}: cannot import a model factory from it")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[], None]:
+    """One training step as the engine runs it: Adam, hybrid loss on every head, optional bf16 autocast.
+
+    Works for any model returning a list of heads' logits (a peer's too); the target is binary unless
+    the model says ``classes``.
+    """
     from .losses import DeepSupervisionLoss, HybridLoss
 
     model.train()
     g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, max(2, model.classes), (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
-    loss_fn = DeepSupervisionLoss(HybridLoss(), [1.0] * len(model.spec.heads))
+    classes = max(2, int(getattr(model, "classes", 1)))
+    y = torch.randint(0, classes, (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    loss: list[DeepSupervisionLoss] = []
 
     def run() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             heads = model(x)
-        loss_fn([h.float() for h in heads], y).backward()
+        heads = [heads] if isinstance(heads, Tensor) else list(heads)
+        if not loss:
+            loss.append(DeepSupervisionLoss(HybridLoss(), [1.0] * len(heads)))
+        loss[0]([h.float() for h in heads], y).backward()
         opt.step()
 
     return run
 
 
 def peak_memory_mib(
-    model: NestedUNet,
+    model: NestedUNet | str,
     shape: Sequence[int],
     head: int | None = None,
     precision: str = "32",
@@ -179,6 +212,9 @@ def peak_memory_mib(
     threads: int | None = None,
 ) -> float | None:
     """Peak resident memory (MiB) of inference or training, measured in a fresh subprocess.
+
+    `model` is a NestedUNet, or ``"path/to/file.py:function"`` that builds any model in the subprocess
+    (how the benchmarks measure their peers with the same probe).
 
     Inference (default): two forward passes with batch norm folded, above the built model. Training:
     `steps` steps (forward, hybrid deep-supervision loss, backward, Adam), as the model is configured
@@ -201,7 +237,7 @@ def peak_memory_mib(
     mode = "infer" if not training else "train" + ("+weights" if with_weights else "")
     mode += ":efficient" if training and getattr(model, "memory_efficient", False) else ""
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save(model, Path(tmp) / "model.pt")
+        ckpt = model if isinstance(model, str) else save(model, Path(tmp) / "model.pt")
         args = [str(ckpt), "x".join(map(str, shape)), "all" if head is None else str(head), precision]
         args += [str(threads or torch.get_num_threads()), mode, str(2 if not training else steps)]
         cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args]

@@ -96,6 +96,7 @@ def _openvino(model: NestedUNet, x: Tensor, precision: str) -> Runner:
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,  # pinned threads contend with PyTorch's on a shared machine
     }
     compiled = ov.Core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
@@ -194,8 +195,8 @@ def time_runners(runners: Mapping[str, Callable[[], object]], budget_s: float = 
     for run in runners.values():  # the warm-up call, also a first estimate of the cost
         run()
     once = max(time.perf_counter() - t, 1e-6)
-    reps = int(min(20, max(2, budget_s / once)))
-    return interleaved_seconds(runners, reps, warmup=0)
+    reps = int(min(20, max(3, budget_s / once / 2)))
+    return interleaved_seconds(runners, reps, warmup=0, settle=1)  # settle: other runtimes' threads idle
 
 
 @dataclass

@@ -83,13 +83,13 @@ def runtime_table(
                 "shape": "x".join(map(str, shape)),
                 "max_abs_diff": diff,
             }
-        seconds = interleaved_seconds({k: (lambda r=r: r(x, head=head)) for k, r in runners.items()}, reps)
+        seconds = interleaved_seconds({k: (lambda r=r: r(x, head=head)) for k, r in runners.items()}, reps, settle=1)
     base = seconds.get("torch 32")
     for label, row in rows.items():
         row["latency_ms"] = seconds[label] * 1e3
         row["throughput"] = shape[0] / seconds[label]
         row["speedup"] = base / seconds[label] if base else None
-        row["peak_mib"] = _runtime_peak_mib(net, shape, row["runtime"], row["precision"]) if memory else None
+        row["peak_mib"] = runtime_peak_mib(net, shape, row["runtime"], row["precision"]) if memory else None
     return list(rows.values())
 
 
@@ -120,7 +120,7 @@ def format_runtime_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, precision: str) -> float | None:
+def runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, precision: str) -> float | None:
     """Peak resident memory (MiB) of two calls of a runtime above the built runner, in a fresh subprocess."""
     import subprocess
     import sys
@@ -148,7 +148,7 @@ def _runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, pre
 
 
 def _probe() -> None:
-    """Child of :func:`_runtime_peak_mib`: argv = model file, shape, runtime, precision, threads."""
+    """Child of :func:`runtime_peak_mib`: argv = model file, shape, runtime, precision, threads."""
     import gc
     import sys
 
@@ -168,4 +168,4 @@ def _probe() -> None:
     sys.stdout.write(f"{(rss_kib('VmHWM') - base) / 1024}\n")
 
 
-__all__ = ["format_runtime_table", "runtime_table"]
+__all__ = ["format_runtime_table", "runtime_peak_mib", "runtime_table"]
