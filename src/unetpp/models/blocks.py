@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,8 +77,9 @@ class ConvBlock(nn.Sequential):
             names = ("norm2", "act2", "drop2")
             if "drop2" not in self._modules:  # the output itself is rebuilt from conv2's output when needed
                 n2 = self.norm2
-                recipe = _Recipe(_Norm(n2), a)
-                out = _NormAct.apply(recipe, a, n2.weight, n2.bias)
+                norm2 = _Norm(n2)
+                recipe = _Recipe(lambda c=a: norm2.rebuild(c))
+                out = _NormAct.apply(norm2, recipe, a, n2.weight, n2.bias)
                 _register(out, recipe)
                 return out
         for name in names:
@@ -95,7 +96,12 @@ class UpSample(nn.Module):
         self.conv = conv_transpose_cls(spatial_dims)(in_channels, out_channels, kernel_size=2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
+        out = self.conv(x)
+        source = _recipe_of(x)
+        if source is not None:  # memory-efficient training: rebuilt from the (rebuilt) input when needed
+            conv, dtype = self.conv, out.dtype
+            _register(out, _Recipe(lambda: conv(source.get()).to(dtype), source))
+        return out
 
 
 class Head(nn.Module):
@@ -241,16 +247,19 @@ class _CatConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         weight, *parts = ctx.saved_tensors
+        need_w, need_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        need_x = any(ctx.needs_input_grad[3:])
-        mask = (need_x, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
+        mask = (any(ctx.needs_input_grad[3:]), need_w, need_b)
         gx, gw, gb = _conv_backward(grad, x, weight, ctx.has_bias, ctx.args, mask)
         del x
-        gparts = (
-            [None] * len(parts)
-            if gx is None
-            else [g.to(p.dtype) for g, p in zip(gx.split(ctx.sizes, 1), parts, strict=False)]
-        )
+        if gx is None:
+            return (None, gw, gb, *[None] * len(parts))
+        # each input's gradient in its own buffer: views would keep the whole concatenated gradient alive
+        # until the last input's producer has run its backward (a copy is cheaper than that memory)
+        gparts = [
+            g.to(p.dtype, memory_format=_layout(p), copy=len(parts) > 1)
+            for g, p in zip(gx.split(ctx.sizes, 1), parts, strict=True)
+        ]
         return (None, gw, gb, *gparts)
 
 
@@ -278,30 +287,38 @@ class _NormAct(torch.autograd.Function):
     """relu(norm(c)) that stores `c` only; the output is rebuilt (once, shared) by its :class:`_Recipe`."""
 
     @staticmethod
-    def forward(ctx: Any, recipe: _Recipe, c: Tensor, nw: Tensor | None, nb: Tensor | None) -> Tensor:
-        ctx.recipe = recipe
+    def forward(ctx: Any, norm: _Norm, recipe: _Recipe, c: Tensor, nw: Tensor | None, nb: Tensor | None) -> Tensor:
+        ctx.norm, ctx.recipe = norm, recipe
         ctx.save_for_backward(c)
-        recipe.packed += 1  # this backward is the rebuilt output's last user
-        return F.relu(recipe.norm.forward(c))
+        recipe.add_user()  # this backward is the rebuilt output's last user
+        return F.relu(norm.forward(c))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (c,) = ctx.saved_tensors
         y = ctx.recipe.get()
-        return (None, *ctx.recipe.norm.backward(grad, c, y, ctx.needs_input_grad[1:4]))
+        return (None, None, *ctx.norm.backward(grad, c, y, ctx.needs_input_grad[2:5]))
 
 
 class _Recipe:
-    """How to rebuild a block's output in backward; rebuilt once, shared by every consumer, freed after the last."""
+    """How to rebuild a tensor in backward; rebuilt once, shared by every user, freed after the last.
 
-    def __init__(self, norm: _Norm, c: Tensor) -> None:
-        self.norm, self.c = norm, c
+    `source`: the recipe this one rebuilds from (an up-sampler's input), which counts this one as a user.
+    """
+
+    def __init__(self, rebuild: Callable[[], Tensor], source: _Recipe | None = None) -> None:
+        self.rebuild, self.source = rebuild, source
         self.packed, self.value = 0, None
+
+    def add_user(self) -> None:
+        if self.packed == 0 and self.source is not None:
+            self.source.add_user()
+        self.packed += 1
 
     def get(self) -> Tensor:
         if self.value is None:
             with torch.no_grad():
-                self.value = self.norm.rebuild(self.c)
+                self.value = self.rebuild()
         value = self.value
         self.packed -= 1
         if self.packed <= 0:  # the last user has it: free the rebuilt copy with the graph
@@ -310,6 +327,12 @@ class _Recipe:
 
 
 _ACTIVE = threading.local()  # the recipes of the forward pass running under recompute_outputs()
+
+
+def _recipe_of(t: Tensor) -> _Recipe | None:
+    registry = getattr(_ACTIVE, "recipes", None)
+    entry = None if registry is None else registry.get(id(t))
+    return entry[1] if entry is not None and entry[0] is t else None
 
 
 def _register(out: Tensor, recipe: _Recipe) -> None:
@@ -326,10 +349,10 @@ class _Outer:
 
 
 def _pack(t: Tensor) -> Tensor | _Recipe | _Outer:
-    entry = _ACTIVE.recipes.get(id(t))
-    if entry is not None and entry[0] is t:
-        entry[1].packed += 1
-        return entry[1]
+    recipe = _recipe_of(t)
+    if recipe is not None:
+        recipe.add_user()
+        return recipe
     outer = _ACTIVE.outer
     return t if outer is None else _Outer(outer[0](t), outer[1])
 
