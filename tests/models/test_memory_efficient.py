@@ -108,3 +108,17 @@ def test_same_gradients_with_batch_norm_in_eval_mode() -> None:
         grads.append([x.grad.clone(), *(p.grad.clone() for p in model.parameters())])
     for got, want in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_same_gradients_on_gpu(spatial_dims: int) -> None:
+    torch.manual_seed(0)
+    normal = unetpp.build_model("unet++", depth=2, widths=(8, 16, 32), spatial_dims=spatial_dims).cuda()
+    efficient = copy.deepcopy(normal)
+    efficient.memory_efficient = True
+    size = (32,) * spatial_dims
+    x, y = torch.randn(2, 1, *size, device="cuda"), (torch.rand(2, 1, *size, device="cuda") > 0.5).long()
+    want, got = _grads(normal, x, y), _grads(efficient, x, y)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-3, atol=1e-4, msg=k)  # cuDNN picks its own algorithms
