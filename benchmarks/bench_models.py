@@ -193,7 +193,10 @@ def compare(shape: Shape, reps: int, compile_: bool) -> dict[str, object]:
     gc.collect()
     steps = {k: train_step(f(), torch.randn(shape), precision_of(k)) for k, f in TRAIN.items()}
     if compile_:
-        steps["unetpp, torch.compile"], res["compile_seconds"] = compiled_step(shape)
+        try:
+            steps["unetpp, torch.compile"], res["compile_seconds"] = compiled_step(shape)
+        except Exception as e:  # inductor needs a C++ compiler and may not take every graph: report, go on
+            res["compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
     times = interleaved_seconds(steps, reps)
     memory = {
         k: peak_memory_mib(f"{HERE}:{f.__name__}", shape, precision=precision_of(k), training=True)
@@ -225,6 +228,7 @@ def markdown(results: list[dict[str, object]], pruning: dict[str, str]) -> str:
             f"Machine: {r['machine']}. `--runtime auto` chose **{r['auto']['runtime']}** (probabilities within "
             f"{r['auto']['max_abs_diff']:.1e} of eager float32)"
             + (f"; torch.compile took {r['compile_seconds']:.0f} s to compile." if "compile_seconds" in r else ".")
+            + (f" torch.compile failed: {r['compile_error']}." if "compile_error" in r else "")
             + "\n",
             "| mode | model | time per batch | images/s | speed vs MONAI | peak memory | memory vs MONAI | GFLOP/s |",
             "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -173,7 +173,7 @@ def _factory(source: str) -> Callable[[], nn.Module]:
 
 
 def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[], None]:
-    """One training step as the engine runs it: Adam, hybrid loss on every head, optional bf16 autocast.
+    """One training step as the engine runs it: fused Adam, hybrid loss on every head, optional bf16 autocast.
 
     Works for any model returning a list of heads' logits (a peer's too); the target is binary unless
     the model says ``classes``.
@@ -184,7 +184,7 @@ def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[
     g = torch.Generator().manual_seed(0)
     classes = max(2, int(getattr(model, "classes", 1)))
     y = torch.randint(0, classes, (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4, fused=x.device.type in ("cpu", "cuda") or None)  # as the engine
     loss: list[DeepSupervisionLoss] = []
 
     def run() -> None:
