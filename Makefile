@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-gpu lint format bench clean
+.PHONY: demo test lint format bench bench-runtimes test-gpu bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-gpu: $(STAMP)  # on a CUDA machine: train with AMP, predict, export, DDP on
 bench:  # the model benchmark against MONAI, in a separate environment that holds the peers
 	bash benchmarks/setup_bench_env.sh
 	.bench-venv/bin/python benchmarks/bench_models.py --out benchmarks/results_models.json
+
+bench-runtimes: $(STAMP)  # every installed runtime and precision on this machine (what --runtime auto chooses from)
+	$(VENV)/bin/unetpp bench --model unet++ --shapes 16x1x96x96 1x1x512x512 --runtimes --json runtimes.json --overwrite
+
+bench-gpu:  # training with AMP, inference and peak memory against MONAI on a GPU, in one command
+	bash benchmarks/bench_gpu.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -1,13 +1,17 @@
 """Speed and memory of unetpp's UNet++ against MONAI's BasicUNetPlusPlus, and the pruning table.
 
 Everything is a ratio against a baseline measured in the same process, interleaved (A, B, A, B,
-...) so that machine load hits both alike; peak memory is measured in a fresh subprocess per
-case. Run in the bench environment (MONAI is a peer, never a project dependency):
+...) so that machine load hits both alike; peak memory is measured in a fresh subprocess per case
+by :func:`unetpp.bench.peak_memory_mib` (the same probe ``unetpp bench`` and the planner use). Run in
+the bench environment (MONAI is a peer, never a project dependency):
 
     bash benchmarks/setup_bench_env.sh
     .bench-venv/bin/python benchmarks/bench_models.py --out benchmarks/results_models.json
 
 Model: UNet++ with the paper's widths 32-64-128-256-512, 1 -> 1 channel, deep supervision (4 heads).
+Inference rows include ``--runtime auto`` (the fastest installed runtime whose probabilities match
+eager float32 within 1e-4, :mod:`unetpp.inference.backends`); training rows include memory-efficient
+training and, with ``--compile``, ``torch.compile`` (its compile time reported).
 """
 
 from __future__ import annotations
@@ -15,25 +19,26 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
-import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import unetpp
-from unetpp.bench import interleaved_seconds
-from unetpp.losses import DeepSupervisionLoss, HybridLoss
+from unetpp.bench import format_table, forward_gflops, interleaved_seconds, peak_memory_mib, pruning_table, train_step
+from unetpp.inference.backends import choose, machine
+from unetpp.inference.runtime_table import runtime_peak_mib
+from unetpp.models import ensemble
 from unetpp.models.inference import fuse_batch_norm
+from unetpp.precision import bf16_supported
 
 Shape = tuple[int, ...]
+HERE = Path(__file__).resolve()
 
 
-# ---------------------------------------------------------------- the candidates
+# ---------------------------------------------------------------- the candidates (the memory probe builds them too)
 def monai_unetpp() -> nn.Module:
     from monai.networks.nets import BasicUNetPlusPlus
 
@@ -42,38 +47,49 @@ def monai_unetpp() -> nn.Module:
     )
 
 
-def ours(norm: str | None = "batch", channels_last: bool = True) -> nn.Module:
-    model = unetpp.build_model("unet++", norm=norm)
-    if not channels_last:  # the plain NCHW layout, kept to show what channels-last buys
-        model.memory_format = torch.contiguous_format
-        model.to(memory_format=torch.contiguous_format)
-    return model
+def _nchw(model: nn.Module) -> nn.Module:
+    """The plain NCHW layout, kept to show what channels-last buys."""
+    model.memory_format = torch.contiguous_format
+    return model.to(memory_format=torch.contiguous_format)
 
 
-def ours_deployed(channels_last: bool = True) -> nn.Module:
-    """What `unetpp` runs at inference: batch norm folded into the convolutions."""
-    model = fuse_batch_norm(ours("batch").eval())
-    if not channels_last:
-        model.memory_format = torch.contiguous_format
-        model.to(memory_format=torch.contiguous_format)
-    return model
+def ours() -> nn.Module:
+    return unetpp.build_model("unet++")
+
+
+def ours_nchw() -> nn.Module:
+    return _nchw(ours())
+
+
+def ours_efficient() -> nn.Module:
+    return unetpp.build_model("unet++", memory_efficient=True)
+
+
+def ours_deployed() -> nn.Module:
+    """What `unetpp predict --runtime torch` runs: batch norm folded into the convolutions."""
+    return fuse_batch_norm(ours().eval())
+
+
+def ours_deployed_nchw() -> nn.Module:
+    return _nchw(ours_deployed())
 
 
 INFER: dict[str, Callable[[], nn.Module]] = {
     "monai": monai_unetpp,
     "unetpp": ours_deployed,
-    "unetpp, BN not folded": lambda: ours("batch"),
-    "unetpp, NCHW": lambda: ours_deployed(channels_last=False),
+    "unetpp, BN not folded": ours,
+    "unetpp, NCHW": ours_deployed_nchw,
 }
 TRAIN: dict[str, Callable[[], nn.Module]] = {
     "monai": monai_unetpp,
     "unetpp": ours,
-    "unetpp, NCHW": lambda: ours(channels_last=False),
-    "unetpp, bf16 autocast": ours,
+    "unetpp, NCHW": ours_nchw,
+    "unetpp, memory-efficient": ours_efficient,
 }
+if bf16_supported():  # bf16 only where the CPU has it natively
+    TRAIN["unetpp, bf16 autocast"] = ours
 
 
-# ---------------------------------------------------------------- one step of each kind
 def make_infer(model: nn.Module, shape: Shape) -> Callable[[], None]:
     model.eval()
     x = torch.randn(shape)
@@ -85,65 +101,14 @@ def make_infer(model: nn.Module, shape: Shape) -> Callable[[], None]:
     return run
 
 
-def make_train(model: nn.Module, shape: Shape, bf16: bool = False) -> Callable[[], None]:
-    model.train()
-    x = torch.randn(shape)
-    y = (torch.rand(shape) > 0.5).float()
-    loss_fn = DeepSupervisionLoss(HybridLoss(), [1.0] * 4)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def run() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            heads = model(x)
-        loss_fn([h.float() for h in heads], y).backward()
-        opt.step()
-
-    return run
-
-
-def step_for(mode: str, name: str, shape: Shape) -> Callable[[], None]:
-    if mode == "infer":
-        return make_infer(INFER[name](), shape)
-    return make_train(TRAIN[name](), shape, bf16="bf16" in name)
+def precision_of(name: str) -> str:
+    return "bf16" if "bf16" in name else "32"
 
 
 # ---------------------------------------------------------------- measurements
-def rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def probe_memory(run: Callable[[], None]) -> float:
-    """Peak resident memory (MiB) of two steps above what the built model already holds.
-
-    So it counts activations, gradients, optimizer state and workspace, not the weights.
-    """
-    gc.collect()
-    base = rss_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    run()
-    run()
-    return (rss_kib("VmHWM") - base) / 1024
-
-
-def peak_memory(mode: str, name: str, shape: Shape) -> float:
-    # glibc otherwise keeps freed blocks and hides the peak; a fixed mmap threshold returns them.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    cmd = [sys.executable, __file__, "--probe", mode, name, "x".join(map(str, shape))]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def forward_flops(model: nn.Module, shape: Shape) -> int:
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model.eval()(torch.randn(shape))
-    return counter.get_total_flops()
-
-
 def train_flops(model: nn.Module, shape: Shape) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
         model.train()
         sum(h.mean() for h in model(torch.randn(shape))).backward()
@@ -193,51 +158,66 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def auto_runtime(shape: Shape) -> tuple[str, Callable[[], None], float, float | None]:
+    """`--runtime auto` on the deployed model: the chosen runtime, its step, max abs diff, peak memory."""
+    model = ours_deployed()
+    x = torch.randn(shape)
+    chosen = choose(model, x, None, "32", "auto", use_cache=False)
+    with torch.inference_mode():
+        diff = float((ensemble(chosen.runner(x)) - ensemble(model(x))).abs().max())
+    memory = runtime_peak_mib(model, shape, chosen.runtime, "32")
+    return chosen.runtime, lambda: chosen.runner(x), diff, memory
+
+
+def compiled_step(shape: Shape) -> tuple[Callable[[], None], float]:
+    """A torch.compile'd training step and its compile time (the first two steps, minus one eager step)."""
+    model = torch.compile(ours())
+    run = train_step(model, torch.randn(shape))
+    t = time.perf_counter()
+    run()
+    run()
+    return run, time.perf_counter() - t
+
+
 # ---------------------------------------------------------------- the report
-def compare(shape: Shape, reps: int) -> dict[str, object]:
-    res: dict[str, object] = {"shape": list(shape)}
-    for mode, table in (("infer", INFER), ("train", TRAIN)):
-        times = interleaved_seconds({k: step_for(mode, k, shape) for k in table}, reps)
-        memory = {k: peak_memory(mode, k, shape) for k in table}
-        res[mode] = {k: {"seconds": times[k], "peak_mib": memory[k]} for k in table}
-        gc.collect()
-    flops_ours, flops_monai = forward_flops(ours_deployed(), shape), forward_flops(monai_unetpp(), shape)
+def compare(shape: Shape, reps: int, compile_: bool) -> dict[str, object]:
+    res: dict[str, object] = {"shape": list(shape), "machine": machine()}
+    steps = {k: make_infer(f(), shape) for k, f in INFER.items()}
+    runtime, steps["unetpp, --runtime auto"], diff, auto_memory = auto_runtime(shape)
+    times = interleaved_seconds(steps, reps, settle=1)  # settle: another runtime's threads go idle first
+    memory = {k: peak_memory_mib(f"{HERE}:{f.__name__}", shape) for k, f in INFER.items()}
+    memory["unetpp, --runtime auto"] = auto_memory
+    res["infer"] = {k: {"seconds": times[k], "peak_mib": memory[k]} for k in steps}
+    res["auto"] = {"runtime": runtime, "max_abs_diff": diff}
+    del steps
+    gc.collect()
+    steps = {k: train_step(f(), torch.randn(shape), precision_of(k)) for k, f in TRAIN.items()}
+    if compile_:
+        try:
+            steps["unetpp, torch.compile"], res["compile_seconds"] = compiled_step(shape)
+        except Exception as e:  # inductor needs a C++ compiler and may not take every graph: report, go on
+            res["compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    times = interleaved_seconds(steps, reps)
+    memory = {
+        k: peak_memory_mib(f"{HERE}:{f.__name__}", shape, precision=precision_of(k), training=True)
+        for k, f in TRAIN.items()
+    }
+    res["train"] = {k: {"seconds": times[k], "peak_mib": memory.get(k)} for k in steps}
+    del steps
+    gc.collect()
+    x = torch.randn(shape)
     res["params"] = {"unetpp": n_params(ours()), "monai": n_params(monai_unetpp())}
-    res["forward_gflops"] = {"unetpp": flops_ours / 1e9, "monai": flops_monai / 1e9}
+    res["forward_gflops"] = {"unetpp": forward_gflops(ours_deployed(), x), "monai": forward_gflops(monai_unetpp(), x)}
     res["train_gflops"] = {"unetpp": train_flops(ours(), shape) / 1e9}
     res["conv3x3"] = conv3x3_speeds(ours(), shape, reps)
     return res
 
 
-def pruning_table(shape: Shape, reps: int) -> list[dict[str, float]]:
-    """Paper Fig. 5: each pruned UNet++ L1..L4 relative to L4, at inference."""
-    full = ours_deployed()
-    models = {d: unetpp.prune(full, d) for d in (1, 2, 3, 4)}
-    xs = torch.randn(shape)
-
-    def infer(m: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.inference_mode():
-                m(xs)
-
-        return run
-
-    times = interleaved_seconds({str(d): infer(m) for d, m in models.items()}, reps)
-    rows = []
-    for d, m in models.items():
-        rows.append(
-            {
-                "depth": d,
-                "params": n_params(m),
-                "gflops": forward_flops(m, shape) / 1e9,
-                "seconds": times[str(d)],
-                "peak_mib": peak_memory("prune", str(d), shape),
-            }
-        )
-    return rows
+def _mib(v: object) -> str:
+    return f"{v:.0f} MiB" if isinstance(v, float) else "–"
 
 
-def markdown(results: list[dict[str, object]], pruning: dict[str, list[dict[str, float]]]) -> str:
+def markdown(results: list[dict[str, object]], pruning: dict[str, str]) -> str:
     lines = []
     for r in results:
         shape = "×".join(map(str, r["shape"]))
@@ -245,6 +225,11 @@ def markdown(results: list[dict[str, object]], pruning: dict[str, list[dict[str,
         lines += [
             f"\n#### UNet++ at {shape} (params: unetpp {r['params']['unetpp']:,}, MONAI {r['params']['monai']:,}; "
             f"forward GFLOPs: unetpp {r['forward_gflops']['unetpp']:.1f}, MONAI {r['forward_gflops']['monai']:.1f})\n",
+            f"Machine: {r['machine']}. `--runtime auto` chose **{r['auto']['runtime']}** (probabilities within "
+            f"{r['auto']['max_abs_diff']:.1e} of eager float32)"
+            + (f"; torch.compile took {r['compile_seconds']:.0f} s to compile." if "compile_seconds" in r else ".")
+            + (f" torch.compile failed: {r['compile_error']}." if "compile_error" in r else "")
+            + "\n",
             "| mode | model | time per batch | images/s | speed vs MONAI | peak memory | memory vs MONAI | GFLOP/s |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
@@ -252,62 +237,46 @@ def markdown(results: list[dict[str, object]], pruning: dict[str, list[dict[str,
             base = r[mode]["monai"]
             for k, v in r[mode].items():
                 gfs = "" if k == "monai" else f"{flops / v['seconds']:.0f}"
+                mem_ratio = (
+                    f"{v['peak_mib'] / base['peak_mib']:.2f}×"
+                    if isinstance(v["peak_mib"], float) and isinstance(base["peak_mib"], float)
+                    else "–"
+                )
                 lines.append(
                     f"| {mode} | {k} | {v['seconds'] * 1e3:.0f} ms | {n / v['seconds']:.1f} | "
-                    f"{base['seconds'] / v['seconds']:.2f}× | {v['peak_mib']:.0f} MiB | "
-                    f"{v['peak_mib'] / base['peak_mib']:.2f}× | {gfs} |"
+                    f"{base['seconds'] / v['seconds']:.2f}× | {_mib(v['peak_mib'])} | {mem_ratio} | {gfs} |"
                 )
         conv = r["conv3x3"]
         achieved = r["forward_gflops"]["unetpp"] / r["infer"]["unetpp"]["seconds"]
-        alone = r["forward_gflops"]["unetpp"] / conv["all_convs_seconds"]
         lines.append(
             f"\nFastest 3×3 conv among the model's own shapes ({conv['fastest_shape']}, channels-last): "
-            f"{conv['fastest_gflops']:.0f} GFLOP/s; UNet++ inference achieves {achieved:.0f} GFLOP/s = "
-            f"{achieved / conv['fastest_gflops']:.0%} of it. Its 3×3 convolutions alone, each run by itself, "
-            f"take {conv['all_convs_seconds'] * 1e3:.0f} ms ({alone:.0f} GFLOP/s of model FLOPs): the model runs at "
+            f"{conv['fastest_gflops']:.0f} GFLOP/s; UNet++ inference (eager) achieves {achieved:.0f} GFLOP/s = "
+            f"{achieved / conv['fastest_gflops']:.0%} of it. Its 3×3 convolutions alone, each run by itself, take "
+            f"{conv['all_convs_seconds'] * 1e3:.0f} ms: the model runs at "
             f"{conv['all_convs_seconds'] / r['infer']['unetpp']['seconds']:.0%} of that bound."
         )
-    for shape, rows in pruning.items():
-        lines += [
-            f"\n#### Pruned UNet++ at {shape} (inference, BN folded; relative to L4)\n",
-            "| depth | params | GFLOPs | latency | peak memory | params vs L4 | time vs L4 | memory vs L4 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        top = rows[-1]
-        for row in rows:
-            lines.append(
-                f"| L{row['depth']} | {row['params']:,} | {row['gflops']:.1f} | {row['seconds'] * 1e3:.0f} ms | "
-                f"{row['peak_mib']:.0f} MiB | {row['params'] / top['params']:.1%} | "
-                f"{row['seconds'] / top['seconds']:.1%} | {row['peak_mib'] / top['peak_mib']:.1%} |"
-            )
+    for shape, table in pruning.items():
+        lines += [f"\n#### Pruned UNet++ at {shape} (inference, BN folded; relative to L4)\n", table]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="16x1x96x96,2x1x512x512")
+    parser.add_argument("--shapes", default="16x1x96x96,1x1x512x512")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd training step")
+    parser.add_argument("--no-pruning", action="store_true", help="skip the pruning tables")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--probe", nargs=3, metavar=("MODE", "NAME", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.probe:
-        mode, name, shape = args.probe
-        shape = tuple(int(s) for s in shape.split("x"))
-        if mode == "prune":
-            run = make_infer(unetpp.prune(ours_deployed(), int(name)), shape)
-        else:
-            run = step_for(mode, name, shape)
-        print(probe_memory(run))
-        return
     shapes = [tuple(int(s) for s in spec.split("x")) for spec in args.shapes.split(",")]
-    results = [compare(s, args.reps) for s in shapes]
-    pruning = {"×".join(map(str, s)): pruning_table(s, args.reps) for s in shapes}
-    print(markdown(results, pruning))
+    results = [compare(s, args.reps, args.compile) for s in shapes]
+    rows = {} if args.no_pruning else {"×".join(map(str, s)): pruning_table(ours(), s, args.reps) for s in shapes}
+    print(markdown(results, {k: format_table(v) for k, v in rows.items()}))
     if args.out:
-        args.out.write_text(json.dumps({"compare": results, "pruning": pruning}, indent=1))
+        args.out.write_text(json.dumps({"compare": results, "pruning": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from torch import Tensor
 
 import unetpp
 from unetpp.export import export_onnx, quantize_onnx
-from unetpp.inference import OnnxRunner, bf16_supported, predict
+from unetpp.inference import OnnxRunner, Predictor, bf16_supported, predict
 from unetpp.models.inference import fuse_batch_norm
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)
@@ -199,28 +199,31 @@ def iou_case(
     int8 = quantize_onnx(
         onnx.path, work / "int8.onnx", "static", calibration=calibration_windows(calibration, model, roi)
     )
-    engines: dict[str, tuple[object, str]] = {
-        "eager float32": (deployed, "32"),
-        "eager bfloat16 (autocast)": (deployed, "bf16"),
-        "ONNX Runtime float32": (OnnxRunner(onnx.path), "32"),
-        "ONNX Runtime int8 static (QDQ)": (OnnxRunner(int8.path), "32"),
+    engines: dict[str, tuple[object, str, str]] = {
+        "eager float32": (deployed, "32", "torch"),
+        "eager bfloat16 (autocast)": (deployed, "bf16", "torch"),
+        "ONNX Runtime float32": (OnnxRunner(onnx.path), "32", "torch"),
+        "ONNX Runtime int8 static (QDQ)": (OnnxRunner(int8.path), "32", "torch"),
+        "--runtime auto float32": (deployed, "32", "auto"),
     }
+    # each engine prepared once (BN folded, runtime chosen on its first window), then timed per image
+    predictors = {k: Predictor(m, roi_size=roi, precision=p, runtime=r) for k, (m, p, r) in engines.items()}
     scores: dict[str, list[float]] = {k: [] for k in engines}
     seconds: dict[str, list[float]] = {k: [] for k in engines}
     indices = [k for k, i in enumerate(test.ids) if ids is None or i in ids]
     for index in indices:
         sample = test[index]
         image, target = sample["image"], sample["mask"][None]
-        steps = {
-            k: (lambda m=m, p=p, x=image: predict(m, x, roi_size=roi, precision=p)) for k, (m, p) in engines.items()
-        }
+        steps = {k: (lambda f=f, x=image: f(x)) for k, f in predictors.items()}
         times, outs = interleaved(steps, reps)
         truth = masks_from_labels(target, model.classes)
         for k in engines:
             pred = masks_from_probs(outs[k][None])  # (1, K, H, W) bool: > 0.5 for one class, argmax otherwise
             scores[k].append(float(iou(pred, truth, include_background=False).mean()))
             seconds[k].append(times[k])
+    chosen = predictors["--runtime auto float32"].chosen
     return {
+        "auto_runtime": None if chosen is None else chosen.runtime,
         "checkpoint": str(checkpoint),
         "data": str(data),
         "images": len(indices),

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .bench-venv
 .bench-venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-.bench-venv/bin/pip install -q -e ".[export]" monai segmentation-models-pytorch timm
+.bench-venv/bin/pip install -q -e ".[export,fast]" monai segmentation-models-pytorch timm

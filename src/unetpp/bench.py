@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
 from .models import NestedUNet, prune
@@ -57,6 +56,9 @@ def n_params(model: nn.Module) -> int:
 
 def forward_gflops(model: nn.Module, x: Tensor, head: int | None = None) -> float:
     """GFLOPs of one forward pass on `x` (multiply-add = 2 FLOPs)."""
+    # imported here: it pulls in ~100 MB of modules that the memory probe must not count as preloaded
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x) if head is None else model(x, head=head)
     return counter.get_total_flops() / 1e9
@@ -72,21 +74,38 @@ def _runner(model: nn.Module, x: Tensor, head: int | None, precision: str) -> Ca
     return run
 
 
-def interleaved_seconds(steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each."""
+def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callable[[], None]:
+    if runtime == "torch":
+        return _runner(model, x, None, precision)
+    from .inference.backends import choose
+
+    runner = choose(model, x, None, precision, runtime).runner
+    return lambda: runner(x)
+
+
+def interleaved_seconds(
+    steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1, settle: int = 0
+) -> dict[str, float]:
+    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each.
+
+    `settle` untimed calls run before each timed one: needed when steps run in different runtimes,
+    whose idle threads (ONNX Runtime's, OpenVINO's) may still hold the cores when the next step starts.
+    """
     for run in steps.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(reps):
         for k, run in steps.items():
+            for _ in range(settle):
+                run()
             t = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _check(shape: Sequence[int], reps: int) -> tuple[int, ...]:
+def check_shape(shape: Sequence[int], reps: int) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if len(shape) < 3 or any(s < 1 for s in shape):
         raise ConfigError(f"shape must be (B, C, *spatial) with positive sizes, got {shape}")
@@ -98,7 +117,7 @@ def _check(shape: Sequence[int], reps: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------- memory
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -106,28 +125,103 @@ def _rss_kib(field: str) -> int:
 
 
 def _probe() -> None:
-    """Child process of :func:`peak_memory_mib`: argv = checkpoint, shape, head, precision, threads."""
+    """Child process of :func:`peak_memory_mib`: argv = model, shape, head, precision, threads, mode, steps.
+
+    The model is a file written by :func:`unetpp.save`, or ``file.py:function`` that builds any
+    nn.Module (a peer's model, for the benchmarks). mode "infer": forward passes (a NestedUNet with batch
+    norm folded), above the built model. "train" / "train+weights": Adam steps of the deep-supervision
+    hybrid loss, above the built model or from before it is built; "...:efficient" turns memory-efficient
+    training on (a training option a model file does not carry).
+    """
     from .models import load
 
-    path, shape, head, precision, threads = sys.argv[1:6]
+    source, shape, head, precision, threads, mode, steps = sys.argv[1:8]
     torch.set_num_threads(int(threads))
-    model = fuse_batch_norm(load(path))
     x = torch.randn(tuple(int(s) for s in shape.split("x")))
-    run = _runner(model, x, None if head == "all" else int(head), precision)
     gc.collect()
-    base = _rss_kib("VmRSS")
+    base = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    run()
-    run()
-    sys.stdout.write(f"{(_rss_kib('VmHWM') - base) / 1024}\n")
+    built = ".py:" in source  # a factory's model runs as built (folded or not, efficient or not)
+    model = _factory(source)() if built else load(source)
+    if mode.startswith("infer"):
+        model = fuse_batch_norm(model) if isinstance(model, NestedUNet) and not built else model.eval()
+        run = _runner(model, x, None if head == "all" else int(head), precision)
+    else:
+        if isinstance(model, NestedUNet) and not built:
+            model.memory_efficient = mode.endswith(":efficient")
+        run = train_step(model, x, precision)
+    if "weights" not in mode:
+        gc.collect()
+        base = rss_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+    for _ in range(int(steps)):
+        run()
+    sys.stdout.write(f"{(rss_kib('VmHWM') - base) / 1024}\n")
+
+
+def _factory(source: str) -> Callable[[], nn.Module]:
+    """``path/to/file.py:function`` -> the function (the benchmarks' peers are built this way)."""
+    import importlib.util
+
+    file, _, name = source.rpartition(":")
+    spec = importlib.util.spec_from_file_location(Path(file).stem, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{file}: cannot import a model factory from it")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[], None]:
+    """One training step as the engine runs it: fused Adam, hybrid loss on every head, optional bf16 autocast.
+
+    Works for any model returning a list of heads' logits (a peer's too); the target is binary unless
+    the model says ``classes``.
+    """
+    from .losses import DeepSupervisionLoss, HybridLoss
+
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    classes = max(2, int(getattr(model, "classes", 1)))
+    y = torch.randint(0, classes, (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4, fused=x.device.type in ("cpu", "cuda") or None)  # as the engine
+    loss: list[DeepSupervisionLoss] = []
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            heads = model(x)
+        heads = [heads] if isinstance(heads, Tensor) else list(heads)
+        if not loss:
+            loss.append(DeepSupervisionLoss(HybridLoss(), [1.0] * len(heads)))
+        loss[0]([h.float() for h in heads], y).backward()
+        opt.step()
+
+    return run
 
 
 def peak_memory_mib(
-    model: NestedUNet, shape: Sequence[int], head: int | None = None, precision: str = "32"
+    model: NestedUNet | str,
+    shape: Sequence[int],
+    head: int | None = None,
+    precision: str = "32",
+    *,
+    training: bool = False,
+    with_weights: bool = False,
+    steps: int = 2,
+    threads: int | None = None,
 ) -> float | None:
-    """Peak resident memory (MiB) of inference above the built model, measured in a fresh subprocess.
+    """Peak resident memory (MiB) of inference or training, measured in a fresh subprocess.
 
-    ``None`` where ``/proc/self/clear_refs`` is missing (not Linux) or the probe fails (logged).
+    `model` is a NestedUNet, or ``"path/to/file.py:function"`` that builds any model in the subprocess
+    (how the benchmarks measure their peers with the same probe).
+
+    Inference (default): two forward passes with batch norm folded, above the built model. Training:
+    `steps` steps (forward, hybrid deep-supervision loss, backward, Adam), as the model is configured
+    (``model.memory_efficient`` is honoured); above the built model, or with `with_weights` from
+    before it is loaded (weights, gradients and Adam's state counted, as
+    :func:`unetpp.plan.memory.measure_peak_bytes` wants). ``None`` where ``/proc/self/clear_refs`` is
+    missing (not Linux) or the probe fails (logged).
     """
     if not Path("/proc/self/clear_refs").exists():
         return None
@@ -140,10 +234,13 @@ def peak_memory_mib(
         "MALLOC_TRIM_THRESHOLD_": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
     }
+    mode = "infer" if not training else "train" + ("+weights" if with_weights else "")
+    mode += ":efficient" if training and getattr(model, "memory_efficient", False) else ""
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save(model, Path(tmp) / "model.pt")
+        ckpt = model if isinstance(model, str) else save(model, Path(tmp) / "model.pt")
         args = [str(ckpt), "x".join(map(str, shape)), "all" if head is None else str(head), precision]
-        cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args, str(torch.get_num_threads())]
+        args += [str(threads or torch.get_num_threads()), mode, str(2 if not training else steps)]
+        cmd = [sys.executable, "-c", "from unetpp.bench import _probe; _probe()", *args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         logger.warning("memory probe failed: %s", out.stderr.strip().splitlines()[-1:] or out.returncode)
@@ -184,7 +281,7 @@ def measure(
         ConfigError: a bad shape, reps or precision.
         InputShapeError: a shape the model does not take.
     """
-    shape = _check(shape, reps)
+    shape = check_shape(shape, reps)
     precision = canonical_precision(precision, ("32", "bf16"))
     net = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(net.parameters()).device)
@@ -207,19 +304,22 @@ def pruning_table(
     precision: str = "32",
     memory: bool = True,
     warmup: int = 1,
+    runtime: str = "torch",
 ) -> list[Row]:
     """The paper's Fig. 5 as rows: each pruned UNet++ L^d of `model`, then the ensemble of all heads.
 
     Every row has ``mode`` ("L1", ..., "ensemble"), ``depth`` (None for the ensemble) and the figures of
     :func:`measure`, plus ``params_vs_full``, ``gflops_vs_full``, ``latency_vs_full`` and
     ``memory_vs_full``: ratios to the deepest pruned model L^L (the paper's reference). Pruned models are
-    timed interleaved with each other and with the ensemble.
+    timed interleaved with each other and with the ensemble, in `runtime` ("torch", "onnxruntime",
+    "openvino", or "auto": each model in the fastest that matches eager; see
+    :mod:`unetpp.inference.backends`). Peak memory is PyTorch's.
 
     Raises:
         ConfigError: a bad shape or reps.
         InputShapeError: a shape the model does not take.
     """
-    shape = _check(shape, reps)
+    shape = check_shape(shape, reps)
     precision = canonical_precision(precision, ("32", "bf16"))
     full = fuse_batch_norm(model)
     x = torch.randn(shape, device=next(full.parameters()).device)
@@ -227,7 +327,7 @@ def pruning_table(
     models: dict[str, tuple[NestedUNet, int | None]] = {f"L{d}": (prune(full, d), d) for d in full.spec.heads}
     if len(full.spec.heads) > 1:
         models["ensemble"] = (full, None)
-    seconds = interleaved_seconds({k: _runner(m, x, None, precision) for k, (m, _) in models.items()}, reps, warmup)
+    seconds = interleaved_seconds({k: _step(m, x, precision, runtime) for k, (m, _) in models.items()}, reps, warmup)
     rows: list[Row] = []
     for k, (m, depth) in models.items():
         rows.append(
@@ -339,6 +439,7 @@ def choose_depth(
 
 
 __all__ = [
+    "check_shape",
     "choose_depth",
     "format_table",
     "forward_gflops",
@@ -347,4 +448,6 @@ __all__ = [
     "n_params",
     "peak_memory_mib",
     "pruning_table",
+    "rss_kib",
+    "train_step",
 ]

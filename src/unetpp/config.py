@@ -57,6 +57,7 @@ class ModelConfig:
     pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads
     anchor_sizes: tuple[int, ...] = _f((8, 16, 32, 64, 128), ge=1)  # instance: per level P2..P5+pool (nuclei)
     min_size: int | None = _f(None, ge=1)  # instance: resize images' shorter side to this; None: native scale
+    memory_efficient: bool = _model_default("memory_efficient")  # recompute concat + norm/ReLU: less memory, ~same time
 
     def __post_init__(self) -> None:
         _validate(self, "model")

@@ -32,6 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "overlay": not args.no_overlay,
         "overwrite": args.overwrite,
         "part": parse_part(args.part),
+        "runtime": args.runtime,
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
         import logging
@@ -104,6 +105,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
     p.add_argument("--precision", default="32", help="32 (default) or bf16 (fast on CPUs with AVX512-BF16 or AMX)")
+    add_runtime(p)
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
@@ -135,7 +137,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
             "train with it or give --depth"
         )
-    rows = pruning_table(model, parse_shape(args.shape), args.reps)
+    rows = pruning_table(model, parse_shape(args.shape), args.reps, runtime=args.runtime)
     iou: dict[str, float] = {}
     if args.data:
         samples = labelled_dataset(args.data, args.layout, model)
@@ -180,6 +182,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=0.003, help="IoU that --auto may give up (0.003 = 0.3 points)")
     p.add_argument("--shape", default="1x1x512x512", help="input shape to time, B x C x spatial")
     p.add_argument("--reps", type=int, default=5)
+    add_runtime(p, "torch")
     p.add_argument("--table", help="also write the table as CSV")
     p.add_argument("--out", required=True, help="the pruned model file")
     p.add_argument("--overwrite", action="store_true", help="replace --out and --table if they exist")
@@ -279,21 +282,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    if args.runtimes:  # one list of rows, one per runtime, precision and shape
+        from ..inference.backends import machine
+        from ..inference.runtime_table import format_runtime_table, runtime_table
+
+        rows = []
+        print(f"machine: {machine()}")
+        for shape in shapes:
+            table = runtime_table(model, shape, args.reps)
+            print(f"\n{format_runtime_table(table)}")
+            rows += table
+        if args.json:
+            write_text(args.json, json.dumps(rows, indent=1), args.overwrite)
+        return 0
     results = {}
     for text, shape in zip(args.shapes, shapes, strict=True):
-        rows = pruning_table(model, shape, args.reps, precision=args.precision)
+        rows = pruning_table(model, shape, args.reps, precision=args.precision, runtime=args.runtime)
         results[text] = rows
-        print(f"\n{text} ({args.precision})\n{format_table(rows)}")
+        print(f"\n{text} ({args.precision}, {args.runtime})\n{format_table(rows)}")
     if args.json:
         write_text(args.json, json.dumps(results, indent=1), args.overwrite)
     return 0
+
+
+def add_runtime(p: argparse.ArgumentParser, default: str = "torch") -> None:
+    p.add_argument(
+        "--runtime",
+        default=default,
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="auto: the fastest installed runtime whose outputs match PyTorch's (measured once per model, shape "
+        f"and machine, cached; --verbose shows the times); default {default}",
+    )
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = subcommand(
         "bench",
         "Params, GFLOPs, latency, throughput and peak memory of a model at every pruning level, per input size.",
-        examples("unetpp bench --model unet++ --shapes 1x1x512x512 16x1x96x96 --json bench.json"),
+        examples(
+            "unetpp bench --model unet++ --shapes 1x1x512x512 16x1x96x96 --json bench.json",
+            "unetpp bench --model unet++ --shapes 16x1x96x96 --runtimes --json runtimes.json",
+        ),
         sub,
     )
     source = p.add_mutually_exclusive_group()
@@ -302,6 +331,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shapes", nargs="+", default=["1x1x512x512"])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--precision", default="32", help="32 (default) or bf16")
-    p.add_argument("--json", help="also write the tables as JSON")
+    add_runtime(p)
+    p.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="instead: every installed runtime and precision (latency, throughput, memory, max abs diff)",
+    )
+    p.add_argument("--json", help="also write the tables as JSON (with --runtimes: a list of rows)")
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(handler=cmd_bench)

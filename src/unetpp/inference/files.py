@@ -206,6 +206,7 @@ def predict_files(
     overwrite: bool = False,
     progress: bool = True,
     part: tuple[int, int] | None = None,
+    runtime: str = "torch",
 ) -> list[Written]:
     """Predict every input file and write its mask in the input's format, plus an overlay for 2D images.
 
@@ -233,6 +234,7 @@ def predict_files(
         progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
         part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.sharding`), for n
             independent jobs that share a cohort; each input falls in exactly one part.
+        runtime: "torch", "onnxruntime", "openvino" or "auto" (see :class:`Predictor`).
 
     Returns:
         One :class:`Written` per input, in order.
@@ -261,6 +263,7 @@ def predict_files(
         overlay=overlay,
         overwrite=overwrite,
         part=part,
+        runtime=runtime,
     )
     bar = _progress(job.plans, progress)
     written = []
@@ -336,6 +339,7 @@ def prepare_files(
     overlay: bool = True,
     overwrite: bool = False,
     part: tuple[int, int] | None = None,
+    runtime: str = "torch",
 ) -> FileJob:
     """Every check of :func:`predict_files` (same arguments), before any prediction; the work left as a job."""
     if not 0.0 < threshold < 1.0:
@@ -358,6 +362,7 @@ def prepare_files(
         tta=tta,
         precision=precision,
         source=source,
+        runtime=runtime,
     )
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)

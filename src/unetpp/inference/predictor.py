@@ -91,6 +91,9 @@ class Predictor:
         tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D).
         precision: ``"32"`` or ``"bf16"`` (autocast; fast on CPUs with AVX512-BF16 or AMX).
         source: what to name in error messages (e.g. the checkpoint file).
+        runtime: ``"torch"`` (default), ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: the fastest
+            installed one whose probabilities match eager float32, measured on the first batch of windows
+            and cached per machine (:mod:`unetpp.inference.backends`). For NestedUNet models.
 
     Raises:
         ConfigError: unknown head or mode, or an option the model cannot run (bf16 on ONNX Runtime).
@@ -109,6 +112,7 @@ class Predictor:
         tta: bool = False,
         precision: Precision = "32",
         source: str | None = None,
+        runtime: str = "torch",
     ) -> None:
         self.source = source or (model.describe() if isinstance(model, NestedUNet) else type(model).__name__)
         self.head = parse_mode(mode, head)
@@ -129,6 +133,16 @@ class Predictor:
         elif isinstance(model, torch.nn.Module):
             logger.warning("%s is not a NestedUNet: running it as given (call .eval() yourself)", self.source)
         self.model = model
+        self.runtime, self.chosen = runtime, None  # the runner, chosen on the first batch (see _forward)
+        if runtime != "torch":
+            from .backends import RUNTIMES
+
+            if runtime not in RUNTIMES:
+                raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+            if not isinstance(model, NestedUNet):
+                raise ConfigError(
+                    f"{self.source}: --runtime {runtime} takes a PyTorch model file, not {type(model).__name__}"
+                )
         self.roi_size, self.overlap, self.blend = roi_size, overlap, blend
         self.sw_batch_size, self.tta, self.precision = sw_batch_size, tta, precision
         self.multiple = 2**model.spec.depth
@@ -142,6 +156,12 @@ class Predictor:
         return torch.device("cpu")
 
     def _forward(self, x: Tensor) -> Tensor:
+        if self.runtime != "torch":
+            if self.chosen is None:
+                from .backends import choose
+
+                self.chosen = choose(self.model, x, self.head, self.precision, self.runtime)  # type: ignore[arg-type]
+            return ensemble(self.chosen.runner(x, head=self.head))
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.model(x, head=self.head)
         return ensemble(logits)

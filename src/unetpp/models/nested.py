@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
-from .blocks import ConvBlock, Head, UpSample
+from .blocks import ConvBlock, Head, UpSample, recompute_outputs, set_memory_efficient
 from .encoders import EncoderWeights, PlainEncoder, TimmEncoder
 from .grid import GridSpec, Node
 from .layers import NORMS, NormKind, check_spatial_dims
@@ -45,6 +45,9 @@ class NestedUNet(nn.Module):
         encoder_weights: "imagenet" or None (random). Not part of :attr:`config`: a checkpoint
             carries the weights, so a rebuilt model starts from None.
         encoder_freeze: train the decoder only; see :meth:`freeze_encoder`.
+        memory_efficient: recompute each block's concatenation and first norm + ReLU in backward
+            instead of storing them (about half the training memory for a few percent more time; the
+            same gradients). A training option, not part of :attr:`config`; see :attr:`memory_efficient`.
 
     Returns (forward): logits of every head X^{0,j}, j in ``spec.heads`` ascending, each
     ``(B, classes, *spatial)``; always a list, with one element when there is one head or ``head``
@@ -68,6 +71,7 @@ class NestedUNet(nn.Module):
         encoder: str | None = None,
         encoder_weights: EncoderWeights = None,
         encoder_freeze: bool = False,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -104,6 +108,19 @@ class NestedUNet(nn.Module):
         self.memory_format = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
         self.to(memory_format=self.memory_format)
         self.freeze_encoder(encoder_freeze)
+        self.memory_efficient = memory_efficient
+
+    @property
+    def memory_efficient(self) -> bool:
+        """Recompute concatenations and norm + ReLU in backward (see :mod:`unetpp.models.blocks`); settable."""
+        return self._memory_efficient
+
+    @memory_efficient.setter
+    def memory_efficient(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"memory_efficient must be True or False, got {enabled!r}")
+        self._memory_efficient = enabled
+        set_memory_efficient(self, enabled)
 
     @property
     def depth(self) -> int:
@@ -196,6 +213,12 @@ class NestedUNet(nn.Module):
         return cls(spec, **cfg)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, head: int | None = None) -> list[Tensor]:
+        if self.memory_efficient and torch.is_grad_enabled():
+            with recompute_outputs():  # blocks' outputs are saved for backward as recipes, not tensors
+                return self._forward(x, head)
+        return self._forward(x, head)
+
+    def _forward(self, x: Tensor, head: int | None) -> list[Tensor]:
         self.check_input(x)
         x = x.contiguous(memory_format=self.memory_format)
         heads = self.spec.heads if head is None else (self._check_head(head),)
@@ -203,7 +226,7 @@ class NestedUNet(nn.Module):
         feats: dict[Node, Tensor] = {(i, 0): f for i, f in enumerate(self.encoder(x, levels))}
         for node, preds, release in plan:
             up = self.ups[key(node)](feats[preds[0]])
-            feats[node] = self.nodes[key(node)](torch.cat([up, *(feats[p] for p in preds[1:])], dim=1))
+            feats[node] = self.nodes[key(node)]([up, *(feats[p] for p in preds[1:])])  # concatenated there
             for done in release:  # free what no later node reads (lowers inference peak memory)
                 del feats[done]
         return [self.heads[key((0, j))](feats[(0, j)]).contiguous() for j in heads]

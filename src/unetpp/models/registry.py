@@ -114,6 +114,7 @@ def build_nested(
     encoder: str | None = None,
     encoder_weights: EncoderWeights = "imagenet",
     encoder_freeze: bool = False,
+    memory_efficient: bool = False,
 ) -> NestedUNet:
     """Build a member of the UNet++ family by name.
 
@@ -143,6 +144,9 @@ def build_nested(
         encoder_freeze: keep the backbone fixed (no gradients, batch norms in eval mode) and train
             the decoder only. For a lower encoder learning rate instead, see
             :meth:`NestedUNet.parameter_groups`.
+        memory_efficient: recompute concatenations and norm + ReLU in backward instead of storing them:
+            less training memory for a little more time, the same gradients (see
+            :attr:`NestedUNet.memory_efficient`).
 
     Raises:
         ConfigError: unknown name or encoder, bad depth or widths (including a depth the encoder's
@@ -189,4 +193,5 @@ def build_nested(
         encoder=encoder,
         encoder_weights=encoder_weights if encoder is not None else None,
         encoder_freeze=encoder_freeze,
+        memory_efficient=memory_efficient,
     )

@@ -29,15 +29,10 @@ larger runtime constant (CUDA context and cuDNN workspace), not calibrated here.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputShapeError
@@ -242,62 +237,17 @@ def measure_peak_bytes(
 ) -> int | None:
     """Measured peak resident memory (bytes) of `steps` CPU training steps, in a fresh subprocess.
 
-    The same probe as :func:`unetpp.bench.peak_memory_mib` (kernel high-water mark reset through
-    ``/proc/self/clear_refs``, glibc told to return freed blocks), but for training: build the model,
-    Adam, then forward + hybrid deep-supervision loss + backward + step. Counted from before the model
-    is built, so weights, gradients and Adam's state are included. ``None`` off Linux.
+    :func:`unetpp.bench.peak_memory_mib` in training mode (forward + hybrid deep-supervision loss +
+    backward + Adam step), counted from before the model is loaded, so weights, gradients and Adam's
+    state are included. ``None`` off Linux or when the probe fails (logged).
     """
-    if not Path("/proc/self/clear_refs").exists():
-        return None
-    import torch
-
-    src = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "MALLOC_MMAP_THRESHOLD_": "65536",
-        "MALLOC_TRIM_THRESHOLD_": "0",
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-    }
-    kw = model_kwargs(model_config)
-    args = [json.dumps(kw), json.dumps([int(p) for p in patch]), str(batch), str(steps)]
-    args.append(str(threads or torch.get_num_threads()))
-    cmd = [sys.executable, "-c", "from unetpp.plan.memory import _probe; _probe()", *args]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {out.stderr.strip()[-500:]}")
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def _rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _probe() -> None:
-    """Child process of :func:`measure_peak_bytes`: argv = build kwargs (JSON), patch (JSON), batch, steps, threads."""
-    import torch
-
-    from ..losses import DeepSupervisionLoss, HybridLoss
+    from ..bench import peak_memory_mib
     from ..models import build_model
 
-    kw, patch = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-    batch, steps, threads = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    torch.set_num_threads(threads)
+    kw = model_kwargs(model_config)
     if kw.get("widths") is not None:
         kw["widths"] = tuple(kw["widths"])
-    g = torch.Generator().manual_seed(0)
-    gc.collect()
-    base = _rss_bytes("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     model = build_model(**kw)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    loss_fn = DeepSupervisionLoss(HybridLoss(), [1.0] * len(model.spec.heads))
-    x = torch.randn((batch, model.in_channels, *patch), generator=g)
-    y = torch.randint(0, max(2, model.classes), (batch, 1, *patch), generator=g)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-    sys.stdout.write(f"{_rss_bytes('VmHWM') - base}\n")
+    shape = (batch, model.in_channels, *(int(p) for p in patch))
+    mib = peak_memory_mib(model, shape, training=True, with_weights=True, steps=steps, threads=threads)
+    return None if mib is None else int(mib * MIB)
