@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataError
 from .datasets import ChannelMode, convert_channels, pair_folders
 from .io import PathLike, is_supported, read_image, read_mask
+from .public import dsb_sample_folders
 
 Target = dict[str, Tensor]
 Sample = tuple[Tensor, Target]
@@ -201,19 +202,7 @@ class DSB2018Instances(InstanceDataset):
     """
 
     def __init__(self, root: PathLike, *, ids: Sequence[str] | None = None, **kwargs) -> None:
-        root = Path(root)
-        if (root / "stage1_train").is_dir():
-            root = root / "stage1_train"
-        if not root.is_dir():
-            raise DataError(f"{root}: no such folder; point to the extracted stage1_train folder")
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not found:
-            raise DataError(f"{root}: folder is empty; expected one <id>/images + <id>/masks folder per image")
-        if ids is not None:
-            unknown = sorted(set(ids) - set(found))
-            if unknown:
-                raise DataError(f"{root}: no sample folder for id(s) {', '.join(unknown[:5])}; check the ids")
-            found = list(ids)
+        root, found = dsb_sample_folders(root, ids)
         super().__init__([self._item(root / name) for name in found], **kwargs)
 
     @staticmethod

@@ -81,6 +81,28 @@ class ISBI2012(SegmentationDataset):
         return self._read_stacks()[1][item.index]
 
 
+def dsb_sample_folders(root: PathLike, ids: Sequence[str] | None = None) -> tuple[Path, list[str]]:
+    """The ``stage1_train`` folder (`root` or inside it) and its sample ids (all, sorted, or `ids` checked).
+
+    Raises:
+        DataError: missing or empty folder, or ids without a sample folder.
+    """
+    root = Path(root)
+    if (root / "stage1_train").is_dir():
+        root = root / "stage1_train"
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; point to the extracted stage1_train folder")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise DataError(f"{root}: folder is empty; expected one <id>/images + <id>/masks folder per image")
+    if ids is not None:
+        unknown = sorted(set(ids) - set(found))
+        if unknown:
+            raise DataError(f"{root}: no sample folder for id(s) {listed(unknown)}; check the ids")
+        found = list(ids)
+    return root, found
+
+
 class DSB2018(SegmentationDataset):
     """2018 Data Science Bowl nuclei in Kaggle's layout: ``<id>/images/<id>.png`` + ``<id>/masks/*.png``.
 
@@ -98,19 +120,7 @@ class DSB2018(SegmentationDataset):
     """
 
     def __init__(self, root: PathLike, *, ids: Sequence[str] | None = None, **kwargs) -> None:
-        root = Path(root)
-        if (root / "stage1_train").is_dir():
-            root = root / "stage1_train"
-        if not root.is_dir():
-            raise DataError(f"{root}: no such folder; point to the extracted stage1_train folder")
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not found:
-            raise DataError(f"{root}: folder is empty; expected one <id>/images + <id>/masks folder per image")
-        if ids is not None:
-            unknown = sorted(set(ids) - set(found))
-            if unknown:
-                raise DataError(f"{root}: no sample folder for id(s) {listed(unknown)}; check the ids")
-            found = list(ids)
+        root, found = dsb_sample_folders(root, ids)
         kwargs.setdefault("channels", "rgb")
         kwargs["spatial_dims"] = 2
         super().__init__([self._item(root / name) for name in found], **kwargs)
