@@ -2,7 +2,7 @@
 
 Everything is a ratio against a baseline measured in the same process, interleaved (A, B, A, B,
 ...) so that machine load hits both alike; peak memory is measured in a fresh subprocess per case
-by :func:`unetpp.bench.peak_memory_mib` (the same probe ``unetpp bench`` and the planner use). Run in
+by :func:`unetpp.memory_probe.peak_memory_mib` (the same probe ``unetpp bench`` and the planner use). Run in
 the bench environment (MONAI is a peer, never a project dependency):
 
     bash benchmarks/setup_bench_env.sh
@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp.bench import format_table, forward_gflops, interleaved_seconds, peak_memory_mib, pruning_table, train_step
+from unetpp.bench import format_table, forward_gflops, interleaved_seconds, pruning_table, train_step
 from unetpp.inference.backends import choose, machine
 from unetpp.inference.runtime_table import runtime_peak_mib
+from unetpp.memory_probe import peak_memory_mib
 from unetpp.models import ensemble
 from unetpp.models.inference import fuse_batch_norm
 from unetpp.precision import bf16_supported

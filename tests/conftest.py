@@ -13,7 +13,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     skip_data = pytest.mark.skip(reason=f"needs the shared data sets in {SHARED_DATA}")
     for item in items:
-        # markers, not keywords: "data" in item.keywords would also match the folder tests/data/
+        # by marker, not by keyword: a keyword match would also catch every test in the folder tests/data/
         if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
         if item.get_closest_marker("data") and not SHARED_DATA.is_dir():

@@ -21,8 +21,10 @@ def _finish(spec: Any, out: str, part: str | None) -> int:
     from ..sharding import parse_part
     from ..study.report import command_line, write_report
     from ..study.runner import run_study
+    from .quiet import quiet_libraries
 
-    run_study(spec, out, part=parse_part(part))
+    with quiet_libraries():
+        run_study(spec, out, part=parse_part(part))
     print(write_report(spec, out, command_line()))
     print(f"\nreport: {Path(out) / 'report.html'} (and report.md, results.csv, results.json)")
     return 0

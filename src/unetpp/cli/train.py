@@ -15,8 +15,10 @@ LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import next_steps, run_demo
+    from .quiet import quiet_libraries
 
-    table = run_demo(args.out, epochs=args.epochs, seed=args.seed)
+    with quiet_libraries(getattr(args, "verbose", False)):
+        table = run_demo(args.out, epochs=args.epochs, seed=args.seed)
     print(table)
     print()
     print(next_steps(Path(args.out)))

@@ -2,7 +2,7 @@
 
 Latency is the median of calls interleaved across runtimes in one process (load from other processes
 hits all alike; read the ratio to eager float32, measured alongside); peak memory is measured per
-runtime in a fresh subprocess, as :func:`unetpp.bench.peak_memory_mib` does for PyTorch.
+runtime in a fresh subprocess, as :func:`unetpp.memory_probe.peak_memory_mib` does for PyTorch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..bench import check_shape, interleaved_seconds, rss_kib
+from ..bench import check_shape, interleaved_seconds
+from ..memory_probe import rss_kib
 from ..models import NestedUNet, ensemble
 from ..models.inference import fuse_batch_norm
 from ..precision import bf16_supported
