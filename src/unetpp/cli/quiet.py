@@ -33,6 +33,8 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
+    with contextlib.suppress(ImportError):  # imported first: its import sets its loggers to INFO, undoing ours
+        import lightning.pytorch  # noqa: F401
     levels = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     with warnings.catch_warnings():
         for category, pattern in QUIET_WARNINGS:
