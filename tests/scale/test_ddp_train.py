@@ -54,13 +54,7 @@ def single_process_validation(run: Path, ckpt: Path) -> dict[str, float]:
     """Validate `ckpt` in this one process on the whole validation set of the run's config."""
     cfg = RunConfig.load(run / "config.yaml")
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    data = SegmentationDataModule(
-        cfg.data,
-        spatial_dims=cfg.model.spatial_dims,
-        classes=cfg.model.classes,
-        in_channels=cfg.model.in_channels,
-        seed=cfg.train.seed,
-    )
+    data = SegmentationDataModule.from_config(cfg)
     data.setup("fit")
     assert len(data.val_set) == 3  # odd: a padding sampler would count one image twice
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..config import DataConfig
+from ..config import DataConfig, RunConfig
 from ..data import PatchDataset, build_transforms
 from ..data.layouts import indices_of, open_dataset, split_indices
 from ..errors import ConfigError
@@ -40,6 +40,13 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         self.train_set: PatchDataset | None = None
         self.val_set: Dataset | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SegmentationDataModule:
+        """The data of a run: its data section, read as its model expects (2D/3D, classes, channels)."""
+        m = cfg.model
+        seed = cfg.train.seed
+        return cls(cfg.data, spatial_dims=m.spatial_dims, classes=m.classes, in_channels=m.in_channels, seed=seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

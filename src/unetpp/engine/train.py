@@ -315,13 +315,7 @@ def _fit_locked(
             encoder_lr_scale=cfg.train.encoder_lr_scale,
             preprocessing=cfg.data.preprocessing(),
         )
-        data = SegmentationDataModule(
-            cfg.data,
-            spatial_dims=cfg.model.spatial_dims,
-            classes=cfg.model.classes,
-            in_channels=cfg.model.in_channels,
-            seed=cfg.train.seed,
-        )
+        data = SegmentationDataModule.from_config(cfg)
     data.setup("fit")
     if not resume and owner:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
