@@ -145,3 +145,24 @@ def test_data_ids_keep_a_test_set_out() -> None:
     bad = tiny_run("data.ids=['0','99']").data
     with pytest.raises(ConfigError, match=r"data.ids names images that do not exist: \['99'\]"):
         SegmentationDataModule(bad, spatial_dims=2, classes=1, in_channels=1).setup()
+
+
+def test_compile_trains_through_dynamo_and_keeps_the_checkpoint_keys(tmp_path, monkeypatch, caplog) -> None:
+    # inductor's C++ build takes minutes on CPU; the eager backend still runs every step through dynamo
+    original = torch.nn.Module.compile
+    compiled: list[torch.nn.Module] = []
+
+    def eager_compile(module: torch.nn.Module, *args, **kwargs) -> None:
+        compiled.append(module)
+        original(module, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    with caplog.at_level("INFO", logger="unetpp.engine.module"):
+        best = fit(tiny_run("train.compile=true"), tmp_path / "compiled")
+    assert len(compiled) == 1
+    assert compiled[0]._compiled_call_impl is not None
+    assert "torch.compile: first step" in caplog.text
+    plain = SegmentationModule(TINY)
+    keys = torch.load(best, map_location="cpu", weights_only=True)["state_dict"].keys()
+    assert set(keys) == set(plain.state_dict().keys())
+    assert unetpp.load(best).spec.heads == (1, 2)

@@ -34,7 +34,7 @@ def test_user_fields_are_the_assigned_and_those_that_differ_from_the_defaults() 
 def test_the_guard_lowers_a_batch_the_plan_owns() -> None:
     cfg = SMALL.override(["data.batch_size=16"])
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_gb=_budget_between(cfg, 4, 16)))
-    out = guard_memory(cfg, user_fields=set())
+    out = guard_memory(cfg, user_fields={"model.memory_efficient"})  # recomputation pinned off by the user
     assert 4 <= out.data.batch_size < 16
     assert out.data.batch_size == fit_batch(cfg.model, (96, 96), cfg.train.memory_gb * GB, 16)
 
@@ -43,7 +43,7 @@ def test_the_guard_refuses_a_batch_the_user_fixed_in_one_line() -> None:
     cfg = SMALL.override(["data.batch_size=16"])
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_gb=_budget_between(cfg, 4, 16)))
     with pytest.raises(ConfigError, match=r"data.batch_size=16 on 96x96 patches needs about .* would fit") as e:
-        guard_memory(cfg, user_fields={"data.batch_size"})
+        guard_memory(cfg, user_fields={"data.batch_size", "model.memory_efficient"})
     assert "\n" not in str(e.value)
 
 
@@ -51,7 +51,24 @@ def test_the_guard_counts_loader_workers() -> None:
     cfg = SMALL.override(["data.batch_size=2", "data.num_workers=2"])
     one, two = (estimate_peak_bytes(cfg.model, (96, 96), b) + 2 * WORKER_BYTES for b in (1, 2))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_gb=(one + two) / 2 / GB))
-    assert guard_memory(cfg, set()).data.batch_size == 1
+    assert guard_memory(cfg, {"model.memory_efficient"}).data.batch_size == 1
+
+
+def test_the_guard_recomputes_before_it_lowers_the_batch() -> None:
+    cfg = SMALL.override(["data.batch_size=16"])
+    normal = estimate_peak_bytes(cfg.model, (96, 96), 16)
+    efficient = estimate_peak_bytes(dataclasses.replace(cfg.model, memory_efficient=True), (96, 96), 16)
+    assert efficient < normal  # what recomputation saves is counted (by the saved-tensor hooks), not assumed
+    budget = (normal + efficient) / 2 / GB
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_gb=budget))
+    out = guard_memory(cfg, user_fields={"data.batch_size"})  # even a batch the user fixed now fits
+    assert (out.data.batch_size, out.model.memory_efficient) == (16, True)
+    one = estimate_peak_bytes(cfg.model, (96, 96), 1)
+    assert one < efficient
+    tight = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_gb=(one + efficient) / 2 / GB))
+    lowered = guard_memory(tight, user_fields=set())  # over budget either way: the batch is lowered as before
+    assert lowered.data.batch_size < 16
+    assert not lowered.model.memory_efficient
 
 
 def test_apply_plan_fills_only_fields_the_user_did_not_set(tmp_path) -> None:

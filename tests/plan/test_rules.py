@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from unetpp.data.io import ImageMeta
 from unetpp.errors import ConfigError
 from unetpp.plan.apply import normalize, prepare, restore
 from unetpp.plan.fingerprint import fingerprint
+from unetpp.plan.memory import estimate_peak_bytes
 from unetpp.plan.resample import resampled_meta
-from unetpp.plan.rules import Plan, format_plan, load_plan, make_plan, save_plan
+from unetpp.plan.rules import WORKER_BYTES, Plan, format_plan, load_plan, make_plan, save_plan
 
 from .test_fingerprint import _blobs, write_set
 
@@ -101,6 +103,35 @@ def test_batch_follows_the_budget(tmp_path) -> None:
     assert 1 <= small.batch_size < large.batch_size
     assert small.estimated_peak_gb <= 1.5
     assert large.estimated_peak_gb <= 20
+
+
+def test_memory_efficient_training_is_planned_only_when_a_useful_batch_does_not_fit(tmp_path) -> None:
+    fp, roomy = _plan(tmp_path, "rgba-grey")
+    fp = dataclasses.replace(fp, median_shape=(512, 512), n_items=1000)
+    roomy = make_plan(fp, memory_gb=20)
+    assert not roomy.memory_efficient
+    assert "fits without recomputation" in roomy.reasons["memory_efficient"]
+    model = {"name": "unet++", "in_channels": 1, "classes": 1, "depth": roomy.depth, "spatial_dims": 2}
+    patch = roomy.patch_size
+    normal = estimate_peak_bytes({**model, "memory_efficient": False}, patch, 2)
+    efficient = estimate_peak_bytes({**model, "memory_efficient": True}, patch, 2)
+    budget = (normal + efficient) / 2 + WORKER_BYTES  # batch 2 fits only with recomputation
+    tight = make_plan(fp, memory_gb=budget / GB, overrides={"cache": False})
+    assert tight.memory_efficient
+    assert tight.patch_size == patch
+    assert tight.batch_size >= 2
+    assert "recomputed" in tight.reasons["memory_efficient"]
+    assert re.search(r"^memory_efficient\s+true\s+batch 2 of 96x96", format_plan(tight), re.M)
+    pinned = make_plan(fp, memory_gb=budget / GB, overrides={"cache": False, "memory_efficient": False})
+    assert not pinned.memory_efficient  # the user's word wins; the batch or the patch pays
+    assert pinned.batch_size < 2 or pinned.patch_size < patch
+    assert pinned.reasons["memory_efficient"] == "set by you"
+
+
+def test_a_plan_saved_before_memory_efficient_existed_still_loads(tmp_path) -> None:
+    _, plan = _plan(tmp_path, "rgba-grey")
+    old = {k: v for k, v in plan.to_dict().items() if k != "memory_efficient"}
+    assert Plan.from_dict(old).memory_efficient is False
 
 
 def test_budget_too_small_is_one_line_naming_estimate_budget_and_what_fits(tmp_path) -> None:

@@ -38,6 +38,8 @@ class SegmentationModule(L.LightningModule):
         preprocessing: what prediction must repeat (``DataConfig.preprocessing()``: channels,
             normalisation and its statistics, target spacing, mask threshold); saved in the checkpoint's
             model header, so ``unetpp predict`` needs nothing but the checkpoint.
+        compile: ``torch.compile`` the model in place (same checkpoint keys); the first step's time,
+            which includes compiling, is logged against the second's.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SegmentationModule(L.LightningModule):
         dice_weight: float = 1.0,
         encoder_lr_scale: float = 1.0,
         preprocessing: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -60,6 +63,9 @@ class SegmentationModule(L.LightningModule):
         self.loss = DeepSupervisionLoss(HybridLoss(bce_weight, dice_weight), weights)
         self._epoch_start, self._seen = time.perf_counter(), 0
         self._train_end = self._epoch_start
+        if compile:
+            self.model.compile()  # in place: the state dict's keys, and so checkpoints, stay the same
+        self._step_seconds: list[float] = []
 
     @property
     def classes(self) -> int:
@@ -134,8 +140,21 @@ class SegmentationModule(L.LightningModule):
         self._epoch_start, self._seen = time.perf_counter(), 0
         self._train_end = self._epoch_start
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._train_end = time.perf_counter()  # the rate counts training steps, not the validation after them
+        if self.hparams.get("compile") and len(self._step_seconds) < 2:
+            self._step_seconds.append(self._train_end - self._step_start)
+            if len(self._step_seconds) == 2 and self.trainer.is_global_zero:
+                first, second = self._step_seconds
+                log.info(
+                    "torch.compile: first step %.1f s, second %.2f s: compiling took about %.0f s",
+                    first,
+                    second,
+                    first - second,
+                )
 
     def on_train_epoch_end(self) -> None:
         """One line per epoch (after its validation): loss, validation IoU, images/s, time left of the budget."""

@@ -314,6 +314,7 @@ def _fit_locked(
             dice_weight=cfg.train.dice_weight,
             encoder_lr_scale=cfg.train.encoder_lr_scale,
             preprocessing=cfg.data.preprocessing(),
+            compile=cfg.train.compile,
         )
         data = SegmentationDataModule.from_config(cfg)
     data.setup("fit")

@@ -35,6 +35,7 @@ PLAN_FIELDS = {
     "model.classes": "classes",
     "model.depth": "depth",
     "model.widths": "widths",
+    "model.memory_efficient": "memory_efficient",
     "data.channels": "channels",
     "data.mask_threshold": "mask_threshold",
     "data.patch_size": "patch_size",
@@ -205,9 +206,20 @@ def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
     need = estimate_peak_bytes(cfg.model, patch, batch, True, precision, device) + reserved
     if need <= budget:
         return cfg
+    user = frozenset(user_fields)
+    if not cfg.model.memory_efficient and "model.memory_efficient" not in user:
+        efficient = dataclasses.replace(cfg.model, memory_efficient=True)
+        if estimate_peak_bytes(efficient, patch, batch, True, precision, device) + reserved <= budget:
+            log.info(
+                "memory-efficient training on: batch %d needs about %.1f GB stored, over the %.1f GB budget",
+                batch,
+                need / GB,
+                budget / GB,
+            )
+            return dataclasses.replace(cfg, model=efficient)
     fits = fit_batch(cfg.model, patch, budget, batch, precision, device, reserved)  # raises if batch 1 is over
     where = f"{'x'.join(map(str, patch))} patches"
-    if "data.batch_size" in frozenset(user_fields):
+    if "data.batch_size" in user:
         raise ConfigError(
             f"data.batch_size={batch} on {where} needs about {need / GB:.1f} GB, over the memory budget of "
             f"{budget / GB:.1f} GB; data.batch_size={fits} would fit (or a smaller patch, or raise --memory-gb)"

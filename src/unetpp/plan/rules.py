@@ -4,8 +4,11 @@ nnU-Net's rule-based configuration (Isensee et al., Nat. Methods 2021), adapted 
 pools every axis by 2 (the UNet++ grid): the patch follows the median image (never larger), the
 depth follows the patch (each level at least ``MIN_BOTTLENECK`` voxels), anisotropic volumes are
 resampled towards isotropy, and the batch is the largest that the memory model of
-:mod:`unetpp.plan.memory` fits into the budget. Every choice is a plain field of :class:`Plan` with the
-reason beside it; any field can be overridden, and what depends on it is derived from the override.
+:mod:`unetpp.plan.memory` fits into the budget. Where even a batch of ``MIN_USEFUL_BATCH`` would not fit,
+memory-efficient training (recomputation, about 0.5-0.65x the activations at about 1.2x the time) is
+switched on before the patch is shrunk: a smaller patch costs context, recomputation only time.
+Every choice is a plain field of :class:`Plan` with the reason beside it; any field can be overridden,
+and what depends on it is derived from the override.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ MAX_DEPTH = 4  # the paper's L
 MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
 PATCH_CEILING = {(2, "cpu"): 96, (2, "cuda"): 256, (3, "cpu"): 64, (3, "cuda"): 128}  # per axis; 96²: the paper
 BATCH_CAP = {2: 16, 3: 8}
+MIN_USEFUL_BATCH = 2  # below this batch norm's statistics are noise; recompute rather than go lower
 BATCH_DATA_SHARE = 0.05  # nnU-Net: a batch covers at most 5% of the data set's voxels (but >= 2)
 GREY_SHARE = 0.9  # colour images below this share of colour -> train on grey
 ANISOTROPY = 3.0  # spacing ratio from which volumes are resampled (nnU-Net's threshold)
@@ -60,6 +64,7 @@ class Plan:
     precision: str
     memory_budget_gb: float
     estimated_peak_gb: float
+    memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
     reasons: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +77,9 @@ class Plan:
         unknown = set(d) - set(names)
         if unknown:
             raise ConfigError(f"unknown plan field(s) {sorted(unknown)}; fields are {', '.join(names)}")
-        missing = [n for n in names if n not in d and n != "reasons"]
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        optional |= {"reasons"}  # plans saved before a field with a default existed still load
+        missing = [n for n in names if n not in d and n not in optional]
         if missing:
             raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
         return cls(**{k: (dict(v) if k == "reasons" else _tuples(v)) for k, v in d.items()})
@@ -188,6 +195,11 @@ def make_plan(
         "spatial_dims": dims,
     }
     cap = _batch_cap(fp, patch, shape)
+    wanted = int(over.get("batch_size", min(MIN_USEFUL_BATCH, cap)))
+    efficient = over.get("memory_efficient")
+    if efficient is None:
+        efficient, why["memory_efficient"] = _recompute(model_cfg, patch, wanted, budget - other, precision, dev)
+    model_cfg["memory_efficient"] = bool(efficient)
     if "batch_size" in over:
         batch = int(over["batch_size"])
         need = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
@@ -223,6 +235,7 @@ def make_plan(
         precision=precision,
         memory_budget_gb=round(budget / GB, 3),
         estimated_peak_gb=round(peak / GB, 3),
+        memory_efficient=bool(efficient),
         reasons=why,
     )
     rest = {k: _tuples(v) for k, v in over.items() if k not in _DERIVED}
@@ -232,7 +245,7 @@ def make_plan(
 # overrides that make_plan reads while deriving the others; the rest are copied into the plan as given
 _DERIVED = frozenset(
     {"model", "channels", "in_channels", "classes", "mask_threshold", "target_spacing", "depth", "patch_size"}
-    | {"widths", "normalize", "cache", "batch_size"}
+    | {"widths", "normalize", "cache", "batch_size", "memory_efficient"}
 )
 
 
@@ -352,6 +365,20 @@ def _fit_patch_and_batch(
     return patch, fit_batch(model_cfg, patch, budget, cap, precision, device, reserved)
 
 
+def _recompute(
+    model_cfg: dict[str, Any], patch: tuple[int, ...], batch: int, budget: float, precision: str, device: str
+) -> tuple[bool, str]:
+    """Whether to train memory-efficiently: only when `batch` at `patch` does not fit otherwise, and why."""
+    normal = estimate_peak_bytes({**model_cfg, "memory_efficient": False}, patch, batch, True, precision, device)
+    if normal <= budget:
+        return False, f"batch {batch} fits without recomputation"
+    saving = estimate_peak_bytes({**model_cfg, "memory_efficient": True}, patch, batch, True, precision, device)
+    return True, (
+        f"batch {batch} of {_x(patch)} needs about {normal / GB:.2f} GB stored, {saving / GB:.2f} GB recomputed "
+        f"(budget {budget / GB:.2f} GB)"
+    )
+
+
 def _normalisation(fp: Fingerprint) -> tuple[str, Any, Any, Any, str]:
     if any(m.upper() == "CT" for m in fp.modalities):
         clip = tuple((s["p00_5"], s["p99_5"]) for s in fp.intensity)
@@ -393,6 +420,7 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
         ("mask_threshold", "-" if plan.mask_threshold is None else f"{plan.mask_threshold:g}", ""),
         ("patch_size", _x(plan.patch_size), plan.reasons.get("patch_size", "")),
         ("batch_size", str(plan.batch_size), plan.reasons.get("batch_size", "")),
+        ("memory_efficient", str(plan.memory_efficient).lower(), plan.reasons.get("memory_efficient", "")),
         ("normalize", plan.normalize, plan.reasons.get("normalize", "")),
         ("target_spacing", _x(plan.target_spacing or ()) or "-", plan.reasons.get("target_spacing", "")),
         ("cache", str(plan.cache).lower(), plan.reasons.get("cache", "")),
@@ -403,7 +431,7 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
         ),
     ]
     width = max(len(r[1]) for r in rows)
-    lines += [f"{name:<15}{value:<{width + 2}}{reason}".rstrip() for name, value, reason in rows]
+    lines += [f"{name:<18}{value:<{width + 2}}{reason}".rstrip() for name, value, reason in rows]
     return "\n".join(lines)
 
 
