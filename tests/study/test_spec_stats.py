@@ -180,6 +180,23 @@ def test_model_table_tests_against_the_reference() -> None:
     assert rows["b"]["delta_iou"] == pytest.approx(0.8166667 - 0.6)
 
 
+def test_per_class_rows_are_their_own_table_for_the_main_mode_only() -> None:
+    run = _result("m", 0, {"x": 0.5, "y": 0.7})  # main mode head1; add head2 and classes of both heads
+    run.scores += [{"image": "x", "mode": "head2", "iou": 0.1, "dice": 0.2, "hd95": 1.0}]
+    for mode in ("head1", "head2"):
+        for c, value in ((1, 0.4), (2, 0.8)):
+            run.scores += [{"image": "x", "mode": f"{mode} class {c}", "iou": value, "dice": value, "hd95": 1.0}]
+    second = _result("m", 1, {"x": 0.5, "y": 0.7})
+    second.scores += [{"image": "x", "mode": f"head1 class {c}", "iou": 0.6, "dice": 0.6, "hd95": 1.0} for c in (1, 2)]
+    heads = stats.head_table([run, second])
+    assert [h["mode"] for h in heads] == ["head1", "head2"]
+    classes = stats.head_table([run, second], per_class=True)
+    assert [(r["mode"], r["class"]) for r in classes] == [("head1 class 1", 1), ("head1 class 2", 2)]
+    assert classes[0]["dice"] == pytest.approx((0.4 + 0.6) / 2)  # mean over seeds of each run's mean
+    assert classes[1]["dice"] == pytest.approx((0.8 + 0.6) / 2)
+    assert stats.head_table([_result("b", 0, {"x": 0.5})], per_class=True) == []  # binary: no class rows
+
+
 def test_size_groups_on_a_constructed_mask() -> None:
     from unetpp.metrics import object_scores
 

@@ -194,3 +194,25 @@ def test_the_html_renders_in_headless_chromium(study, tmp_path) -> None:
     assert dom.count("<table>") >= 3
     assert "unet++" in dom
     assert "ensemble" in dom
+
+
+def test_a_multi_class_study_reports_each_class(tmp_path) -> None:
+    from ..plan.test_fingerprint import write_set
+
+    write_set(tmp_path / "data", "labels", n=5, shape=(32, 32))  # label maps {0, 1, 2}
+    spec = tiny_spec(
+        layout="folders",
+        data=str(tmp_path / "data"),
+        models=("unet",),
+        seeds=(0,),
+        classes=3,
+        test_ids=("4",),
+        overrides=(*TINY[:2], "data.patch_size=[32, 32]", "data.batch_size=2", "data.num_workers=0"),
+    )
+    compare(spec, tmp_path / "study")
+    report = (tmp_path / "study" / "report.md").read_text()
+    section = report.split("## Each class (main mode)")[1].split("##")[0]
+    assert re.search(r"\| unet \| head2 \| 1 \| [\d.]+ \|", section)
+    assert re.search(r"\| unet \| head2 \| 2 \| [\d.]+ \|", section)
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert [c["class"] for c in results["classes"]] == [1, 2]

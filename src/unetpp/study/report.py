@@ -85,6 +85,16 @@ def _heads_md(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _classes_md(rows: Sequence[dict]) -> str:
+    lines = ["| model | mode | class | Dice % | IoU % |", "|---|---|---:|---:|---:|"]
+    lines += [
+        f"| {r['model']} | {r['mode'].split(' class ')[0]} | {r['class']} | {_pct(r['dice'], r['dice_sd'])} "
+        f"| {_pct(r['iou'], r['iou_sd'])} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _groups_md(groups: dict, reference: str) -> str:
     if not groups.get("groups"):
         return ""
@@ -167,6 +177,7 @@ def collect(spec: StudySpec, out: Path, command: str | None = None, *, with_prun
         "missing": [str(r) for r in missing],
         "table": stats.model_table(results, ref),
         "heads": heads,
+        "classes": stats.head_table(results, per_class=True),
         "size_groups": stats.size_groups(results, ref, spec.size_bins),
         "embedded_vs_isolated": fig6,
         "pruning": pruning(results, heads) if with_pruning else [],
@@ -219,6 +230,8 @@ def _markdown(data: dict, spec: StudySpec, figs: dict[str, Path], overlays: dict
         _heads_md(data["heads"]),
         "",
     ]
+    if data["classes"]:
+        parts += ["## Each class (main mode)", "", _classes_md(data["classes"]), ""]
     if data["size_groups"].get("groups"):
         parts += ["## IoU by object size (paper Fig. 7)", "", "p: paired t-test over the group's objects.", ""]
         parts += [_groups_md(data["size_groups"], data["reference"]), ""]

@@ -182,8 +182,8 @@ def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[di
     from ..visualize import overlay, save_png
 
     model = unetpp.load(best)
-    rows = evaluate(model, test, with_hd95=spec.hd95)
-    mode = _main_mode(list(dict.fromkeys(r.mode for r in rows)))
+    rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True)  # multi-class: "<mode> class <c>" rows too
+    mode = _main_mode([m for m in dict.fromkeys(r.mode for r in rows) if " class " not in m])
     objects: list[list] = []
     for k, sample in enumerate(test):
         probs = unetpp.predict(model, sample["image"], mode="ensemble" if mode == "ensemble" else f"select:{mode[4:]}")

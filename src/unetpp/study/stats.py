@@ -121,12 +121,18 @@ def model_table(results: Sequence[RunResult], reference: str) -> list[dict]:
     return rows
 
 
-def head_table(results: Sequence[RunResult]) -> list[dict]:
-    """Every head and the ensemble of every model: IoU and Dice mean ± s.d. over seeds."""
+def head_table(results: Sequence[RunResult], *, per_class: bool = False) -> list[dict]:
+    """Every head and the ensemble of every model: IoU and Dice mean ± s.d. over seeds.
+
+    `per_class`: instead, each foreground class of the model's main mode (multi-class studies; the rows
+    ``"<mode> class <c>"`` that :func:`unetpp.evaluate.evaluate` adds), with ``"class"`` in each row.
+    """
     rows = []
     for model, runs in by_model(results).items():
-        for mode in dict.fromkeys(r["mode"] for r in runs[0].scores):
-            row = {"model": model, "mode": mode}
+        modes = list(dict.fromkeys(r["mode"] for r in runs[0].scores))
+        prefix = f"{main_mode(runs[0])} class "
+        for mode in [m for m in modes if m.startswith(prefix) == per_class and (per_class or " class " not in m)]:
+            row = {"model": model, "mode": mode} | ({"class": int(mode[len(prefix) :])} if per_class else {})
             for metric in ("iou", "dice"):
                 row[metric], row[f"{metric}_sd"] = mean_sd([run_mean(r, mode, metric) for r in runs])
             rows.append(row)
