@@ -10,6 +10,8 @@ latency, training images/s and peak memory of
 - ``unetpp UNet++``: ``unetpp.build_model("unet++", encoder=...)`` (depth 4, decoder widths
   16-32-64-128, channels-last; inference with one head and batch norm folded, training with deep
   supervision over its four heads);
+- ``unetpp UNet++ mem-eff``: the same UNet++ trained with ``memory_efficient=True`` (recomputation;
+  its inference is the plain one);
 - ``unetpp U-Net``: ``unetpp.build_model("unet", encoder=...)`` on the same backbone.
 
 Every model maps 3 channels to 1 full-resolution map. Times are medians of interleaved runs (A, B,
@@ -32,12 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_models import interleaved_times, n_params, probe_memory
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import unetpp
+from unetpp.bench import interleaved_seconds, n_params
 from unetpp.losses import DeepSupervisionLoss, HybridLoss
+from unetpp.memory_probe import rss_kib
 from unetpp.models.inference import fuse_batch_norm
 
 Shape = tuple[int, ...]
@@ -53,9 +56,16 @@ def smp_unetpp(encoder: str, matched: bool = False) -> nn.Module:
     return smp.UnetPlusPlus(encoder, encoder_weights=None)
 
 
-def ours(name: str, encoder: str, deploy: bool) -> nn.Module:
+def ours(name: str, encoder: str, deploy: bool, memory_efficient: bool = False) -> nn.Module:
     """Training: the default model (deep supervision). Inference: one head, batch norm folded."""
-    model = unetpp.build_model(name, encoder=encoder, encoder_weights=None, in_channels=3, deep_supervision=not deploy)
+    model = unetpp.build_model(
+        name,
+        encoder=encoder,
+        encoder_weights=None,
+        in_channels=3,
+        deep_supervision=not deploy,
+        memory_efficient=memory_efficient and not deploy,
+    )
     return fuse_batch_norm(model.eval()) if deploy else model
 
 
@@ -63,6 +73,7 @@ CANDIDATES: dict[str, Callable[[str, bool], nn.Module]] = {
     BASELINE: lambda enc, deploy: smp_unetpp(enc),
     "smp UNet++ d4": lambda enc, deploy: smp_unetpp(enc, matched=True),
     "unetpp UNet++": lambda enc, deploy: ours("unet++", enc, deploy),
+    "unetpp UNet++ mem-eff": lambda enc, deploy: ours("unet++", enc, deploy, memory_efficient=True),
     "unetpp U-Net": lambda enc, deploy: ours("unet", enc, deploy),
 }
 
@@ -97,6 +108,16 @@ def make_step(mode: str, candidate: str, encoder: str, shape: Shape) -> Callable
     return train
 
 
+def probe_memory(step: Callable[[], None], steps: int = 2) -> float:
+    """MiB above the built model at the peak of `steps` calls (activations, gradients, optimizer state)."""
+    gc.collect()
+    base = rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    for _ in range(steps):
+        step()
+    return (rss_kib("VmHWM") - base) / 1024
+
+
 def peak_memory(mode: str, candidate: str, encoder: str, shape: Shape) -> float:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     cmd = [sys.executable, __file__, "--probe", mode, candidate, encoder, "x".join(map(str, shape))]
@@ -116,7 +137,7 @@ def measure(encoder: str, infer_shape: Shape, train_shape: Shape, reps: int) -> 
         model = CANDIDATES[k](encoder, True)
         rows[k] = {"params": n_params(CANDIDATES[k](encoder, False)), "gflops": forward_gflops(model, infer_shape[-1])}
     for mode, shape in (("infer", infer_shape), ("train", train_shape)):
-        times = interleaved_times({k: make_step(mode, k, encoder, shape) for k in CANDIDATES}, reps)
+        times = interleaved_seconds({k: make_step(mode, k, encoder, shape) for k in CANDIDATES}, reps)
         gc.collect()
         for k in CANDIDATES:
             rows[k][f"{mode}_seconds"] = times[k]
@@ -149,6 +170,7 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], infer_shape: Shape
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", default=BACKBONES)
+    parser.add_argument("--models", nargs="+", default=list(CANDIDATES), help="a subset of the candidates")
     parser.add_argument("--infer-shape", default="4x3x256x256")
     parser.add_argument("--train-shape", default="2x3x256x256")
     parser.add_argument("--reps", type=int, default=3)
@@ -157,6 +179,8 @@ def main() -> None:
     parser.add_argument("--probe", nargs=4, metavar=("MODE", "CANDIDATE", "ENCODER", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    for k in [k for k in CANDIDATES if k not in args.models and k != BASELINE]:
+        del CANDIDATES[k]  # the baseline stays: every ratio is against it
     if args.probe:
         mode, candidate, encoder, shape = args.probe
         print(probe_memory(make_step(mode, candidate, encoder, tuple(int(s) for s in shape.split("x")))))

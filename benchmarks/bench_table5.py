@@ -20,16 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_dsb import split_ids  # same folder: run as a script
-from bench_em import collect, train_last
 
+from unetpp.config import RunConfig
 from unetpp.data.instances import DSB2018Instances
+from unetpp.engine.train import fit
 from unetpp.evaluate_instances import evaluate_instances
 from unetpp.metrics.instances import mean_scores
+from unetpp.models import load
 
 SEMANTIC = {"U-Net": ["model.name=unet"], "UNet++": ["model.name=unet++", "model.deep_supervision=true"]}
 DETECTORS = {"Mask R-CNN": "maskrcnn", "Mask R-CNN++": "maskrcnn++"}
@@ -39,6 +42,43 @@ PAPER = {  # Table V of Zhou et al. 2019 (ResNet-101 detectors): IoU %, Dice %, 
     "Mask R-CNN": (93.28, 87.91, 0.401),
     "Mask R-CNN++": (95.10, 91.36, 0.414),
 }
+
+
+def split_ids(root: str) -> tuple[list[str], list[str]]:
+    """Train and test ids: every 10th sorted id of the folder is a test image."""
+    ids = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+    return [i for k, i in enumerate(ids) if k % 10], ids[::10]
+
+
+def train_last(overrides: list[str], minutes: float, precision: str, seed: int, run_dir: Path) -> torch.nn.Module:
+    """Train with a wall-clock budget on all the given images (no validation split); the last model.
+
+    Scoring the last checkpoint keeps the test images out of model selection.
+    """
+    budget = [
+        "data.val_fraction=0",
+        "data.num_workers=1",
+        "train.max_epochs=100000",
+        f"train.max_minutes={minutes}",
+        f"train.precision={precision}",
+        f"train.seed={seed}",
+        "train.progress=false",
+    ]
+    fit(RunConfig().override([*overrides, *budget]), run_dir)
+    return load(run_dir / "checkpoints" / "last.ckpt")
+
+
+def collect(out: Path, models: list[str], seeds: list[int], run: Callable[[str, int, Path], list[dict]]) -> list[dict]:
+    """Every (model, seed) run not yet in `out`, appending rows to it after each run (resumable)."""
+    rows: list[dict] = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["model"], r["seed"]) for r in rows}
+    for seed in seeds:
+        for model in [m for m in models if (m, seed) not in done]:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows += run(model, seed, Path(tmp) / "run")
+            out.write_text(json.dumps(rows, indent=1))
+            print(summary(rows), flush=True)
+    return rows
 
 
 def run_model(args: argparse.Namespace, model: str, seed: int, run_dir: Path) -> list[dict]:
@@ -74,7 +114,7 @@ def run_model(args: argparse.Namespace, model: str, seed: int, run_dir: Path) ->
 
 
 def score_row(model: str, seed: int, row: dict, steps: int) -> dict:
-    mode = "components" if model in SEMANTIC else "instances"  # bench_em.collect prints per (model, mode)
+    mode = "components" if model in SEMANTIC else "instances"  # how the model's instances were found
     return {"model": model, "mode": mode, "seed": seed, "steps": steps, **row}
 
 

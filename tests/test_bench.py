@@ -79,3 +79,18 @@ def test_bad_shapes() -> None:
         measure(model, (32, 32), memory=False)
     with pytest.raises(ConfigError, match="reps must be"):
         measure(model, (1, 1, 32, 32), reps=0, memory=False)
+
+
+BENCHMARKS = sorted((Path(__file__).parents[1] / "benchmarks").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])
+def test_every_benchmark_script_imports(script, monkeypatch) -> None:
+    """The scripts import the package's helpers by name: a rename must not leave one broken (bench_table5 was)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(script.parent))  # scripts import their neighbours, as when run from there
+    spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.main)
