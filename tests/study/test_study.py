@@ -92,6 +92,11 @@ def test_parts_are_a_partition() -> None:
             parse_part(bad)
 
 
+def test_runs_go_seed_by_seed_so_a_stopped_study_compares_every_model() -> None:
+    runs = runner.plan(tiny_spec(models=("unet", "unet++"), seeds=(1, 0)))
+    assert [(str(r.model), r.seed) for r in runs] == [("unet", 0), ("unet++", 0), ("unet", 1), ("unet++", 1)]
+
+
 def test_the_study_writes_table_files_and_figures(study) -> None:
     out, table = study["out"], study["table"]
     assert "| unet (reference) | head2 |" in table

@@ -52,8 +52,12 @@ class Run:
 
 
 def plan(spec: StudySpec) -> list[Run]:
-    """Every run of the study in a fixed order (model by model, seeds ascending)."""
-    return [Run(m, s) for m in spec.model_specs() for s in sorted(spec.seeds)]
+    """Every run of the study in a fixed order: seed by seed, every model within a seed.
+
+    A study stopped part-way (the session's time, a killed job) then holds every model at the seeds
+    it finished, a fair comparison so far, rather than all seeds of the first models and none of the last.
+    """
+    return [Run(m, s) for s in sorted(spec.seeds) for m in spec.model_specs()]
 
 
 def is_finished(folder: Path) -> bool:
