@@ -15,8 +15,9 @@ from unetpp.errors import ConfigError
 from unetpp.plan.apply import normalize, prepare, restore
 from unetpp.plan.fingerprint import fingerprint
 from unetpp.plan.memory import estimate_peak_bytes
+from unetpp.plan.record import Plan, format_plan, load_plan, save_plan
 from unetpp.plan.resample import resampled_meta
-from unetpp.plan.rules import WORKER_BYTES, Plan, format_plan, load_plan, make_plan, save_plan
+from unetpp.plan.rules import WORKER_BYTES, make_plan
 
 from .test_fingerprint import _blobs, write_set
 

@@ -20,7 +20,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from ..plan.fingerprint import fingerprint
-    from ..plan.rules import format_plan, make_plan, save_plan
+    from ..plan.record import format_plan, save_plan
+    from ..plan.rules import make_plan
 
     overrides = {}
     for a in args.set or []:

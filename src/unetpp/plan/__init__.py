@@ -7,7 +7,8 @@ normalisation, resampling); ``format_plan`` prints it and ``save_plan`` writes `
 
 from .fingerprint import Fingerprint, fingerprint
 from .memory import estimate_peak_bytes, fit_batch
-from .rules import Plan, format_plan, load_plan, make_plan, save_plan
+from .record import Plan, format_plan, load_plan, save_plan
+from .rules import make_plan
 
 __all__ = [
     "Fingerprint",

@@ -12,8 +12,8 @@ import numpy as np
 from ..data.io import ImageMeta
 from ..data.transforms import normalize_intensity
 from ..errors import ConfigError
+from .record import Plan
 from .resample import resample_probabilities, to_spacing
-from .rules import Plan
 
 
 def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .memory import GB, estimate_peak_bytes, fit_batch
-from .rules import WORKER_BYTES, Plan, format_plan, load_plan, make_plan
+from .record import Plan, format_plan, load_plan
+from .rules import WORKER_BYTES, make_plan
 from .system import memory_budget_bytes
 
 if TYPE_CHECKING:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..files import atomic_write
 from .fingerprint import Fingerprint
 from .memory import GB, estimate_peak_bytes, fit_batch
+from .record import Plan, as_tuples, sizes_text
 from .system import memory_budget_bytes
 
 MAX_DEPTH = 4  # the paper's L
@@ -38,88 +37,6 @@ ANISOTROPY = 3.0  # spacing ratio from which volumes are resampled (nnU-Net's th
 CACHE_SHARE = 0.25  # keep decoded images in memory only while they take at most this share of the budget
 DATA_COPIES = 2  # the cache lives in the main process (validation) and in the loader's worker
 WORKER_BYTES = 0.5 * GB  # a data-loading worker process (Python + torch), beyond its cache
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """A training plan: config fields (``model.*``, ``data.*``) and why each was chosen (``reasons``)."""
-
-    model: str
-    spatial_dims: int
-    in_channels: int
-    channels: str  # data.channels: "grey", "rgb" or "keep"
-    classes: int
-    mask_threshold: float | None  # data.mask_threshold: binarise masks at this value (noisy JPEG-like masks)
-    depth: int
-    widths: tuple[int, ...]
-    patch_size: tuple[int, ...]
-    batch_size: int
-    normalize: str  # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
-    intensity_clip: tuple[tuple[float, float], ...] | None
-    intensity_mean: tuple[float, ...] | None
-    intensity_std: tuple[float, ...] | None
-    target_spacing: tuple[float, ...] | None  # resample volumes to this spacing for training; None: as stored
-    cache: bool
-    device: str
-    precision: str
-    memory_budget_gb: float
-    estimated_peak_gb: float
-    memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
-    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: _lists(v) for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown plan field(s) {sorted(unknown)}; fields are {', '.join(names)}")
-        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-        optional |= {"reasons"}  # plans saved before a field with a default existed still load
-        missing = [n for n in names if n not in d and n not in optional]
-        if missing:
-            raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
-        return cls(**{k: (dict(v) if k == "reasons" else _tuples(v)) for k, v in d.items()})
-
-
-def _lists(x: Any) -> Any:
-    if isinstance(x, tuple | list):
-        return [_lists(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _lists(v) for k, v in x.items()}
-    return x
-
-
-def _tuples(x: Any) -> Any:
-    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
-
-
-def save_plan(plan: Plan, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``plan.yaml`` atomically (refuses to overwrite unless asked)."""
-    import yaml
-
-    text = yaml.safe_dump(plan.to_dict(), sort_keys=False)
-    return atomic_write(path, lambda tmp: tmp.write_text(text), overwrite, error=ConfigError)
-
-
-def load_plan(path: str | Path) -> Plan:
-    """Read a ``plan.yaml``.
-
-    Raises:
-        ConfigError: unreadable YAML, unknown or missing fields.
-    """
-    import yaml
-
-    try:
-        d = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the plan ({e}); check the path or rerun `unetpp plan`") from e
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: a plan is a mapping of fields; rerun `unetpp plan`")
-    return Plan.from_dict(d)
 
 
 # --------------------------------------------------------------------------------------------- rules
@@ -164,7 +81,9 @@ def make_plan(
     target = over.get("target_spacing", target)
     if target is not None:
         ratio = f"ratio {fp.anisotropy:.1f} >= {ANISOTROPY:g}"
-        why.setdefault("target_spacing", f"voxels {_x(fp.median_spacing)} ({ratio}): resampled, predictions back")
+        why.setdefault(
+            "target_spacing", f"voxels {sizes_text(fp.median_spacing)} ({ratio}): resampled, predictions back"
+        )
     shape = _grid_shape(fp.median_shape, fp.median_spacing, target)
 
     ceiling = PATCH_CEILING[(dims, dev)]
@@ -172,8 +91,12 @@ def make_plan(
     patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
     _check_patch(patch, depth, dims)
     widths = tuple(int(w) for w in over.get("widths", ())) or _default_widths(model_name, depth)
-    why.setdefault("depth", f"each level >= {MIN_BOTTLENECK} voxels on a {_x(patch)} patch (at most {MAX_DEPTH})")
-    why.setdefault("patch_size", f"median image {_x(shape)}, at most {ceiling} per axis, divisible by {2**depth}")
+    why.setdefault(
+        "depth", f"each level >= {MIN_BOTTLENECK} voxels on a {sizes_text(patch)} patch (at most {MAX_DEPTH})"
+    )
+    why.setdefault(
+        "patch_size", f"median image {sizes_text(shape)}, at most {ceiling} per axis, divisible by {2**depth}"
+    )
 
     normalize, clip, mean, std, why_n = _normalisation(fp)
     normalize = over.get("normalize", normalize)
@@ -238,7 +161,7 @@ def make_plan(
         memory_efficient=bool(efficient),
         reasons=why,
     )
-    rest = {k: _tuples(v) for k, v in over.items() if k not in _DERIVED}
+    rest = {k: as_tuples(v) for k, v in over.items() if k not in _DERIVED}
     return dataclasses.replace(plan, **rest) if rest else plan
 
 
@@ -311,7 +234,7 @@ def _fit_depth(shape: tuple[int, ...], ceiling: int) -> int:
             return depth
     if all(n >= 2 for n in shape):
         return 1
-    raise DataError(f"images of median size {_x(shape)} are too small for a network that halves every axis")
+    raise DataError(f"images of median size {sizes_text(shape)} are too small for a network that halves every axis")
 
 
 def _fit_patch(shape: tuple[int, ...], ceiling: int, depth: int) -> tuple[int, ...]:
@@ -374,8 +297,8 @@ def _recompute(
         return False, f"batch {batch} fits without recomputation"
     saving = estimate_peak_bytes({**model_cfg, "memory_efficient": True}, patch, batch, True, precision, device)
     return True, (
-        f"batch {batch} of {_x(patch)} needs about {normal / GB:.2f} GB stored, {saving / GB:.2f} GB recomputed "
-        f"(budget {budget / GB:.2f} GB)"
+        f"batch {batch} of {sizes_text(patch)} needs about {normal / GB:.2f} GB stored, "
+        f"{saving / GB:.2f} GB recomputed (budget {budget / GB:.2f} GB)"
     )
 
 
@@ -389,52 +312,3 @@ def _normalisation(fp: Fingerprint) -> tuple[str, Any, Any, Any, str]:
 
 
 # --------------------------------------------------------------------------------------------- printing
-
-
-def _x(sizes: Any) -> str:
-    return "x".join(f"{s:g}" if isinstance(s, float) else str(s) for s in sizes)
-
-
-def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
-    """The fingerprint in three lines and the plan as a table of field, value and reason."""
-    lines = []
-    if fp is not None:
-        kinds = ", ".join(f"{c}: {f:.1%}" for c, f in enumerate(fp.class_frequencies) if f > 0)
-        lines += [
-            f"data       {fp.source}: {fp.n_items} images ({fp.n_sampled} read), {fp.spatial_dims}D, "
-            f"{fp.channels} channel(s) {fp.channel_kind}, {fp.dtype}",
-            f"shape      median {_x(fp.median_shape)} (min {_x(fp.min_shape)}, max {_x(fp.max_shape)}), "
-            f"spacing {_x(fp.median_spacing)}",
-            f"labels     {fp.label_kind}, values {_values(fp.label_values)}, classes {kinds}",
-        ]
-        for o in fp.objects:
-            lines.append(
-                f"objects    class {o['class']}: {o['per_image']:.3g} per image, median {o['median']:.0f} voxels "
-                f"(5-95%: {o['p05']:.0f}-{o['p95']:.0f})"
-            )
-        lines.append("")
-    rows = [
-        ("model", f"{plan.model}, depth {plan.depth}, widths {_x(plan.widths)}", plan.reasons.get("depth", "")),
-        ("channels", f"{plan.in_channels} ({plan.channels})", plan.reasons.get("channels", "")),
-        ("classes", str(plan.classes), plan.reasons.get("classes", "")),
-        ("mask_threshold", "-" if plan.mask_threshold is None else f"{plan.mask_threshold:g}", ""),
-        ("patch_size", _x(plan.patch_size), plan.reasons.get("patch_size", "")),
-        ("batch_size", str(plan.batch_size), plan.reasons.get("batch_size", "")),
-        ("memory_efficient", str(plan.memory_efficient).lower(), plan.reasons.get("memory_efficient", "")),
-        ("normalize", plan.normalize, plan.reasons.get("normalize", "")),
-        ("target_spacing", _x(plan.target_spacing or ()) or "-", plan.reasons.get("target_spacing", "")),
-        ("cache", str(plan.cache).lower(), plan.reasons.get("cache", "")),
-        (
-            "memory",
-            f"{plan.estimated_peak_gb:.2f} of {plan.memory_budget_gb:.2f} GB ({plan.device})",
-            plan.reasons.get("memory_budget_gb", ""),
-        ),
-    ]
-    width = max(len(r[1]) for r in rows)
-    lines += [f"{name:<18}{value:<{width + 2}}{reason}".rstrip() for name, value, reason in rows]
-    return "\n".join(lines)
-
-
-def _values(values: tuple[float, ...]) -> str:
-    shown = [f"{v:g}" for v in values[:8]]
-    return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
