@@ -12,27 +12,13 @@ from unetpp.engine.train import fit
 from unetpp.errors import CheckpointError, ConfigError
 from unetpp.visualize import read_run_metrics
 
+from ..tiny_settings import TINY_RUN
+
 TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}
 
 
 def tiny_run(*extra: str) -> RunConfig:
-    return RunConfig().override(
-        [
-            "model.depth=2",
-            "model.widths=[4,8,16]",
-            "data.layout=synthetic",
-            "data.synthetic_images=6",
-            "data.synthetic_size=64",
-            "data.patch_size=[32,32]",
-            "data.patches_per_image=2",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            "data.val_fraction=0.34",
-            "train.progress=false",
-            "train.max_epochs=1",
-            *extra,
-        ]
-    )
+    return RunConfig().override([*TINY_RUN, "train.max_epochs=1", *extra])
 
 
 def test_overfit_one_batch_really_learns() -> None:

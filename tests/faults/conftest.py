@@ -12,21 +12,10 @@ import pytest
 
 from unetpp.cli import main
 
+from ..tiny_settings import TINY_RUN
+
 SRC = Path(__file__).resolve().parents[2] / "src"
-TINY_TRAIN = [
-    "--set",
-    "model.depth=2",
-    "model.widths=[4,8,16]",
-    "data.layout=synthetic",
-    "data.synthetic_images=6",
-    "data.synthetic_size=64",
-    "data.patch_size=[32,32]",
-    "data.patches_per_image=2",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.val_fraction=0.34",
-    "train.progress=false",
-]
+TINY_TRAIN = ["--set", *TINY_RUN]
 
 
 def snapshot(root: Path) -> dict[str, str]:
