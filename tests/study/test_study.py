@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from unetpp.errors import ConfigError
+from unetpp.errors import ConfigError, DataError
 from unetpp.study import StudySpec, compare, runner
 from unetpp.study.report import write_report
 
@@ -133,6 +133,14 @@ def test_a_clashing_study_is_one_line(study, tmp_path) -> None:
     cfg.write_text(cfg.read_text().replace("seed: 1", "seed: 5"))
     with pytest.raises(ConfigError, match=r"seed1/config.yaml: train\.seed is 5 in the run but 1 in this study"):
         runner.run_study(tiny_spec(), out)
+
+
+def test_a_study_with_missing_data_saves_nothing(tmp_path) -> None:
+    """A mistyped --data fails before study.yaml is written, so the corrected command can use the same --out."""
+    out = tmp_path / "study"
+    with pytest.raises(DataError, match="no such folder"):
+        runner.run_study(tiny_spec(layout="isbi2012", data=str(tmp_path / "typo"), test_ids=("20",)), out)
+    assert not (out / "study.yaml").exists()
 
 
 def test_an_interrupted_study_resumes_without_retraining(tmp_path, monkeypatch) -> None:

@@ -64,8 +64,8 @@ def is_finished(folder: Path) -> bool:
     return (folder / "scores.csv").is_file()
 
 
-def open_study(spec: StudySpec, out: Path) -> None:
-    """Check `spec` against a study already in `out` (same data, budget and test set) and save it.
+def open_study(spec: StudySpec, out: Path, *, save: bool = True) -> None:
+    """Check `spec` against a study already in `out` (same data, budget and test set) and save it (if `save`).
 
     Raises:
         ConfigError: the folder holds a study with other run-defining settings (one line, naming the field).
@@ -80,7 +80,8 @@ def open_study(spec: StudySpec, out: Path) -> None:
             )
     elif out.exists() and any(p.name != "study.yaml" for p in out.iterdir()):
         raise ConfigError(f"{out}: folder is not empty and holds no study.yaml; choose a new or empty --out")
-    spec.save(out)
+    if save:
+        spec.save(out)
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
@@ -241,8 +242,9 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
         ConfigError: a clash with a study or runs already in `out`, a bad test set, a bad model.
     """
     out = Path(out)
+    open_study(spec, out, save=False)
+    train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
     open_study(spec, out)
-    train_ids, test = testset.split(spec)
     check_runs(spec, out, train_ids)
     mine = [r for r in take_part(plan(spec), part) if not is_finished(r.folder(out))]
     for k, run in enumerate(mine, 1):
