@@ -19,13 +19,7 @@ import torch
 import unetpp
 from unetpp.bench import interleaved_seconds, train_step
 from unetpp.memory_probe import peak_memory_mib
-from unetpp.precision import bf16_supported
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(next((line.split(":")[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or platform.machine()
+from unetpp.precision import bf16_supported, cpu_flags
 
 
 def main() -> None:
@@ -56,7 +50,8 @@ def main() -> None:
         }
         for k in models
     ]
-    print(f"CPU: {cpu_flags()}; bf16 native: {bf16_supported()}; threads {args.threads}; torch {torch.__version__}")
+    flags = ", ".join(cpu_flags()) or platform.machine()
+    print(f"CPU: {flags}; bf16 native: {bf16_supported()}; threads {args.threads}; torch {torch.__version__}")
     print("| training | step | images/s | peak memory | time vs normal | memory vs normal |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:

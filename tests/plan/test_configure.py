@@ -94,6 +94,20 @@ def test_planned_config_hands_user_settings_to_the_plan(tmp_path, monkeypatch) -
     assert plan.reasons["channels"] == "set by you"
 
 
+def test_the_plan_chooses_the_training_precision_unless_the_user_did(tmp_path, monkeypatch) -> None:
+    from unetpp import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "bf16_supported", lambda: True)
+    write_set(tmp_path / "d", "rgb")
+    cfg = SMALL.override([f"data.root={tmp_path / 'd'}", "train.memory_gb=4"])
+    planned, _ = planned_config(cfg, "auto", user_fields_of(cfg))
+    assert planned.train.precision == "bf16"
+    mine = cfg.override(["train.precision=32"])
+    kept, plan = planned_config(mine, "auto", {*user_fields_of(mine), "train.precision"})
+    assert (kept.train.precision, plan.precision) == ("32", "32")
+
+
 def test_a_plan_for_other_dimensions_is_refused(tmp_path) -> None:
     fp = fingerprint(write_set(tmp_path / "d", "rgb"), cache_dir=tmp_path / "cache")
     plan = make_plan(fp, memory_gb=8)

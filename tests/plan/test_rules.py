@@ -135,6 +135,27 @@ def test_a_plan_saved_before_memory_efficient_existed_still_loads(tmp_path) -> N
     assert Plan.from_dict(old).memory_efficient is False
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_is_bf16_only_where_the_cpu_has_it_natively(tmp_path, monkeypatch, native) -> None:
+    from unetpp import precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda: native)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+    fp, _ = _plan(tmp_path, "rgba-grey")
+    plan = make_plan(fp, memory_gb=8)
+    assert plan.precision == ("bf16" if native else "32")
+    reason = plan.reasons["precision"]
+    assert ("avx512_bf16+amx_bf16" in reason) if native else ("no native bf16" in reason)
+    assert re.search(rf"^precision\s+{plan.precision}\s", format_plan(plan), re.M)
+    mine = make_plan(fp, memory_gb=8, precision="32")
+    assert (mine.precision, mine.reasons["precision"]) == ("32", "set by you")
+
+
+def test_a_plan_saved_with_lightnings_precision_name_loads_in_the_projects(tmp_path) -> None:
+    _, plan = _plan(tmp_path, "rgba-grey")
+    assert Plan.from_dict({**plan.to_dict(), "precision": "bf16-mixed"}).precision == "bf16"
+
+
 def test_budget_too_small_is_one_line_naming_estimate_budget_and_what_fits(tmp_path) -> None:
     fp, _ = _plan(tmp_path, "rgba-grey")
     with pytest.raises(ConfigError) as e:

@@ -57,7 +57,9 @@ def single_process_validation(run: Path, ckpt: Path) -> dict[str, float]:
     data = SegmentationDataModule.from_config(cfg)
     data.setup("fit")
     assert len(data.val_set) == 3  # odd: a padding sampler would count one image twice
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision=cfg.train.lightning_precision, logger=False, enable_progress_bar=False
+    )
     return {k: float(v) for k, v in trainer.validate(module, datamodule=data, verbose=False)[0].items()}
 
 

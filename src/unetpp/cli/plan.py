@@ -71,7 +71,9 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         help="memory budget (default: 75%% of the available RAM, or 90%% of the GPU's free memory)",
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--precision", default="32", help="32 (default), bf16 or 16")
+    p.add_argument(
+        "--precision", help="32, bf16 or 16; default: bf16 where the CPU/GPU has it natively, else 32 (16 on GPUs)"
+    )
     p.add_argument("--max-items", type=int, default=200, help="read at most this many images (evenly spaced)")
     p.add_argument("--no-cache", action="store_true", help="read the files again even if a fingerprint is cached")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a plan field, e.g. batch_size=4")

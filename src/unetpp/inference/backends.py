@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models import NestedUNet, ensemble
-from ..precision import bf16_supported
+from ..precision import bf16_supported, cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +138,7 @@ def cache_path() -> Path:
 
 def machine() -> str:
     """What makes timings differ between machines: CPU, its vector flags, threads and library versions."""
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        text = Path("/proc/cpuinfo").read_text()
-        have = set(next((ln.split(":")[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-        flags = "+".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
+    flags = "+".join(cpu_flags())
     versions = [f"torch {torch.__version__}"]
     for name in ("onnxruntime", "openvino"):
         if find_spec(name) is not None:

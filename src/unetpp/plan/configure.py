@@ -47,6 +47,7 @@ PLAN_FIELDS = {
     "data.intensity_std": "intensity_std",
     "data.target_spacing": "target_spacing",
     "data.cache": "cache",
+    "train.precision": "precision",
 }
 _NOT_NONE = {"depth", "widths", "patch_size", "batch_size"}  # None here means "the default": the plan decides
 _NOT_FILLED = {"model.widths"}  # the model's default widths for the planned depth are the plan's
@@ -118,7 +119,7 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
         cfg.train.memory_gb,
         _device(cfg),
         overrides,
-        precision=cfg.train.lightning_precision,
+        precision=cfg.train.precision if "train.precision" in user else None,
         workers=cfg.data.num_workers,
     )
     log.info("%s", format_plan(plan, fp))
@@ -202,7 +203,7 @@ def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
     device = _device(cfg)
     budget = budget_bytes(cfg)
     reserved = WORKER_BYTES * cfg.data.num_workers
-    precision = cfg.train.lightning_precision
+    precision = cfg.train.precision
     batch = cfg.data.batch_size
     need = estimate_peak_bytes(cfg.model, patch, batch, True, precision, device) + reserved
     if need <= budget:

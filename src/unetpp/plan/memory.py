@@ -78,7 +78,7 @@ def estimate_peak_bytes(
         patch: spatial size of the input, e.g. ``(96, 96)`` or ``(64, 64, 64)``.
         batch: images per step.
         training: forward + backward + Adam step; False: an inference pass (no gradients).
-        precision: Lightning's precision string; mixed precision is estimated as float32 (upper bound).
+        precision: "32", "bf16" or "16"; mixed precision is estimated as float32 (upper bound).
         device: "cpu" or "cuda" (sets the runtime constant).
 
     Raises:

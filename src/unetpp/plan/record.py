@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..files import atomic_write
+from ..precision import OLD_NAMES
 from .fingerprint import Fingerprint
 
 
@@ -37,7 +38,7 @@ class Plan:
     target_spacing: tuple[float, ...] | None  # resample volumes to this spacing for training; None: as stored
     cache: bool
     device: str
-    precision: str
+    precision: str  # "32", "bf16" or "16": train.precision
     memory_budget_gb: float
     estimated_peak_gb: float
     memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
@@ -58,6 +59,8 @@ class Plan:
         missing = [n for n in names if n not in d and n not in optional]
         if missing:
             raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
+        if str(d.get("precision")) in OLD_NAMES:  # plans written before the project's own spelling
+            d = {**d, "precision": OLD_NAMES[str(d["precision"])]}
         return cls(**{k: (dict(v) if k == "reasons" else as_tuples(v)) for k, v in d.items()})
 
 
@@ -129,6 +132,7 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
         ("patch_size", sizes_text(plan.patch_size), plan.reasons.get("patch_size", "")),
         ("batch_size", str(plan.batch_size), plan.reasons.get("batch_size", "")),
         ("memory_efficient", str(plan.memory_efficient).lower(), plan.reasons.get("memory_efficient", "")),
+        ("precision", plan.precision, plan.reasons.get("precision", "")),
         ("normalize", plan.normalize, plan.reasons.get("normalize", "")),
         ("target_spacing", sizes_text(plan.target_spacing or ()) or "-", plan.reasons.get("target_spacing", "")),
         ("cache", str(plan.cache).lower(), plan.reasons.get("cache", "")),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..precision import canonical_precision, training_precision
 from .fingerprint import Fingerprint
 from .memory import GB, estimate_peak_bytes, fit_batch
 from .record import Plan, as_tuples, sizes_text
@@ -49,10 +50,12 @@ def make_plan(
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
     *,
-    precision: str = "32-true",
+    precision: str | None = None,
     workers: int = 1,
 ) -> Plan:
     """Derive a plan from a fingerprint; `overrides` (plan field -> value) win, and what depends on them follows.
+
+    `precision` None: bf16 where the device computes it natively, else float32 (or float16 on a GPU).
 
     Raises:
         DataError: the data set has no masks, or images too small for any network.
@@ -68,6 +71,10 @@ def make_plan(
     model_name = str(over.get("model", model_name))
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
     dims = fp.spatial_dims
+    if precision is None:
+        precision, why["precision"] = training_precision(dev)
+    else:
+        precision, why["precision"] = canonical_precision(precision, where="precision"), "set by you"
 
     channels, in_channels, why_c = _channels(fp)
     channels = over.get("channels", channels)
