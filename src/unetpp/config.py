@@ -139,7 +139,7 @@ class TrainConfig:
     bce_weight: float = _f(0.5, ge=0.0)  # hybrid loss: bce_weight * CE + dice_weight * (1 - Dice), authors' code
     dice_weight: float = _f(1.0, ge=0.0)
     early_stopping: int | None = _f(None, ge=1)  # patience in validations; None: off
-    precision: Precision = "32"  # "bf16": about 2x faster on CPUs with AVX-512 bf16 and on GPUs; "16": GPUs
+    precision: Precision = "32"  # "bf16": 2-3x faster with AVX512-BF16/AMX and on GPUs (the plan picks it there)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: str = "auto"  # "auto", a count ("4") or a list of GPU ids ("0,1")
     num_nodes: int = _f(1, ge=1)  # several nodes: started by torchrun/SLURM
