@@ -8,7 +8,8 @@ a max), so, in the spirit of the memory-efficient DenseNet (Pleiss et al., 2017)
 recompute them during backward instead of storing them:
 
 * :class:`_CatConv`: ``conv(cat(inputs))`` that saves the inputs (tensors the graph holds anyway), not
-  their concatenation, and concatenates them again in backward;
+  their concatenation; forward concatenates a few samples at a time (the buffer is about the size of the
+  output) and backward never concatenates: each input's gradients come from its slice of the weight;
 * :class:`_NormActConv`: ``conv(relu(norm(a)))`` that saves `a` (which the norm needs anyway), not the
   activation, and recomputes ``relu(norm(a))`` from the batch's statistics in backward (running
   statistics are updated once, in forward);
@@ -21,6 +22,7 @@ Gradients are those of the plain block to float rounding (tests/models/test_memo
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -239,28 +241,42 @@ class _CatConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, args: ConvArgs, weight: Tensor, bias: Tensor | None, *parts: Tensor) -> Tensor:
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         ctx.args, ctx.has_bias, ctx.sizes = args, bias is not None, [p.shape[1] for p in parts]
         ctx.save_for_backward(weight, *parts)
-        return _conv(x, weight, bias, args)
+        if len(parts) == 1:
+            return _conv(parts[0], weight, bias, args)
+        # concatenated a few samples at a time: the buffer is about the size of the output, not the
+        # inputs' sum (5x at UNet++'s last full-resolution node), which was the peak of training
+        n = parts[0].shape[0]
+        step = math.ceil(n / min(n, math.ceil(sum(ctx.sizes) / weight.shape[0])))
+        out = None
+        for i in range(0, n, step):
+            y = _conv(torch.cat([p[i : i + step] for p in parts], dim=1), weight, bias, args)
+            if step >= n:
+                return y
+            if out is None:
+                out = torch.empty((n, *y.shape[1:]), dtype=y.dtype, device=y.device, memory_format=_layout(y))
+            out[i : i + step] = y
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        # conv(cat(parts), w) = sum_k conv(part_k, w_k): each part's input and weight gradients come from
+        # its own slice of the weight, so neither the concatenation nor its whole gradient is ever built
         weight, *parts = ctx.saved_tensors
         need_w, need_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        mask = (any(ctx.needs_input_grad[3:]), need_w, need_b)
-        gx, gw, gb = _conv_backward(grad, x, weight, ctx.has_bias, ctx.args, mask)
-        del x
-        if gx is None:
-            return (None, gw, gb, *[None] * len(parts))
-        # each input's gradient in its own buffer: views would keep the whole concatenated gradient alive
-        # until the last input's producer has run its backward (a copy is cheaper than that memory)
-        gparts = [
-            g.to(p.dtype, memory_format=_layout(p), copy=len(parts) > 1)
-            for g, p in zip(gx.split(ctx.sizes, 1), parts, strict=True)
-        ]
-        return (None, gw, gb, *gparts)
+        gparts: list[Tensor | None] = []
+        gws: list[Tensor] = []
+        gb = None
+        for k, (w, part) in enumerate(zip(weight.split(ctx.sizes, 1), parts, strict=True)):
+            first = k == 0
+            mask = (ctx.needs_input_grad[3 + k], need_w, need_b and first)
+            gx, gw, g = _conv_backward(grad, part, w.contiguous(), ctx.has_bias and first, ctx.args, mask)
+            gparts.append(gx)
+            gb = g if first else gb
+            if gw is not None:
+                gws.append(gw)
+        return (None, torch.cat(gws, 1) if need_w else None, gb, *gparts)
 
 
 class _NormActConv(torch.autograd.Function):
@@ -272,7 +288,7 @@ class _NormActConv(torch.autograd.Function):
     ) -> Tensor:
         ctx.norm, ctx.args = norm, args
         ctx.save_for_backward(a, weight)
-        return _conv(F.relu(norm.forward(a)), weight, None, args)
+        return _conv(norm.forward(a).relu_(), weight, None, args)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -291,7 +307,7 @@ class _NormAct(torch.autograd.Function):
         ctx.norm, ctx.recipe = norm, recipe
         ctx.save_for_backward(c)
         recipe.add_user()  # this backward is the rebuilt output's last user
-        return F.relu(norm.forward(c))
+        return norm.forward(c).relu_()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .memory import GB, estimate_peak_bytes, fit_batch
+from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
 from .record import Plan, format_plan, load_plan
 from .rules import WORKER_BYTES, make_plan
 from .system import memory_budget_bytes
@@ -210,8 +210,9 @@ def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
         return cfg
     user = frozenset(user_fields)
     if not cfg.model.memory_efficient and "model.memory_efficient" not in user:
-        efficient = dataclasses.replace(cfg.model, memory_efficient=True)
-        if estimate_peak_bytes(efficient, patch, batch, True, precision, device) + reserved <= budget:
+        _, _, recomputed = recompute_question(cfg.model, patch, batch, budget - reserved, precision, device)
+        if recomputed + reserved <= budget:
+            efficient = dataclasses.replace(cfg.model, memory_efficient=True)
             log.info(
                 "memory-efficient training on: batch %d needs about %.1f GB stored, over the %.1f GB budget",
                 batch,

@@ -172,6 +172,21 @@ def _inference_live(model: Any, patch: tuple[int, ...]) -> int:
     return 4 * (peak + heads)
 
 
+def recompute_question(
+    model_config: Any, patch: Sequence[int], batch: int, budget: float, precision: str = "32", device: str = "cpu"
+) -> tuple[bool, int, int]:
+    """Whether `batch` at `patch` needs memory-efficient training to fit `budget` (bytes), with both peaks.
+
+    Returns ``(over, stored, recomputed)``: `over` is True when the stored (normal) training peak is over the
+    budget; the plan and the memory guard then turn recomputation on (the guard only if it then fits).
+    """
+    kw = model_kwargs(model_config)
+    stored = estimate_peak_bytes({**kw, "memory_efficient": False}, patch, batch, True, precision, device)
+    if stored <= budget:
+        return False, stored, stored
+    return True, stored, estimate_peak_bytes({**kw, "memory_efficient": True}, patch, batch, True, precision, device)
+
+
 def fit_batch(
     model_config: Any,
     patch: Sequence[int],

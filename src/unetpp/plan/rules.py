@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..precision import canonical_precision, training_precision
 from .fingerprint import Fingerprint
-from .memory import GB, estimate_peak_bytes, fit_batch
+from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
 from .record import Plan, as_tuples, sizes_text
 from .system import memory_budget_bytes
 
@@ -299,13 +299,12 @@ def _recompute(
     model_cfg: dict[str, Any], patch: tuple[int, ...], batch: int, budget: float, precision: str, device: str
 ) -> tuple[bool, str]:
     """Whether to train memory-efficiently: only when `batch` at `patch` does not fit otherwise, and why."""
-    normal = estimate_peak_bytes({**model_cfg, "memory_efficient": False}, patch, batch, True, precision, device)
-    if normal <= budget:
+    over, stored, recomputed = recompute_question(model_cfg, patch, batch, budget, precision, device)
+    if not over:
         return False, f"batch {batch} fits without recomputation"
-    saving = estimate_peak_bytes({**model_cfg, "memory_efficient": True}, patch, batch, True, precision, device)
     return True, (
-        f"batch {batch} of {sizes_text(patch)} needs about {normal / GB:.2f} GB stored, "
-        f"{saving / GB:.2f} GB recomputed (budget {budget / GB:.2f} GB)"
+        f"batch {batch} of {sizes_text(patch)} needs about {stored / GB:.2f} GB stored, "
+        f"{recomputed / GB:.2f} GB recomputed (budget {budget / GB:.2f} GB)"
     )
 
 
