@@ -27,15 +27,13 @@ from ..data.datasets import ArrayDataset, Item, SegmentationDataset
 from ..data.io import PILLOW_SUFFIXES, TIFF_SUFFIXES, read_mask_values, read_with_meta, stem, suffix
 from ..errors import DataError
 from ..files import atomic_write
+from . import labels
 
 logger = logging.getLogger(__name__)
 
 VERSION = 1
 VOXELS_PER_IMAGE = 10_000  # foreground voxels sampled per image for intensity statistics (nnU-Net's number)
-MAX_LABELS = 64  # more distinct integer values than this is not a label map
-NEAR_EXTREME = 0.1  # a value within 10% of the range from the lowest or highest value is "near" it
-NOISY_SHARE = 0.95  # noisy binary: at least this share of voxels near the two extremes...
-BLURRED_VALUES = 3  # ...and at least this many distinct values near one extreme (JPEG: 0-8, 247-255)
+
 
 Source = SegmentationDataset | Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]]
 
@@ -72,7 +70,7 @@ class Fingerprint:
     intensity: tuple[dict[str, float], ...]  # per channel, over foreground: mean, std, p00_5, p99_5, min, max
     value_range: tuple[float, float]  # lowest and highest value of all voxels read (CT: air is about -1000)
     label_kind: str
-    label_values: tuple[float, ...]  # mask values seen, 0/255 files read as 0/1 (the first MAX_LABELS)
+    label_values: tuple[float, ...]  # mask values seen, 0/255 files read as 0/1 (the first MAX_LABELS of plan.labels)
     mask_threshold: float | None  # the midpoint for noisy/soft masks, else None
     noisy_fraction: float  # share of mask voxels that are neither of the two clean values
     classes: tuple[int, ...]  # class ids present once masks are read (after thresholding)
@@ -245,10 +243,10 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
             if u[-1] == 255 and set(u.tolist()) <= {0, 255}:  # 0/255 means 0/1, file by file, as read_mask reads it
                 mask, u = (mask == 255).astype(np.uint8), (u == 255).astype(u.dtype)
                 n255 += 1
-            if len(values) <= 4 * MAX_LABELS:
+            if len(values) <= 4 * labels.MAX_LABELS:
                 values.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
         samples.append(_sample_voxels(image, mask, rng))
-        masks.append(None if mask is None else _compact(mask))
+        masks.append(None if mask is None else labels.compact(mask))
     if len(channel_counts) > 1:
         raise DataError(
             f"{reader.source}: images have different numbers of channels {sorted(channel_counts)}; "
@@ -256,12 +254,12 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         )
     channels = channel_counts.pop()
     labelled = sum(m is not None for m in masks)
-    label_kind, threshold, noisy = _label_kind(values, soft_values, labelled > 0)
+    label_kind, threshold, noisy = labels.label_kind(values, soft_values, labelled > 0)
     if label_kind == "binary" and n255 == labelled:
         label_kind = "binary-255"
-    class_masks = [None if m is None else _class_ids(m, threshold) for m in masks]
+    class_masks = [None if m is None else labels.class_ids(m, threshold) for m in masks]
     intensity = _intensity(samples, threshold, channels)
-    classes, freqs = _class_frequencies(class_masks)
+    classes, freqs = labels.class_frequencies(class_masks)
     median_spacing = tuple(float(s) for s in np.median(np.array(spacings), axis=0))
     kind = _channel_kind(channels, colour_images, grey, len(picks))
     return Fingerprint(
@@ -285,12 +283,12 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         intensity=intensity,
         value_range=(lowest, highest),
         label_kind=label_kind,
-        label_values=tuple(sorted(values))[:MAX_LABELS],
+        label_values=tuple(sorted(values))[: labels.MAX_LABELS],
         mask_threshold=threshold,
         noisy_fraction=noisy,
         classes=classes,
         class_frequencies=freqs,
-        objects=_objects(class_masks, classes),
+        objects=labels.objects(class_masks, classes),
         bytes_per_item=float(np.mean(nbytes)),
     )
 
@@ -311,43 +309,6 @@ def _channel_kind(channels: int, colour_images: int, grey: int, n: int) -> str:
     if colour_images == n:
         return "grey-as-colour" if grey == n else "rgb"
     return "multi-modal"
-
-
-def _label_kind(values: Counter, soft: bool, labelled: bool) -> tuple[str, float | None, float]:
-    """Kind of the stored mask values, the threshold that binarises them (or None) and the noisy share."""
-    if not labelled or not values:
-        return "unlabelled", None, 0.0
-    vals = np.array(sorted(values), dtype=np.float64)
-    counts = np.array([values[v] for v in sorted(values)], dtype=np.float64)
-    lo, hi = vals[0], vals[-1]
-    if set(vals.tolist()) <= {0, 1}:
-        return "binary", None, 0.0
-    span = hi - lo
-    near_lo, near_hi = vals <= lo + NEAR_EXTREME * span, vals >= hi - NEAR_EXTREME * span
-    clean = np.isin(vals, [lo, hi])
-    noisy = float(counts[~clean].sum() / counts.sum())
-    midpoint = float((lo + hi) / 2)
-    blurred = max(near_lo.sum(), near_hi.sum()) >= BLURRED_VALUES
-    if counts[near_lo | near_hi].sum() / counts.sum() >= NOISY_SHARE and blurred:
-        return "noisy-binary", midpoint, round(noisy, 6)
-    if soft or len(vals) > MAX_LABELS:
-        return "soft", midpoint, round(noisy, 6)
-    if lo < 0:
-        raise DataError(f"masks hold negative values {vals[vals < 0][:5].tolist()}; class ids start at 0")
-    return "label-map", None, 0.0
-
-
-def _class_ids(mask: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it."""
-    return (mask > threshold).astype(np.int64) if threshold is not None else mask.astype(np.int64)
-
-
-def _compact(mask: np.ndarray) -> np.ndarray:
-    """The smallest integer dtype holding an integer mask (memory of a few hundred kept masks)."""
-    if mask.dtype.kind == "f" or mask.size == 0:
-        return mask
-    top = int(mask.max())
-    return mask.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int64, copy=False)
 
 
 def _sample_voxels(
@@ -373,7 +334,7 @@ def _intensity(
     pooled: list[np.ndarray] = []
     for voxels, mask_values in samples:
         if mask_values is not None:
-            fg = _class_ids(mask_values, threshold) > 0
+            fg = labels.class_ids(mask_values, threshold) > 0
             voxels = voxels[:, fg] if fg.any() else voxels
         pooled.append(voxels[:, :VOXELS_PER_IMAGE])
     v_all = np.concatenate(pooled, axis=1)
@@ -397,40 +358,3 @@ def _intensity(
 def _guess_modality(lowest: float, highest: float) -> str:
     """ "CT" when the values span Hounsfield units (air at about -1000, tissue and bone above 0), else "unknown"."""
     return "CT" if lowest <= -500 and highest >= 100 else "unknown"
-
-
-def _class_frequencies(masks: list[np.ndarray | None]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    labelled = [m for m in masks if m is not None]
-    if not labelled:
-        return (), ()
-    top = int(max(m.max() for m in labelled))
-    counts = sum(np.bincount(m.reshape(-1), minlength=top + 1) for m in labelled)
-    total = counts.sum()
-    return tuple(int(c) for c in np.flatnonzero(counts)), tuple(round(float(c / total), 6) for c in counts)
-
-
-def _objects(masks: list[np.ndarray | None], classes: tuple[int, ...]) -> tuple[dict[str, float], ...]:
-    """Connected components (face-connected) per foreground class: how many per image and their sizes."""
-    from scipy import ndimage
-
-    labelled = [m for m in masks if m is not None]
-    out = []
-    for c in classes:
-        if c == 0:
-            continue
-        sizes: list[np.ndarray] = []
-        for m in labelled:
-            lab, n = ndimage.label(m == c)
-            if n:
-                sizes.append(np.bincount(lab.reshape(-1))[1:])
-        s = np.concatenate(sizes) if sizes else np.zeros(0)
-        out.append(
-            {
-                "class": c,
-                "per_image": round(s.size / len(labelled), 3),
-                "median": float(np.median(s)) if s.size else 0.0,
-                "p05": float(np.percentile(s, 5)) if s.size else 0.0,
-                "p95": float(np.percentile(s, 95)) if s.size else 0.0,
-            }
-        )
-    return tuple(out)

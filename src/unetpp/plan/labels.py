@@ -1,0 +1,93 @@
+"""What the masks of a data set are: binary, noisy binary, soft or a label map; its classes and objects.
+
+Part of the data fingerprint (:mod:`unetpp.plan.fingerprint`): masks saved as JPEG are blurred near
+the edges, probability maps are soft, integer label maps hold class ids; each kind is trained differently
+(a threshold, or class ids as stored).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..errors import DataError
+
+MAX_LABELS = 64  # more distinct integer values than this is not a label map
+NEAR_EXTREME = 0.1  # a value within 10% of the range from the lowest or highest value is "near" it
+NOISY_SHARE = 0.95  # noisy binary: at least this share of voxels near the two extremes...
+BLURRED_VALUES = 3  # ...and at least this many distinct values near one extreme (JPEG: 0-8, 247-255)
+
+
+def label_kind(values: Counter, soft: bool, labelled: bool) -> tuple[str, float | None, float]:
+    """Kind of the stored mask values, the threshold that binarises them (or None) and the noisy share."""
+    if not labelled or not values:
+        return "unlabelled", None, 0.0
+    vals = np.array(sorted(values), dtype=np.float64)
+    counts = np.array([values[v] for v in sorted(values)], dtype=np.float64)
+    lo, hi = vals[0], vals[-1]
+    if set(vals.tolist()) <= {0, 1}:
+        return "binary", None, 0.0
+    span = hi - lo
+    near_lo, near_hi = vals <= lo + NEAR_EXTREME * span, vals >= hi - NEAR_EXTREME * span
+    clean = np.isin(vals, [lo, hi])
+    noisy = float(counts[~clean].sum() / counts.sum())
+    midpoint = float((lo + hi) / 2)
+    blurred = max(near_lo.sum(), near_hi.sum()) >= BLURRED_VALUES
+    if counts[near_lo | near_hi].sum() / counts.sum() >= NOISY_SHARE and blurred:
+        return "noisy-binary", midpoint, round(noisy, 6)
+    if soft or len(vals) > MAX_LABELS:
+        return "soft", midpoint, round(noisy, 6)
+    if lo < 0:
+        raise DataError(f"masks hold negative values {vals[vals < 0][:5].tolist()}; class ids start at 0")
+    return "label-map", None, 0.0
+
+
+def class_ids(mask: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it."""
+    return (mask > threshold).astype(np.int64) if threshold is not None else mask.astype(np.int64)
+
+
+def compact(mask: np.ndarray) -> np.ndarray:
+    """The smallest integer dtype holding an integer mask (memory of a few hundred kept masks)."""
+    if mask.dtype.kind == "f" or mask.size == 0:
+        return mask
+    top = int(mask.max())
+    return mask.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int64, copy=False)
+
+
+def class_frequencies(masks: list[np.ndarray | None]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    labelled = [m for m in masks if m is not None]
+    if not labelled:
+        return (), ()
+    top = int(max(m.max() for m in labelled))
+    counts = sum(np.bincount(m.reshape(-1), minlength=top + 1) for m in labelled)
+    total = counts.sum()
+    return tuple(int(c) for c in np.flatnonzero(counts)), tuple(round(float(c / total), 6) for c in counts)
+
+
+def objects(masks: list[np.ndarray | None], classes: tuple[int, ...]) -> tuple[dict[str, float], ...]:
+    """Connected components (face-connected) per foreground class: how many per image and their sizes."""
+    from scipy import ndimage
+
+    labelled = [m for m in masks if m is not None]
+    out = []
+    for c in classes:
+        if c == 0:
+            continue
+        sizes: list[np.ndarray] = []
+        for m in labelled:
+            lab, n = ndimage.label(m == c)
+            if n:
+                sizes.append(np.bincount(lab.reshape(-1))[1:])
+        s = np.concatenate(sizes) if sizes else np.zeros(0)
+        out.append(
+            {
+                "class": c,
+                "per_image": round(s.size / len(labelled), 3),
+                "median": float(np.median(s)) if s.size else 0.0,
+                "p05": float(np.percentile(s, 5)) if s.size else 0.0,
+                "p95": float(np.percentile(s, 95)) if s.size else 0.0,
+            }
+        )
+    return tuple(out)
