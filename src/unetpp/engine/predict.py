@@ -19,7 +19,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..inference.files import FileJob, PathLike, Written, prepare_files
+from ..inference.files import FileJob, prepare_files
+from ..inference.outputs import PathLike, Written
 from .distributed import is_rank_zero, watch_children, watch_parent
 
 log = logging.getLogger("unetpp")

@@ -12,7 +12,8 @@ Example:
     >>> predict_files(load_model("runs/em/checkpoints/best.ckpt"), "scans/*.png", "masks", head=2)
 """
 
-from .files import Written, find_inputs, predict_files
+from .files import predict_files
+from .outputs import Written, find_inputs
 from .predictor import PRECISIONS, Precision, Predictor, Segmenter, bf16_supported, parse_mode, predict
 from .preprocess import match_channels
 from .runtimes import OnnxRunner, load_model

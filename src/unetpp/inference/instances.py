@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import DataError, InputShapeError
 from ..metrics.instances import label_components, masks_to_label_map
-from .files import Written, check_outputs, find_inputs, plan_outputs
+from .outputs import Written, check_outputs, find_inputs, plan_outputs
 from .preprocess import match_channels
 
 if TYPE_CHECKING:
