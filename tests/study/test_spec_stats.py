@@ -109,6 +109,25 @@ def test_study_spec_round_trips_and_names_clashes(tmp_path) -> None:
     assert StudySpec(**{**same, "models": ("unet",)}, seeds=(0, 1, 2)).clash(again) is None  # seeds/models may change
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_new_study_fixes_the_machines_precision_once(monkeypatch, native) -> None:
+    from unetpp import precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = StudySpec(**BASE, overrides=("data.batch_size=2",))
+    chosen = "bf16" if native else "32"
+    new = spec.with_precision(None)
+    assert new.overrides == ("data.batch_size=2", f"train.precision={chosen}")
+    assert new.run_config(ModelSpec.parse("unet"), 0, None).train.precision == chosen
+    saved = StudySpec(**BASE, overrides=("data.batch_size=2", "train.precision=bf16"))
+    assert spec.with_precision(saved).clash(saved) is None  # resumed on any machine: as it started
+    old = StudySpec(**BASE, overrides=("data.batch_size=2",))  # saved before studies chose: float32
+    assert spec.with_precision(old) == spec
+    mine = StudySpec(**BASE, overrides=("train.precision=32",))
+    assert mine.with_precision(None) == mine
+
+
 def test_run_config_keeps_the_test_images_out() -> None:
     spec = StudySpec(**BASE, overrides=("data.batch_size=2",))
     cfg = spec.run_config(ModelSpec.parse("unet:depth=2"), 3, ["0", "1"])

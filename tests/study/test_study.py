@@ -116,6 +116,9 @@ def test_the_study_writes_table_files_and_figures(study) -> None:
     md = (out / "report.md").read_text()
     assert "unetpp compare --out x" in md
     assert '"torch"' in md
+    precision = [o for o in data["study"]["overrides"] if o.startswith("train.precision=")]
+    assert len(precision) == 1  # chosen for this machine when the study began, saved with it
+    assert precision[0] in (o for o in StudySpec.load(out).overrides)
     info = json.loads((out / "runs" / "unetpp" / "seed0" / "run.json").read_text())
     assert info["epochs"] == 1
     assert info["seconds"] > 0

@@ -48,7 +48,10 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
     import torch
 
+    from ..precision import cpu_flags
+
     out["threads"] = str(torch.get_num_threads())
+    out["cpu_flags"] = " ".join(cpu_flags())
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
@@ -157,6 +160,7 @@ def pruning(results: Sequence[RunResult], heads: Sequence[dict]) -> list[dict]:
 
 def collect(spec: StudySpec, out: Path, command: str | None = None, *, with_pruning: bool = True) -> dict:
     """Everything the report shows, as plain data (also written as ``results.json``)."""
+    spec = spec.with_precision(StudySpec.load(out) if (Path(out) / "study.yaml").is_file() else None)
     results, missing = load_results(spec, out)
     if not results:
         raise ConfigError(f"{out}: no finished run yet; train with `unetpp compare --out {out}` first")

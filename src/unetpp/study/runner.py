@@ -242,6 +242,7 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
         ConfigError: a clash with a study or runs already in `out`, a bad test set, a bad model.
     """
     out = Path(out)
+    spec = spec.with_precision(StudySpec.load(out) if (out / "study.yaml").is_file() else None)
     open_study(spec, out, save=False)
     train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
     open_study(spec, out)

@@ -263,6 +263,27 @@ class StudySpec:
             base.append("data.ids=[" + ", ".join(f"'{i}'" for i in train_ids) + "]")
         return RunConfig().override([*base, *self.overrides, *model.overrides(), f"train.seed={seed}"])
 
+    def with_precision(self, saved: StudySpec | None = None) -> StudySpec:
+        """This spec with its runs' precision fixed: the user's, else the saved study's, else this machine's.
+
+        A new study takes what the plan would (:func:`unetpp.precision.training_precision`: bf16 where
+        the CPU or GPU computes it natively), once: it is saved with the study, so that runs resumed or
+        added later, on this machine or another, train alike. Studies saved without it keep float32.
+        """
+        if any(o.startswith("train.precision=") for o in self.overrides):
+            return self
+        if saved is not None:
+            kept = tuple(o for o in saved.overrides if o.startswith("train.precision="))
+            return dataclasses.replace(self, overrides=(*self.overrides, *kept))
+        import torch
+
+        from ..precision import training_precision
+
+        accelerator = RunConfig().override(list(self.overrides)).train.accelerator
+        cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        precision, _ = training_precision("cuda" if cuda else "cpu")
+        return dataclasses.replace(self, overrides=(*self.overrides, f"train.precision={precision}"))
+
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
