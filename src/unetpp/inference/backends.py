@@ -139,6 +139,9 @@ def cache_path() -> Path:
 def machine() -> str:
     """What makes timings differ between machines: CPU, its vector flags, threads and library versions."""
     flags = "+".join(cpu_flags())
+    capability = torch.backends.cpu.get_cpu_capability()  # what ATen dispatches to (ATEN_CPU_CAPABILITY caps it)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    flags += f" aten={capability}" + (f" onednn<={cap}" if cap else "")
     versions = [f"torch {torch.__version__}"]
     for name in ("onnxruntime", "openvino"):
         if find_spec(name) is not None:
