@@ -5,7 +5,7 @@ pools every axis by 2 (the UNet++ grid): the patch follows the median image (nev
 depth follows the patch (each level at least ``MIN_BOTTLENECK`` voxels), anisotropic volumes are
 resampled towards isotropy, and the batch is the largest that the memory model of
 :mod:`unetpp.plan.memory` fits into the budget. Where even a batch of ``MIN_USEFUL_BATCH`` would not fit,
-memory-efficient training (recomputation, about 0.5-0.65x the activations at about 1.2x the time) is
+memory-efficient training (recomputation, about 0.6x the training memory at about the same time) is
 switched on before the patch is shrunk: a smaller patch costs context, recomputation only time.
 Every choice is a plain field of :class:`Plan` with the reason beside it; any field can be overridden,
 and what depends on it is derived from the override.
