@@ -68,7 +68,6 @@ def run_demo(
     """
     from .data import write_synthetic_dataset
     from .files import write_text
-    from .inference import bf16_supported
     from .study import compare, load_preset
 
     out = Path(out)
@@ -83,8 +82,7 @@ def run_demo(
         fields["epochs"] = epochs
     if minutes is not None:
         fields["minutes"] = minutes
-    precision = f"train.precision={'bf16' if bf16_supported() else '32'}"
-    spec = load_preset("demo", budget, data=str(train_dir.resolve()), overrides=(precision,), **fields)
+    spec = load_preset("demo", budget, data=str(train_dir.resolve()), **fields)  # the study picks the precision
     log.info("training %s for %s epochs each into %s", " and ".join(spec.models), spec.epochs, out / "study")
     table = compare(spec, out / "study", command=f"unetpp demo --out {out}")
     text = f"{table}\n\n{deploy_tradeoff(out / 'study')}"
