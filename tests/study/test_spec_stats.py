@@ -320,3 +320,17 @@ def test_cli_reproduce_list(capsys) -> None:
     args = _parser().parse_args(["reproduce", "--list"])
     assert args.handler(args) == 0
     assert "table4-em" in capsys.readouterr().out
+
+
+def test_embedded_vs_isolated_plot(tmp_path) -> None:
+    from unetpp.study.plots import embedded_plot
+
+    rows = [
+        {"depth": d, "embedded": 0.8 + d / 100, "embedded_sd": 0.02, "isolated": 0.78 + d / 90, "isolated_sd": 0.03}
+        for d in (1, 2, 3)
+    ]
+    path = embedded_plot(rows, tmp_path / "fig6.png")
+    assert path is not None
+    assert path.stat().st_size > 1000
+    assert embedded_plot([], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
