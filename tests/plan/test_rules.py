@@ -151,6 +151,19 @@ def test_precision_is_bf16_only_where_the_cpu_has_it_natively(tmp_path, monkeypa
     assert (mine.precision, mine.reasons["precision"]) == ("32", "set by you")
 
 
+@pytest.mark.parametrize(("bf16", "want"), [(True, "bf16"), (False, "16")])
+def test_gpus_train_in_bf16_or_else_float16(monkeypatch, bf16, want) -> None:
+    import torch
+
+    from unetpp.precision import training_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    chosen, reason = training_precision("cuda")
+    assert chosen == want
+    assert "GPU" in reason
+
+
 def test_a_plan_saved_with_lightnings_precision_name_loads_in_the_projects(tmp_path) -> None:
     _, plan = _plan(tmp_path, "rgba-grey")
     assert Plan.from_dict({**plan.to_dict(), "precision": "bf16-mixed"}).precision == "bf16"
