@@ -62,8 +62,6 @@ def training_precision(device: str) -> tuple[str, str]:
     speed on a CPU with AVX512-BF16 and 3.1-3.3x with AMX (benchmarks/RESULTS.md), at about half the
     memory. Elsewhere bf16 is emulated and slower than float32, so float32 stays.
     """
-    import torch
-
     if device == "cuda":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16", "this GPU computes in bf16: mixed precision"

@@ -117,7 +117,7 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
         fp,
         cfg.model.name,
         cfg.train.memory_gb,
-        _device(cfg),
+        device_of(cfg),
         overrides,
         precision=cfg.train.precision if "train.precision" in user else None,
         workers=cfg.data.num_workers,
@@ -171,7 +171,8 @@ def apply_plan(cfg: RunConfig, plan: Plan, user_fields: Iterable[str]) -> RunCon
     return RunConfig.from_dict(d, source="the plan")
 
 
-def _device(cfg: RunConfig) -> str:
+def device_of(cfg: RunConfig) -> str:
+    """Where `cfg` trains, "cuda" or "cpu" (``train.accelerator``; "auto" means a GPU if there is one)."""
     acc = cfg.train.accelerator
     if acc in ("gpu", "cuda"):
         return "cuda"
@@ -189,7 +190,7 @@ def default_patch(spatial_dims: int) -> tuple[int, ...]:
 
 def budget_bytes(cfg: RunConfig) -> float:
     """``train.memory_gb``, or most of the free RAM (or of the GPU's free memory)."""
-    return cfg.train.memory_gb * GB if cfg.train.memory_gb is not None else memory_budget_bytes(_device(cfg))
+    return cfg.train.memory_gb * GB if cfg.train.memory_gb is not None else memory_budget_bytes(device_of(cfg))
 
 
 def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
@@ -200,7 +201,7 @@ def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
             the estimate, the budget and a setting that fits.
     """
     patch = cfg.data.patch_size or default_patch(cfg.model.spatial_dims)
-    device = _device(cfg)
+    device = device_of(cfg)
     budget = budget_bytes(cfg)
     reserved = WORKER_BYTES * cfg.data.num_workers
     precision = cfg.train.precision

@@ -160,7 +160,7 @@ def pruning(results: Sequence[RunResult], heads: Sequence[dict]) -> list[dict]:
 
 def collect(spec: StudySpec, out: Path, command: str | None = None, *, with_pruning: bool = True) -> dict:
     """Everything the report shows, as plain data (also written as ``results.json``)."""
-    spec = spec.with_precision(StudySpec.load(out) if (Path(out) / "study.yaml").is_file() else None)
+    spec = spec.with_precision(StudySpec.saved_in(out))
     results, missing = load_results(spec, out)
     if not results:
         raise ConfigError(f"{out}: no finished run yet; train with `unetpp compare --out {out}` first")

@@ -64,15 +64,19 @@ def is_finished(folder: Path) -> bool:
     return (folder / "scores.csv").is_file()
 
 
-def open_study(spec: StudySpec, out: Path, *, save: bool = True) -> None:
-    """Check `spec` against a study already in `out` (same data, budget and test set) and save it (if `save`).
+def open_study(spec: StudySpec, out: Path) -> StudySpec:
+    """Check `spec` against a study already in `out` (same data, budget and test set); saves nothing.
+
+    Returns:
+        `spec` with its precision fixed (:meth:`StudySpec.with_precision`): the saved study's, or this machine's.
 
     Raises:
         ConfigError: the folder holds a study with other run-defining settings (one line, naming the field).
     """
     out = Path(out)
-    if (out / "study.yaml").exists():
-        saved = StudySpec.load(out)
+    saved = StudySpec.saved_in(out)
+    spec = spec.with_precision(saved)
+    if saved is not None:
         problem = spec.clash(saved)
         if problem:
             raise ConfigError(
@@ -80,8 +84,7 @@ def open_study(spec: StudySpec, out: Path, *, save: bool = True) -> None:
             )
     elif out.exists() and any(p.name != "study.yaml" for p in out.iterdir()):
         raise ConfigError(f"{out}: folder is not empty and holds no study.yaml; choose a new or empty --out")
-    if save:
-        spec.save(out)
+    return spec
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str | None:
@@ -242,10 +245,9 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
         ConfigError: a clash with a study or runs already in `out`, a bad test set, a bad model.
     """
     out = Path(out)
-    spec = spec.with_precision(StudySpec.load(out) if (out / "study.yaml").is_file() else None)
-    open_study(spec, out, save=False)
+    spec = open_study(spec, out)
     train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
-    open_study(spec, out)
+    spec.save(out)
     check_runs(spec, out, train_ids)
     mine = [r for r in take_part(plan(spec), part) if not is_finished(r.folder(out))]
     for k, run in enumerate(mine, 1):

@@ -275,13 +275,10 @@ class StudySpec:
         if saved is not None:
             kept = tuple(o for o in saved.overrides if o.startswith("train.precision="))
             return dataclasses.replace(self, overrides=(*self.overrides, *kept))
-        import torch
-
+        from ..plan.configure import device_of
         from ..precision import training_precision
 
-        accelerator = RunConfig().override(list(self.overrides)).train.accelerator
-        cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        precision, _ = training_precision("cuda" if cuda else "cpu")
+        precision, _ = training_precision(device_of(RunConfig().override(list(self.overrides))))
         return dataclasses.replace(self, overrides=(*self.overrides, f"train.precision={precision}"))
 
     # ------------------------------------------------------------------ files
@@ -311,6 +308,11 @@ class StudySpec:
         return atomic_write(
             Path(folder) / "study.yaml", lambda p: p.write_text(text), overwrite=True, error=ConfigError
         )
+
+    @classmethod
+    def saved_in(cls, folder: Path) -> StudySpec | None:
+        """The study saved in `folder`, or None where there is none yet."""
+        return cls.load(folder) if (Path(folder) / "study.yaml").is_file() else None
 
     @classmethod
     def load(cls, folder: Path) -> StudySpec:
