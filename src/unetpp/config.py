@@ -132,7 +132,13 @@ class DataConfig:
 class TrainConfig:
     max_epochs: int = _f(100, ge=1)
     max_minutes: float | None = _f(None, gt=0.0)  # wall-clock budget; training stops cleanly when it is spent
-    lr: float = _f(3e-4, gt=0.0)  # Adam, as the paper
+    # training steps per epoch on every data set (nnU-Net: 250); None: data.patches_per_image x images (the paper)
+    steps_per_epoch: int | None = _f(250, ge=1)
+    # learning rate over the run: warm-up, then decay to 0 at the end of --minutes (by time) or --epochs (by steps);
+    # "paper": constant Adam at 3e-4. Measured in benchmarks/RESULTS.md ("time to accuracy")
+    schedule: Literal["linear", "cosine", "poly", "paper"] = "linear"
+    lr: float | None = _f(None, gt=0.0)  # peak (Adam); None: 1e-3 for a decaying schedule, 3e-4 for "paper"
+    warmup: float = _f(0.02, ge=0.0, lt=1.0)  # share of the run spent warming the learning rate up
     weight_decay: float = _f(0.0, ge=0.0)
     encoder_lr_scale: float = _f(1.0, ge=0.0)  # lr of a pretrained encoder relative to lr
     head_weights: tuple[float, ...] | None = _f(None, ge=0.0)  # deep-supervision weight per head; None: all 1
@@ -162,6 +168,13 @@ class TrainConfig:
             raise ConfigError(f"train.devices: got {self.devices!r}; expected 'auto', a count like '2' or ids '0,1'")
         if not self.strategy:
             raise ConfigError("train.strategy: got ''; expected 'auto', 'ddp' or another Lightning strategy")
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate the schedule starts its decay from (``lr``, or the schedule's default)."""
+        if self.lr is not None:
+            return self.lr
+        return 3e-4 if self.schedule == "paper" else 1e-3
 
     @property
     def lightning_precision(self) -> str:

@@ -29,3 +29,7 @@ class DataError(UnetppError):
 
 class ExportError(UnetppError):
     """A model cannot be written in a deployment format (e.g. the output file exists)."""
+
+
+class TrainingError(UnetppError):
+    """Training cannot go on as configured (e.g. the loss became non-finite: the learning rate is too high)."""

@@ -49,6 +49,8 @@ class PatchDataset(Dataset):
             the mask, then a random voxel of it; the rest are uniform. An image without foreground always
             gets a uniform patch.
         patches_per_image: patches per image per epoch.
+        num_patches: patches per epoch instead (a fixed number of steps per epoch on any data set); image ``i %
+            len(dataset)`` still gives patch ``i``, so every image is drawn equally often.
         spatial_dims: 2 or 3; default ``dataset.spatial_dims``.
         seed: with the epoch, fixes every patch.
         transform: applied to each patch (e.g. :func:`~unetpp.data.transforms.build_transforms`).
@@ -70,6 +72,7 @@ class PatchDataset(Dataset):
         *,
         fg_prob: float = 0.33,
         patches_per_image: int = 1,
+        num_patches: int | None = None,
         spatial_dims: int | None = None,
         seed: int = 0,
         transform: SampleTransform | None = None,
@@ -82,17 +85,22 @@ class PatchDataset(Dataset):
             raise ConfigError(f"fg_prob must be in [0, 1], got {fg_prob}")
         if not isinstance(patches_per_image, int) or patches_per_image < 1:
             raise ConfigError(f"patches_per_image must be an int >= 1, got {patches_per_image!r}")
+        if num_patches is not None and num_patches < 1:
+            raise ConfigError(f"num_patches must be an int >= 1, got {num_patches!r}")
         self.dataset = dataset
         self.spatial_dims = spatial_dims
         self.patch_size = _patch_size(patch_size, spatial_dims)
         self.fg_prob = fg_prob
         self.patches_per_image = patches_per_image
+        self.num_patches = num_patches
         self.seed = seed
         self.transform = transform
         self.pad_value = pad_value
         self.epoch = 0
 
     def __len__(self) -> int:
+        if self.num_patches is not None:
+            return self.num_patches
         return len(self.dataset) * self.patches_per_image  # type: ignore[arg-type]
 
     def set_epoch(self, epoch: int) -> None:

@@ -1,76 +1,247 @@
-"""`--minutes` as the user's wall clock: counted from the command's start, validation and saving included.
+"""`--minutes` as the user's wall clock, spent on training: validation measured, bounded and scheduled.
 
-Lightning's ``max_time`` counts training only; reading the data before and the last validation and
-checkpoint after came on top (a 6-minute budget ran 14). :class:`WallClockBudget` starts from the
-command's start time, measures how long the end of an epoch takes (validation + checkpoints) and
-stops training when the time left would not cover one more batch and that end; the progress bar
-shows the time left. Under DDP every rank decides at the same hooks and the decisions are reduced
-(any rank out of time stops all), so no rank goes on alone into a gradient all-reduce that its peers
-never join.
+The budget counts from the command's start (reading the data, the last validation and the last
+checkpoint included). What it guards against is a budget that does not train: a first batch slowed
+by warm-up taken as the step time, or a validation of every whole image guessed from a training
+batch, once reserved 400-1500 s of a 6-minute run, which then stopped after one step. So:
+
+- **Step time is steady-state**: the median of recent training steps, the first ``WARMUP_STEPS``
+  of the run and the first step of each epoch (loader start-up) left out.
+- **Validation is measured before it runs**: on the first training batch one validation image of
+  median size goes through the module's own ``validation_step`` (twice: the first is warm-up), and
+  the cost of a pass is that time scaled by the validation images' sizes. The validation set is cut
+  to a fixed, evenly spaced subset whose pass costs at most ``PASS_SHARE`` of the budget (at least
+  ``MIN_VAL_IMAGES`` images), so every validation scores the same images.
+- **Validating is scheduled, never a reason to stop**: all validations together get at most
+  ``VAL_SHARE`` of the budget; the validations that fit are spread evenly over the run, and one is
+  always kept for the end (the best checkpoint and the chosen ensemble come from it).
+- **Stopping early** happens only when the next step, the final validation and the checkpoints
+  would not fit in the time left.
+
+Under DDP every rank decides at the same hooks and the decisions are reduced (any rank out of time
+stops all; the smallest validation subset holds for all), so no rank goes on alone into a
+collective that its peers never join. Without ``--minutes`` nothing here runs: epochs and
+``train.val_every`` decide.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+log = logging.getLogger(__name__)
+
 MARGIN_S = 2.0  # process exit, the last log lines
+WARMUP_STEPS = 3  # the first steps of a run (allocation, oneDNN kernel choice) are not the step time
+VAL_SHARE = 0.10  # at most this share of the budget validating, all validations together
+PASS_SHARE = 0.025  # one validation pass: its subset is cut to cost at most this share
+MIN_VAL_IMAGES = 4  # a subset never smaller than this (or the whole set, when smaller)
+NEVER = 10**9  # check_val_every_n_epoch for an epoch that does not validate
 
 
 class WallClockBudget(Callback):
-    """Stop training so that the whole command ends within `minutes` of `started` (``time.monotonic()``)."""
+    """Train until `minutes` after `started` (``time.monotonic()``), validation and saving included."""
 
     def __init__(self, minutes: float, started: float) -> None:
-        self.deadline = started + 60.0 * minutes
-        self.batch_s = 0.0  # slowest recent training batch
-        self.end_s: float | None = None  # measured: end of the last train batch -> end of epoch (val + checkpoints)
-        self._batch_start = 0.0
-        self._train_end = 0.0
+        self.total_s = 60.0 * minutes
+        self.deadline = started + self.total_s
+        self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
+        self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
+        self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
+        self.val_spent = 0.0
+        self.validations = 0
+        self.train_start = 0.0
+        self.last_val_end = 0.0
         self.stopped_early = False
+        self._batch_start = 0.0
+        self._train_end = 0.0  # end of the last training batch
+        self._val_start = 0.0
+        self._epoch_val_s = 0.0
+        self._batches_seen = 0
+        self._first_of_epoch = True
 
+    # ------------------------------------------------------------------ what is left and what it costs
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def reserve(self, trainer: L.Trainer) -> float:
-        """Seconds to keep for the end of the epoch: measured once seen, else validation ~ its batches x a batch."""
-        if self.end_s is not None:
-            return 1.25 * self.end_s + MARGIN_S
-        val_batches = sum(int(n) for n in trainer.num_val_batches) if trainer.num_val_batches else 0
-        return (val_batches + 2) * max(self.batch_s, 0.05) + MARGIN_S
+    def step_s(self) -> float:
+        """Median of the recent steady steps; 0 until the warm-up is over."""
+        return statistics.median(self.steps) if self.steps else 0.0
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._batch_start = time.monotonic()
+    def final_reserve(self) -> float:
+        """Seconds kept for the end: the last validation and the checkpoints after it."""
+        return 1.25 * ((self.val_s or 0.0) + self.gap_s) + MARGIN_S
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def progress(self) -> float:
+        """Share of the training time used (0..1): what a schedule that lands at the deadline follows."""
+        span = self.deadline - self.final_reserve() - self.train_start
+        return min(max((time.monotonic() - self.train_start) / max(span, 1e-9), 0.0), 1.0)
+
+    def summary(self) -> dict[str, float]:
+        """Where the budget went: for the last log line and the benchmarks."""
+        used = max(time.monotonic() - (self.deadline - self.total_s), 1e-9)
+        return {
+            "budget_s": self.total_s,
+            "used_s": used,
+            "validations": float(self.validations),
+            "validating_s": self.val_spent,
+            "validating_share": self.val_spent / self.total_s,
+            "step_s": self.step_s(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:  # kept in checkpoints: the benchmarks read where the time went
+        return self.summary()
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:  # each rank counts from its own start; the least time left holds for all
+            left = torch.tensor(self.left(), dtype=torch.float64, device=trainer.strategy.root_device)
+            self.deadline = time.monotonic() + float(trainer.strategy.reduce(left, reduce_op="min"))
+        self.train_start = self.last_val_end = time.monotonic()
+        if self.left() <= 0:
+            trainer.should_stop = True  # the data took the whole budget: stop after one batch, still saved
+            trainer.check_val_every_n_epoch = 1
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_of_epoch = True
+        self._epoch_val_s = 0.0
+        trainer.check_val_every_n_epoch = 1 if self._validate_this_epoch(trainer) else NEVER
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         now = time.monotonic()
-        self.batch_s = max(0.8 * self.batch_s, now - self._batch_start)
-        self._train_end = now
-        self._decide(trainer, self.deadline - now < self.batch_s + self.reserve(trainer))
+        if self._train_end and self._first_of_epoch:  # the boundary just crossed, validation excluded
+            self.gap_s = max(self.gap_s, now - self._train_end - self._epoch_val_s)
+        self._batch_start = now
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        now = time.monotonic()
+        self._batches_seen += 1
+        if self._batches_seen > WARMUP_STEPS and not self._first_of_epoch:
+            self.steps.append(now - self._batch_start)
+        if self._batches_seen == 1 and self.val_s is None:
+            self._probe_validation(trainer, pl_module)
+        self._first_of_epoch = False
+        self._train_end = time.monotonic()
+        self._decide(trainer, self.left() < self.step_s() + self.final_reserve())
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        took = now - self._val_start
+        self.val_s = took if self.validations == 0 else max(took, 0.8 * (self.val_s or took))
+        self.val_spent += took
+        self._epoch_val_s += took
+        self.validations += 1
+        self.last_val_end = now
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After this epoch's validation; the next epoch pays its boundary (checkpoints, loader start-up) first.
+        self._decide(trainer, self.left() < self.gap_s + self.step_s() + self.final_reserve())
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            s = self.summary()
+            log.info(
+                "budget: %.0f of %.0f s used; %d validation(s) took %.0f s (%.1f%%); steady step %.3f s",
+                s["used_s"],
+                s["budget_s"],
+                self.validations,
+                s["validating_s"],
+                100 * s["validating_share"],
+                s["step_s"],
+            )
+
+    # ------------------------------------------------------------------ decisions
     def _decide(self, trainer: L.Trainer, out_of_time: bool) -> None:
         """Stop when this rank or any other is out of time (a collective: every rank calls it at the same hook)."""
         if trainer.world_size > 1:
             out_of_time = trainer.strategy.reduce_boolean_decision(out_of_time, all=False)
         if out_of_time:
             trainer.should_stop = True
+            trainer.check_val_every_n_epoch = 1  # the final validation always runs
             self.stopped_early = True
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs after validation and after the checkpoint callbacks of this epoch.
-        if self._train_end:
-            self.end_s = max(time.monotonic() - self._train_end, self.end_s or 0.0)
-        self._decide(trainer, self.deadline - time.monotonic() < self.batch_s + self.reserve(trainer))
+    def _validate_this_epoch(self, trainer: L.Trainer) -> bool:
+        """Spread the validations the share allows evenly over the run; the last epoch always validates."""
+        if trainer.current_epoch + 1 >= (trainer.max_epochs or NEVER) or self.left() <= 0:
+            return True
+        val_s = self.val_s or 0.0
+        allowance = VAL_SHARE * self.total_s - self.val_spent - val_s  # one pass kept for the end
+        if val_s <= 0 or allowance < val_s:
+            return False
+        affordable = int(allowance // val_s)
+        spacing = (self.left() - self.final_reserve()) / (affordable + 1)
+        epoch_s = self.step_s() * trainer.num_training_batches if trainer.num_training_batches != float("inf") else 0
+        return time.monotonic() + epoch_s - self.last_val_end >= spacing
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:  # each rank counts from its own start; the least time left holds for all
-            left = torch.tensor(self.left(), dtype=torch.float64, device=trainer.strategy.root_device)
-            self.deadline = time.monotonic() + float(trainer.strategy.reduce(left, reduce_op="min"))
-        if self.left() <= 0:
-            trainer.should_stop = True  # the data took the whole budget: stop after one batch, still saved
+    def _probe_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Time one median-size validation image through ``validation_step``; cut the set to what the share allows."""
+        data = trainer.datamodule
+        if getattr(data, "val_set", None) is None or not hasattr(data, "limit_validation"):
+            return
+        sizes = data.validation_sizes()
+        order = sorted(range(len(sizes)), key=sizes.__getitem__)
+        median = order[len(order) // 2]
+        seconds = _time_validation_step(trainer, pl_module, data.val_set[median])
+        per_voxel = seconds / max(sizes[median], 1)
+        keep = _evenly_spaced(len(sizes), per_voxel, sizes, PASS_SHARE * self.total_s)
+        if trainer.world_size > 1:
+            keep = int(trainer.strategy.reduce(torch.tensor(float(keep)), reduce_op="min"))
+        chosen = data.limit_validation(keep)
+        self.val_s = 1.1 * per_voxel * sum(sizes[k] for k in chosen)
+        if trainer.is_global_zero:
+            subset = f"{len(chosen)} of {len(sizes)} images" if len(chosen) < len(sizes) else f"all {len(sizes)} images"
+            log.info("validation: %s, about %.1f s a pass (measured on one image)", subset, self.val_s)
+
+
+def _evenly_spaced(n: int, per_voxel: float, sizes: list[int], allowed_s: float) -> int:
+    """How many of `n` evenly spaced validation images fit `allowed_s` (at least MIN_VAL_IMAGES or all)."""
+    for keep in range(n, 0, -1):
+        picked = evenly_spaced(n, keep)
+        if keep <= MIN_VAL_IMAGES or per_voxel * sum(sizes[k] for k in picked) <= allowed_s:
+            return max(keep, min(n, MIN_VAL_IMAGES))
+    return min(n, MIN_VAL_IMAGES)
+
+
+def evenly_spaced(n: int, keep: int) -> list[int]:
+    """`keep` indices spread evenly over range(n), first and last included: a fixed, representative subset."""
+    if keep >= n:
+        return list(range(n))
+    if keep <= 1:
+        return [n // 2][:keep]
+    return sorted({round(k * (n - 1) / (keep - 1)) for k in range(keep)})
+
+
+def _time_validation_step(trainer: L.Trainer, pl_module: L.LightningModule, sample: dict[str, Any]) -> float:
+    """Seconds of one ``validation_step`` on one image, as validation runs it (eval, no grad, precision)."""
+    batch = {
+        k: (v.unsqueeze(0).to(pl_module.device) if isinstance(v, torch.Tensor) else v)
+        for k, v in sample.items()
+        if k in ("image", "mask")
+    }
+    was_training = pl_module.training
+    pl_module.eval()
+    seconds = 0.0
+    try:
+        with torch.no_grad(), trainer.precision_plugin.val_step_context():
+            for _ in range(2):  # the first pays for warm-up in eval mode
+                pl_module.on_validation_epoch_start()
+                start = time.monotonic()
+                pl_module.validation_step(batch, 0)
+                seconds = time.monotonic() - start
+    finally:
+        pl_module.on_validation_epoch_start()  # forget the probe's sums
+        pl_module.train(was_training)
+    return seconds
 
 
 class ProgressWithTimeLeft(TQDMProgressBar):

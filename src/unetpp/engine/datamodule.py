@@ -29,7 +29,16 @@ class SegmentationDataModule(L.LightningDataModule):
     image exactly once across ranks, so the module's reduced sums give the whole set's mean.
     """
 
-    def __init__(self, cfg: DataConfig, *, spatial_dims: int, classes: int, in_channels: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        *,
+        spatial_dims: int,
+        classes: int,
+        in_channels: int,
+        seed: int = 0,
+        steps_per_epoch: int | None = None,
+    ) -> None:
         super().__init__()
         self.cfg, self.spatial_dims, self.classes, self.in_channels, self.seed = (
             cfg,
@@ -38,15 +47,24 @@ class SegmentationDataModule(L.LightningDataModule):
             in_channels,
             seed,
         )
+        self.steps_per_epoch = steps_per_epoch
         self.train_set: PatchDataset | None = None
         self.val_set: Dataset | None = None
+        self._val_subset: list[int] | None = None  # a fixed part of the validation set (a time budget's choice)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> SegmentationDataModule:
         """The data of a run: its data section, read as its model expects (2D/3D, classes, channels)."""
         m = cfg.model
-        seed = cfg.train.seed
-        return cls(cfg.data, spatial_dims=m.spatial_dims, classes=m.classes, in_channels=m.in_channels, seed=seed)
+        t = cfg.train
+        return cls(
+            cfg.data,
+            spatial_dims=m.spatial_dims,
+            classes=m.classes,
+            in_channels=m.in_channels,
+            seed=t.seed,
+            steps_per_epoch=t.steps_per_epoch,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -81,14 +99,37 @@ class SegmentationDataModule(L.LightningDataModule):
             self.cfg.patch_size,
             fg_prob=self.cfg.fg_prob,
             patches_per_image=self.cfg.patches_per_image,
+            num_patches=self._patches_per_epoch(),
             spatial_dims=self.spatial_dims,
             seed=self.seed,
             transform=build_transforms(self.spatial_dims, self.cfg.augment, self.cfg.patch_size),
         )
         self.val_set = Subset(full, val) if val else None
 
+    def _patches_per_epoch(self) -> int | None:
+        """A fixed number of steps per epoch (on every rank) whatever the data set's size; None: per image."""
+        if self.steps_per_epoch is None:
+            return None
+        trainer = getattr(self, "trainer", None)
+        ranks = trainer.world_size if trainer is not None else 1
+        return self.steps_per_epoch * self.cfg.batch_size * ranks
+
+    def validation_sizes(self) -> list[int]:
+        """Voxels of each validation image (read from the cache): what a validation pass costs scales with them."""
+        assert self.val_set is not None
+        return [int(self.val_set[k]["image"][0].numel()) for k in range(len(self.val_set))]
+
+    def limit_validation(self, keep: int) -> list[int]:
+        """Validate on `keep` evenly spaced images from now on (the same ones every time); returns their indices."""
+        from .budget import evenly_spaced
+
+        assert self.val_set is not None
+        self._val_subset = evenly_spaced(len(self.val_set), keep)
+        return self._val_subset
+
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
+        self.train_set.num_patches = self._patches_per_epoch()  # the trainer (its world size) is known by now
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
@@ -111,10 +152,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
+        images = self.val_set if self._val_subset is None else Subset(self.val_set, self._val_subset)
         trainer = getattr(self, "trainer", None)
         sampler = None
         if trainer is not None and trainer.world_size > 1:  # Lightning keeps a DistributedSampler it is given
             sampler = UnrepeatedDistributedSampler(
-                self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+                images, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
-        return DataLoader(self.val_set, batch_size=1, num_workers=0, sampler=sampler, pin_memory=self._on_cuda())
+        return DataLoader(images, batch_size=1, num_workers=0, sampler=sampler, pin_memory=self._on_cuda())

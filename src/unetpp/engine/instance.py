@@ -165,5 +165,5 @@ def instance_parts(cfg: RunConfig) -> tuple[InstanceModule, InstanceDataModule]:
             f"data.layout: {cfg.data.layout!r} has no instance labels; instance segmentation reads "
             f"{', '.join(INSTANCE_LAYOUTS)}"
         )
-    module = InstanceModule(detector_kwargs(cfg.model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    module = InstanceModule(detector_kwargs(cfg.model), lr=cfg.train.lr or 3e-4, weight_decay=cfg.train.weight_decay)
     return module, InstanceDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.train.seed)

@@ -6,14 +6,17 @@ validation of every head and of the ensemble (the paper's two inference modes), 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from ..errors import TrainingError
 from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
 from ..models import build_model, ensemble
@@ -31,7 +34,10 @@ class SegmentationModule(L.LightningModule):
     Args:
         model_config: keyword arguments of :func:`unetpp.build_model` (``name`` included); saved
             in every checkpoint, so a checkpoint alone rebuilds the model.
-        lr, weight_decay: Adam's settings (the paper: Adam, lr 3e-4).
+        lr, weight_decay: Adam's settings (the paper: Adam, lr 3e-4); ``lr`` is the schedule's peak.
+        schedule: the learning rate over the run: ``"linear"``, ``"cosine"`` or ``"poly"`` (nnU-Net's
+            exponent 0.9) decay to 0 at the end of the run (the time budget when there is one, else the
+            last epoch's step), after a linear warm-up over the first ``warmup`` share; ``"paper"``: constant.
         head_weights: deep-supervision weight of each head; None gives 1 to every head (the paper).
         bce_weight, dice_weight: the hybrid loss's terms.
         encoder_lr_scale: learning rate of a backbone encoder relative to ``lr``.
@@ -47,6 +53,8 @@ class SegmentationModule(L.LightningModule):
         model_config: dict[str, Any],
         lr: float = 3e-4,
         weight_decay: float = 0.0,
+        schedule: Literal["linear", "cosine", "poly", "paper"] = "paper",
+        warmup: float = 0.02,
         head_weights: list[float] | None = None,
         bce_weight: float = 0.5,
         dice_weight: float = 1.0,
@@ -66,6 +74,9 @@ class SegmentationModule(L.LightningModule):
         if compile:
             self.model.compile()  # in place: the state dict's keys, and so checkpoints, stay the same
         self._step_seconds: list[float] = []
+        # the heads whose mean the accurate mode uses: chosen on validation (all of them until then)
+        self.ensemble_heads: list[int] = list(self.heads)
+        self._subsets = head_subsets(self.heads)
 
     @property
     def classes(self) -> int:
@@ -80,6 +91,12 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         heads = self.model(batch["image"])
         total, per_head = self.loss.per_head(heads, self._target(batch["mask"]))
+        if not torch.isfinite(total):  # the next optimizer step would make every weight NaN
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else self.hparams.lr
+            raise TrainingError(
+                f"the training loss became {float(total)} at step {self.global_step} (learning rate {lr:.3g}); "
+                "the last finite checkpoint is kept; lower --lr (or --set train.lr=...) and start again"
+            )
         n = batch["image"].shape[0]
         self._seen += n
         # epoch means: one point per epoch for the learning curves, however few steps an epoch has
@@ -101,11 +118,13 @@ class SegmentationModule(L.LightningModule):
         def score(probs: Tensor) -> Tensor:  # per image: mean IoU of the foreground classes
             return iou(masks_from_probs(probs), truth, include_background=self.classes == 1).reshape(n, -1).mean(1)
 
-        scores = {f"val/iou_head{j}": score(ensemble([h])) for j, h in zip(self.heads, heads, strict=True)}
-        if len(heads) > 1:
-            scores["val/iou_ensemble"] = score(ensemble(heads))
-        # the score that picks the best checkpoint: the ensemble when there is one, else the only head
-        scores["val/iou"] = scores.get("val/iou_ensemble", scores[f"val/iou_head{self.heads[-1]}"])
+        probs = [ensemble([h]) for h in heads]
+        scores = {f"val/iou_head{j}": score(p) for j, p in zip(self.heads, probs, strict=True)}
+        if len(heads) > 1:  # the paper's plain mean, and every subset of heads the accurate mode may choose
+            scores["val/iou_ensemble"] = score(torch.stack(probs).mean(0))
+            for subset in self._subsets:
+                picked = [probs[self.heads.index(j)] for j in subset]
+                scores[_subset_key(subset)] = score(torch.stack(picked).mean(0))
         # losses are batch means: weighted by the batch size, as Lightning's epoch mean does
         sums = {k: v.sum() for k, v in scores.items()}
         sums["val/loss"] = total * n
@@ -129,8 +148,15 @@ class SegmentationModule(L.LightningModule):
             stacked = self.trainer.strategy.reduce(stacked, reduce_op="sum")
         total = dict(zip(names, stacked, strict=True))
         count = total.pop("count")
-        for k, v in total.items():
-            self.log(k, (v / count).float(), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
+        means = {k: float(v / count) for k, v in total.items()}
+        subsets = {s: means.pop(_subset_key(s)) for s in self._subsets if _subset_key(s) in means}
+        if subsets:  # ties go to more heads: the plain mean unless dropping a head helps
+            self.ensemble_heads = list(max(subsets, key=lambda s: (subsets[s], len(s))))
+            means["val/iou_chosen"] = subsets[tuple(self.ensemble_heads)]
+        # the score that picks the best checkpoint: the chosen ensemble when there is one, else the only head
+        means["val/iou"] = means.get("val/iou_chosen", means[f"val/iou_head{self.heads[-1]}"])
+        for k, v in means.items():
+            self.log(k, torch.tensor(v), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
 
     def on_fit_start(self) -> None:
         if self.device.type == "cuda" and self.model.spatial_dims == 2:  # tensor cores read NHWC without transposes
@@ -168,6 +194,8 @@ class SegmentationModule(L.LightningModule):
             parts.append(f"loss {float(metrics['train/loss']):.4f}")
         if "val/iou" in metrics:
             parts.append(f"val IoU {float(metrics['val/iou']):.4f}")
+            if len(self.heads) > 1:
+                parts.append(f"(heads {','.join(map(str, self.ensemble_heads))})")
         parts.append(f"{self._seen / seconds:.1f} patches/s")
         budget = next((c for c in trainer.callbacks if isinstance(c, WallClockBudget)), None)
         if budget is not None:
@@ -180,10 +208,68 @@ class SegmentationModule(L.LightningModule):
         add_model_header(checkpoint, self.model.config)
         if self.hparams.get("preprocessing") is not None:
             checkpoint[HEADER_KEY]["preprocessing"] = dict(self.hparams.preprocessing)
+        if len(self.heads) > 1:
+            checkpoint[HEADER_KEY]["ensemble_heads"] = list(self.ensemble_heads)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        chosen = checkpoint.get(HEADER_KEY, {}).get("ensemble_heads")
+        if chosen and set(chosen) <= set(self.heads):
+            self.ensemble_heads = list(chosen)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a pretrained backbone may train at a lower rate: its group carries its own "lr"
         groups = self.model.parameter_groups(self.hparams.encoder_lr_scale, lr=self.hparams.lr)
         # fused: one kernel for all parameters instead of ~10 passes per tensor (0.4x the optimizer time on CPU)
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
-        return torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused)
+        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused)
+        schedule = self.hparams.get("schedule", "paper")
+        if schedule == "paper":
+            return optimizer
+        shape = lr_factor(schedule, self.hparams.warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: shape(self._progress()))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _progress(self) -> float:
+        """Share of the run done (0..1): of the time budget when there is one, of the epochs' steps otherwise.
+
+        Under a time budget every rank follows the least advanced one, so that all ranks take the same step size.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        total = trainer.estimated_stepping_batches
+        done = trainer.global_step / total if math.isfinite(total) and total > 0 else 0.0
+        budget = next((c for c in trainer.callbacks if isinstance(c, WallClockBudget)), None)
+        if budget is None or not budget.train_start:
+            return min(done, 1.0)
+        by_time = budget.progress()
+        if trainer.world_size > 1:
+            by_time = float(trainer.strategy.reduce(torch.tensor(by_time, device=self.device), reduce_op="min"))
+        return min(max(done, by_time), 1.0)
+
+
+def lr_factor(schedule: str, warmup: float):
+    """The learning rate as a share of its peak, given the share of the run done."""
+
+    def factor(progress: float) -> float:
+        if warmup > 0 and progress < warmup:
+            return 0.1 + 0.9 * progress / warmup
+        rest = (progress - warmup) / (1.0 - warmup)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * rest))
+        if schedule == "poly":
+            return (1.0 - rest) ** 0.9
+        return 1.0 - rest
+
+    return factor
+
+
+def head_subsets(heads: list[int]) -> list[tuple[int, ...]]:
+    """The subsets of heads the accurate mode may average: all of them for up to 5 heads (31), else none."""
+    if not 1 < len(heads) <= 5:
+        return []
+    return [s for r in range(1, len(heads) + 1) for s in itertools.combinations(heads, r)]
+
+
+def _subset_key(subset: tuple[int, ...]) -> str:
+    return "subset/" + "-".join(map(str, subset))

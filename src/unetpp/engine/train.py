@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
 from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
 from .module import SegmentationModule
-from .runlock import run_lock
+from .runlock import LOCK_NAME, run_lock
 from .signals import Terminated
 
 log = logging.getLogger(__name__)
+
+RUN_MARKER = ".unetpp-run"  # written into every run folder: what tells a run from a user's own folder
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -147,15 +150,17 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallCloc
             monitor=None,
             save_top_k=1,
             enable_version_counter=False,
+            save_on_train_epoch_end=True,  # also after epochs that a time budget does not validate
         ),
         NewPatchesEachEpoch(),
         SaveLastOnInterrupt(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if t.early_stopping is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max" if has_val else "min", patience=t.early_stopping))
+    bar = t.progress and sys.stderr.isatty()  # a log file gets the plan and one line per epoch, not redraws
     if budget is not None:
         callbacks.append(budget)
-        if t.progress:
+        if bar:
             callbacks.append(ProgressWithTimeLeft(budget))
     # Lightning's CSV logger deletes an existing metrics.csv, so each session (the first run and
     # every resume) writes its own part: logs/part-000/metrics.csv, part-001, ...
@@ -179,7 +184,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallCloc
         logger=loggers,
         log_every_n_steps=t.log_every,
         check_val_every_n_epoch=t.val_every,
-        enable_progress_bar=t.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()],
@@ -276,8 +281,16 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         raise ConfigError(
             f"{run_dir}: folder already holds a run; pass --resume to continue it or choose another folder"
         )
-    elif (run_dir / "config.yaml").exists():
+    elif (run_dir / RUN_MARKER).is_file():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
+    else:
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+        if foreign:  # only a folder unetpp made may be started over: these files are the user's
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ConfigError(
+                f"{run_dir}: folder is not empty and is not a unetpp run (holds {shown}); "
+                "choose a new or empty folder for --run-dir"
+            )
 
 
 def _fit_locked(
@@ -307,7 +320,9 @@ def _fit_locked(
     else:
         module = SegmentationModule(
             cfg.model.build_kwargs(),
-            lr=cfg.train.lr,
+            lr=cfg.train.peak_lr,
+            schedule=cfg.train.schedule,
+            warmup=cfg.train.warmup,
             weight_decay=cfg.train.weight_decay,
             head_weights=cfg.train.head_weights,
             bce_weight=cfg.train.bce_weight,
@@ -319,6 +334,7 @@ def _fit_locked(
         data = SegmentationDataModule.from_config(cfg)
     data.setup("fit")
     if not resume and owner:
+        (run_dir / RUN_MARKER).touch()  # this folder is a run: it may be started over until it saves a checkpoint
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint
         if chosen is not None:
             from ..plan import save_plan
