@@ -38,9 +38,9 @@ import torch
 from torch import Tensor
 
 import unetpp
-from unetpp.export import export_onnx, quantize_onnx
+from unetpp.deploy.export import export_onnx, quantize_onnx
 from unetpp.inference import OnnxRunner, Predictor, bf16_supported, predict
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)
 WIDTHS_3D = (16, 32, 64, 128, 256)  # the paper's widths in 3D take minutes per volume on 2 cores

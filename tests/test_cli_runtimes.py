@@ -10,7 +10,7 @@ import pytest
 from unetpp import build_model, save
 from unetpp.cli import main
 from unetpp.data import write_synthetic_dataset
-from unetpp.inference import backends
+from unetpp.deploy import backends
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def tiny_checkpoint(tmp_path):
 
 
 def test_bench_runtimes_writes_a_list_of_rows(tmp_path, monkeypatch, capsys) -> None:
-    from unetpp.inference import runtime_table
+    from unetpp.deploy import runtime_table
 
     monkeypatch.setattr(runtime_table, "CANDIDATES", backends.CANDIDATES)
     out = tmp_path / "r.json"

@@ -22,7 +22,7 @@ from .data.instances import INSTANCE_LAYOUTS
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
 from .models.registry import build_nested
-from .precision import LIGHTNING_NAMES, Precision, canonical_precision
+from .utils.precision import LIGHTNING_NAMES, Precision, canonical_precision
 
 
 def _model_default(name: str) -> Any:
@@ -234,7 +234,7 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        from .files import write_text
+        from .utils.atomic import write_text
 
         return write_text(path, self.dump(), overwrite, ConfigError)
 

@@ -12,7 +12,7 @@ import torch
 from unetpp import build_model, save
 from unetpp.cli import main
 from unetpp.data import write_synthetic_dataset
-from unetpp.evaluate import Row, evaluate, format_table, summarize
+from unetpp.evaluation.semantic import Row, evaluate, format_table, summarize
 
 from .conftest import snapshot
 

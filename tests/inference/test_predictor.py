@@ -14,7 +14,7 @@ from torch import Tensor
 import unetpp
 from unetpp import ConfigError, InputShapeError
 from unetpp.inference import PRECISIONS, Predictor, predict
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
 
 
 def full_pass(model, x: Tensor) -> Tensor:
@@ -113,13 +113,7 @@ def test_predictor_is_reusable_and_validates_once(tiny) -> None:
     assert predictor(torch.randn(3, 1, 9, 20)).shape == (3, 1, 9, 20)
 
 
-def test_unetpp_predict_stays_the_function_after_the_old_module_is_imported(tiny) -> None:
-    with pytest.warns(DeprecationWarning, match="use `from unetpp.inference import predict_files`"):
-        from unetpp.predict import predict_files
-    from unetpp.inference import predict_files as new
-
-    assert predict_files is new
-    assert unetpp.predict is predict  # not the module unetpp/predict.py
+def test_unetpp_predict_is_the_one_liner(tiny) -> None:
     assert unetpp.predict(tiny(), torch.randn(1, 8, 8)).shape == (1, 8, 8)
 
 
@@ -132,7 +126,7 @@ def loaded_modules(code: str, names: tuple[str, ...]) -> list[str]:
 
 def test_import_is_light() -> None:
     heavy = ("unetpp.data", "unetpp.engine", "onnx", "onnxruntime", "safetensors", "PIL", "nibabel", "lightning")
-    assert loaded_modules("import unetpp.inference, unetpp.export, unetpp.bench", heavy) == []
+    assert loaded_modules("import unetpp.inference, unetpp.deploy.export, unetpp.deploy.bench", heavy) == []
 
 
 def test_models_never_import_lightning_or_the_other_layers() -> None:

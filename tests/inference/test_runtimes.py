@@ -39,7 +39,7 @@ def run_checkpoint(model, path, *, header: bool = True):
 def onnx_file(tiny, tmp_path_factory):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from unetpp.export import export_onnx
+    from unetpp.deploy.export import export_onnx
 
     model = tiny(classes=2)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
@@ -52,7 +52,7 @@ def onnx_file(tiny, tmp_path_factory):
 
 def test_every_kind_of_model_file_loads_through_one_loader_with_the_same_outputs(onnx_file, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors
+    from unetpp.deploy.export import export_safetensors
 
     model, onnx_path = onnx_file
     files = {
@@ -172,7 +172,7 @@ def test_loading_never_unpickles_code(tmp_path) -> None:
 
 def test_safetensors_round_trip(tiny, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors, sidecar
+    from unetpp.deploy.export import export_safetensors, sidecar
 
     model = tiny(classes=3)
     report = export_safetensors(model, tmp_path / "model.safetensors")
@@ -189,7 +189,7 @@ def test_safetensors_round_trip(tiny, tmp_path) -> None:
 
 def test_broken_safetensors_are_refused(tiny, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors, sidecar
+    from unetpp.deploy.export import export_safetensors, sidecar
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

@@ -7,7 +7,7 @@ import torch
 
 import unetpp
 from unetpp import ConfigError, build_model
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
 
 TINY = (4, 8, 16, 32, 64)
 

@@ -81,7 +81,7 @@ def test_parts_train_each_run_exactly_once(study) -> None:
 
 
 def test_parts_are_a_partition() -> None:
-    from unetpp.sharding import parse_part, take_part
+    from unetpp.utils.sharding import parse_part, take_part
 
     runs = list(range(7))
     parts = [take_part(runs, (k, 3)) for k in (1, 2, 3)]

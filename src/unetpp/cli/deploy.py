@@ -20,7 +20,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.head is not None:
         warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
         depth = args.head if depth is None else depth
-    from ..sharding import parse_part
+    from ..utils.sharding import parse_part
 
     options = {
         "mode": "ensemble" if depth is None else f"select:{depth}",
@@ -119,11 +119,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- prune
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..bench import choose_depth, format_table, pruning_table
+    from ..deploy.bench import choose_depth, format_table, pruning_table
     from ..errors import ConfigError
-    from ..evaluate import evaluate, summarize
-    from ..files import check_output, write_text
+    from ..evaluation.semantic import evaluate, summarize
     from ..models import load, prune, save
+    from ..utils.atomic import check_output, write_text
 
     check_output(args.out, args.overwrite)
     if args.table:
@@ -191,11 +191,11 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..deploy.export import export_onnx, export_program, export_safetensors, quantize_onnx
     from ..errors import ConfigError, ExportError
-    from ..export import export_onnx, export_program, export_safetensors, quantize_onnx
-    from ..files import check_output
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
     from ..models.checkpoint import sidecar
+    from ..utils.atomic import check_output
 
     # Every output and input is checked before the first file is written: a bad --calibration leaves no m.onnx.
     int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
@@ -234,7 +234,7 @@ def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
     from ..data.io import read_image
     from ..data.transforms import normalize_intensity
     from ..inference import find_inputs, match_channels
-    from ..padding import pad_to_multiple
+    from ..utils.padding import pad_to_multiple
 
     images = []
     for path in find_inputs(inputs):
@@ -274,17 +274,17 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from ..bench import format_table, pruning_table
-    from ..files import check_output, write_text
+    from ..deploy.bench import format_table, pruning_table
     from ..models import build_model, load
+    from ..utils.atomic import check_output, write_text
 
     if args.json:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
     if args.runtimes:  # one list of rows, one per runtime, precision and shape
-        from ..inference.backends import machine
-        from ..inference.runtime_table import format_runtime_table, runtime_table
+        from ..deploy.backends import machine
+        from ..deploy.runtime_table import format_runtime_table, runtime_table
 
         rows = []
         print(f"machine: {machine()}")

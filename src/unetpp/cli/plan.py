@@ -42,7 +42,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def open_for_plan(root: str, layout: str, volumes: bool = False) -> SegmentationDataset:
     """The data set at `root` in `layout`, opened only to list its items (raw files are read by the fingerprint)."""
     from ..config import DataConfig
-    from ..plan.configure import open_for_plan as open_data
+    from ..engine.planning import open_for_plan as open_data
 
     return open_data(DataConfig(root=root, layout=layout), 3 if volumes else None)
 

@@ -14,7 +14,7 @@ LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import next_steps, run_demo
+    from ..study.demo import next_steps, run_demo
     from .quiet import quiet_libraries
 
     with quiet_libraries(getattr(args, "verbose", False)):
@@ -89,9 +89,9 @@ def _assigned_fields(args: argparse.Namespace) -> frozenset[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.distributed import is_rank_zero
+    from ..engine.planning import user_fields_of
     from ..engine.train import fit
     from ..errors import CheckpointError, ConfigError
-    from ..plan.configure import user_fields_of
     from .quiet import quiet_libraries
 
     if args.plan and args.no_plan:
@@ -182,14 +182,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate, format_table, summarize, write_csv
-    from ..files import check_output
+    from ..evaluation.semantic import evaluate, format_table, summarize, write_csv
     from ..inference.instances import is_detector
     from ..models import load
+    from ..utils.atomic import check_output
 
     model = load(args.checkpoint)
     if args.instances or is_detector(model):  # Table V's columns (evaluate_instances.py)
-        from ..evaluate_instances import run_evaluate
+        from ..evaluation.instances import run_evaluate
 
         return run_evaluate(model, args)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"

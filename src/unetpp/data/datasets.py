@@ -150,7 +150,7 @@ class SegmentationDataset(Dataset):
         mask_threshold: binarise stored mask values ``> mask_threshold`` (noisy JPEG-like masks); the pixels
             changed are counted in :attr:`thresholded` (files, changed, total) for one summary line.
         target_spacing: 3D only: volumes (and masks) are resampled to this voxel spacing before
-            normalisation, as the plan decides for anisotropic data (:func:`unetpp.plan.resample.to_spacing`).
+            normalisation, as the plan decides for anisotropic data (:func:`unetpp.data.resample.to_spacing`).
         transform: applied to the sample dict last (augmentation, see
             :func:`~unetpp.data.transforms.build_transforms`).
         cache: keep decoded arrays in memory (per process: each DataLoader worker has its own).
@@ -269,7 +269,7 @@ class SegmentationDataset(Dataset):
         self, item: Item, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Image (cubic) and mask (one-hot linear) on the target spacing's grid, over the same field of view."""
-        from ..plan.resample import resample_image, resample_labels, target_shape
+        from .resample import resample_image, resample_labels, target_shape
 
         assert self.target_spacing is not None
         shape = target_shape(image.shape[1:], spacing, self.target_spacing)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..padding import pad_end
+from ..utils.padding import pad_end
 
 DEFAULT_PATCH = {2: (96, 96), 3: (64, 64, 64)}
 

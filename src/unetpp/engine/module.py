@@ -18,7 +18,7 @@ from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
 from ..models import build_model, ensemble
 from ..models.checkpoint import HEADER_KEY
-from ..padding import pad_to_multiple
+from ..utils.padding import pad_to_multiple
 from .budget import WallClockBudget
 from .checkpoints import add_model_header
 
@@ -176,7 +176,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a model header, so that unetpp.load reads the model without knowing Lightning's layout; with the
-        # preprocessing that prediction repeats (read by unetpp.inference.files.saved_preprocessing)
+        # preprocessing that prediction repeats (read by unetpp.inference.batch.saved_preprocessing)
         add_model_header(checkpoint, self.model.config)
         if self.hparams.get("preprocessing") is not None:
             checkpoint[HEADER_KEY]["preprocessing"] = dict(self.hparams.preprocessing)

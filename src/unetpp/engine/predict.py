@@ -1,6 +1,6 @@
 """Prediction of files on several processes or GPUs of one machine, through Lightning's predict loop.
 
-Every rank runs the same checks (:func:`unetpp.inference.files.prepare_files`); Lightning's predict
+Every rank runs the same checks (:func:`unetpp.inference.batch.prepare_files`); Lightning's predict
 loop gives each rank a disjoint part of the inputs (an unrepeated distributed sampler), and each rank
 predicts and writes its inputs with the same code as one process (:meth:`FileJob.run_one`), so the
 outputs are those of a one-process run. Nothing is gathered: the outputs are the files. Rank zero
@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..inference.files import FileJob, prepare_files
+from ..inference.batch import FileJob, prepare_files
 from ..inference.outputs import PathLike, Written
 from .distributed import is_rank_zero, watch_children, watch_parent
 

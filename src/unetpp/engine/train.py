@@ -24,8 +24,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError, UnetppError
-from ..files import check_folder, temporaries
 from ..models.checkpoint import torch_save, unreadable_reason
+from ..utils.atomic import check_folder, temporaries
 from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
 from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
@@ -202,7 +202,7 @@ def fit(
     folder it created; `cfg.train.max_minutes` counts from `started` (``time.monotonic()`` when the
     command began; default now), data loading and the last validation included.
     `plan` ("auto", a plan.yaml, or None for none) fills the config fields not in `user_fields` from the data
-    (:func:`unetpp.plan.configure.planned_config`; rank zero only: other ranks read the config it resolved);
+    (:func:`unetpp.engine.planning.planned_config`; rank zero only: other ranks read the config it resolved);
     the memory guard runs in every case.
 
     Raises:
@@ -295,7 +295,7 @@ def _fit_locked(
     if owner:
         _check_run_folder(cfg, run_dir, resume)
         if not resume and cfg.model.task == "semantic":  # issue 9: the plan fills what the user left unset
-            from ..plan.configure import planned_config
+            from .planning import planned_config
 
             cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)

@@ -3,7 +3,7 @@
 * :mod:`~unetpp.inference.window`: N-D sliding window, importance map, flip TTA (tensors only);
 * :mod:`~unetpp.inference.predictor`: modes, precision, :class:`Predictor` and :func:`predict`;
 * :mod:`~unetpp.inference.runtimes`: :func:`load_model` for every model file, :class:`OnnxRunner`;
-* :mod:`~unetpp.inference.files`: :func:`predict_files` (find inputs, plan outputs, write masks).
+* :mod:`~unetpp.inference.batch`: :func:`predict_files` (find inputs, plan outputs, write masks).
 
 Importing this package needs torch only (no Lightning, no image libraries, no ONNX Runtime).
 
@@ -12,7 +12,7 @@ Example:
     >>> predict_files(load_model("runs/em/checkpoints/best.ckpt"), "scans/*.png", "masks", head=2)
 """
 
-from .files import predict_files
+from .batch import predict_files
 from .outputs import Written, find_inputs
 from .predictor import PRECISIONS, Precision, Predictor, Segmenter, bf16_supported, parse_mode, predict
 from .preprocess import match_channels

@@ -123,9 +123,9 @@ def predict_instance_files(
         CheckpointError: the model file is missing, corrupt, foreign or not a detector.
         DataError: unreadable input, an output that exists (without `overwrite`), or an image the model cannot take.
     """
+    from ..data.overlay import instance_overlay
     from ..data.writers import write_image
     from ..detection import load
-    from ..visualize import instance_overlay
 
     if not isinstance(model, torch.nn.Module):
         model = load(model)

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from ..errors import ConfigError, InputShapeError
 from ..models import GridSpec, NestedUNet, ensemble
-from ..models.inference import fuse_batch_norm
-from ..precision import bf16_supported, canonical_precision
+from ..models.fusion import fuse_batch_norm
+from ..utils.precision import bf16_supported, canonical_precision
 from .window import Blend, auto_window, check_window_args, sliding_window, window_size, with_flips
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def parse_mode(mode: str | int, head: int | None = None) -> int | None:
 class Predictor:
     """A model prepared once for inference, callable on many images.
 
-    Preparation folds batch norm into the convolutions (:func:`~unetpp.models.inference.fuse_batch_norm`,
+    Preparation folds batch norm into the convolutions (:func:`~unetpp.models.fusion.fuse_batch_norm`,
     which returns an eval-mode copy, so the caller's model is untouched) and checks the mode.
 
     Args:
@@ -93,7 +93,7 @@ class Predictor:
         source: what to name in error messages (e.g. the checkpoint file).
         runtime: ``"torch"`` (default), ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: the fastest
             installed one whose probabilities match eager float32, measured on the first batch of windows
-            and cached per machine (:mod:`unetpp.inference.backends`). For NestedUNet models.
+            and cached per machine (:mod:`unetpp.deploy.backends`). For NestedUNet models.
 
     Raises:
         ConfigError: unknown head or mode, or an option the model cannot run (bf16 on ONNX Runtime).
@@ -135,7 +135,7 @@ class Predictor:
         self.model = model
         self.runtime, self.chosen = runtime, None  # the runner, chosen on the first batch (see _forward)
         if runtime != "torch":
-            from .backends import RUNTIMES
+            from ..deploy.backends import RUNTIMES
 
             if runtime not in RUNTIMES:
                 raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -158,7 +158,7 @@ class Predictor:
     def _forward(self, x: Tensor) -> Tensor:
         if self.runtime != "torch":
             if self.chosen is None:
-                from .backends import choose
+                from ..deploy.backends import choose
 
                 self.chosen = choose(self.model, x, self.head, self.precision, self.runtime)  # type: ignore[arg-type]
             return ensemble(self.chosen.runner(x, head=self.head))

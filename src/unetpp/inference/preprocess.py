@@ -63,8 +63,8 @@ def prepare_input(
     Returns the image and the shape to resample predictions back to (None when not resampled).
     """
     from ..data.datasets import convert_channels
+    from ..data.resample import resample_image, target_shape
     from ..data.transforms import normalize_intensity
-    from ..plan.resample import resample_image, target_shape
 
     channels = prep.get("channels", "keep")
     image = convert_channels(raw, channels, meta.path) if channels in ("grey", "rgb") else raw

@@ -7,7 +7,7 @@
   ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
   engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
   before that header existed are converted by :func:`unetpp.engine.checkpoints.legacy_model_file`;
-* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.export.export_safetensors`.
+* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.deploy.export.export_safetensors`.
 
 ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
 """
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from .nested import NestedUNet
 from .registry import OTHER_BUILDERS, build_model
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..data.datasets import ArrayDataset, Item, SegmentationDataset
 from ..data.io import PILLOW_SUFFIXES, TIFF_SUFFIXES, read_mask_values, read_with_meta, stem, suffix
 from ..errors import DataError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from . import labels
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ The model of a training step's peak, above the process's state before the model 
 
 Inference (``training=False``) is the weights plus the largest set of feature maps alive at once as
 the forward loop runs and frees them (see ``NestedUNet.forward``), plus a runtime constant; checked
-against :func:`unetpp.memory_probe.peak_memory_mib`.
+against :func:`unetpp.profiling.peak_memory_mib`.
 
 The last three constants were fitted to peaks measured with :func:`measure_peak_bytes` on this
 project's CPU machine: UNet++ and U-Net, widths 8-512, 2D 64²-128² (batch 4-16) and 3D 32³-48³
@@ -252,12 +252,12 @@ def measure_peak_bytes(
 ) -> int | None:
     """Measured peak resident memory (bytes) of `steps` CPU training steps, in a fresh subprocess.
 
-    :func:`unetpp.memory_probe.peak_memory_mib` in training mode (forward + hybrid deep-supervision loss +
+    :func:`unetpp.profiling.peak_memory_mib` in training mode (forward + hybrid deep-supervision loss +
     backward + Adam step), counted from before the model is loaded, so weights, gradients and Adam's
     state are included. ``None`` off Linux or when the probe fails (logged).
     """
-    from ..memory_probe import peak_memory_mib
     from ..models import build_model
+    from ..profiling import peak_memory_mib
 
     kw = model_kwargs(model_config)
     if kw.get("widths") is not None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..files import atomic_write
-from ..precision import OLD_NAMES
+from ..utils.atomic import atomic_write
+from ..utils.precision import OLD_NAMES
 from .fingerprint import Fingerprint
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..precision import canonical_precision, training_precision
+from ..utils.precision import canonical_precision, training_precision
 from .fingerprint import Fingerprint
 from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
 from .record import Plan, as_tuples, sizes_text

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from . import plots, stats
 from .runner import Run, RunResult, load_results
 from .spec import ModelSpec, StudySpec
@@ -48,7 +48,7 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
     import torch
 
-    from ..precision import cpu_flags
+    from ..utils.precision import cpu_flags
 
     out["threads"] = str(torch.get_num_threads())
     out["cpu_flags"] = " ".join(cpu_flags())
@@ -135,7 +135,7 @@ def pruning(results: Sequence[RunResult], heads: Sequence[dict]) -> list[dict]:
     seeds), params, GFLOPs and latency on a small input, and the depth `prune --auto` would choose."""
     import unetpp
 
-    from ..bench import choose_depth, format_table, pruning_table
+    from ..deploy.bench import choose_depth, format_table, pruning_table
 
     out = []
     for model, runs in stats.by_model(results).items():

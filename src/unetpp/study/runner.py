@@ -29,8 +29,8 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import atomic_write
-from ..sharding import take_part
+from ..utils.atomic import atomic_write
+from ..utils.sharding import take_part
 from . import testset
 from .spec import ModelSpec, StudySpec
 
@@ -119,7 +119,7 @@ def check_runs(spec: StudySpec, out: Path, train_ids: list[str] | None) -> None:
 
 
 def _epochs_done(folder: Path) -> int:
-    from ..visualize import read_run_metrics
+    from ..engine.runs import read_run_metrics
 
     return len({epoch for epoch, _ in read_run_metrics(folder).get("train/loss", [])})
 
@@ -185,9 +185,9 @@ def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[di
     objects by size (binary masks), overlays; then ``run.json`` and, last, ``scores.csv``."""
     import unetpp
 
-    from ..evaluate import evaluate
+    from ..data.overlay import overlay, save_png
+    from ..evaluation.semantic import evaluate
     from ..metrics import masks_from_labels, masks_from_probs, object_scores
-    from ..visualize import overlay, save_png
 
     model = unetpp.load(best)
     rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True)  # multi-class: "<mode> class <c>" rows too

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 
 # option -> (config field, parser of the string value, what is valid)
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -266,7 +266,7 @@ class StudySpec:
     def with_precision(self, saved: StudySpec | None = None) -> StudySpec:
         """This spec with its runs' precision fixed: the user's, else the saved study's, else this machine's.
 
-        A new study takes what the plan would (:func:`unetpp.precision.training_precision`: bf16 where
+        A new study takes what the plan would (:func:`unetpp.utils.precision.training_precision`: bf16 where
         the CPU or GPU computes it natively), once: it is saved with the study, so that runs resumed or
         added later, on this machine or another, train alike. Studies saved without it keep float32.
         """
@@ -275,8 +275,8 @@ class StudySpec:
         if saved is not None:
             kept = tuple(o for o in saved.overrides if o.startswith("train.precision="))
             return dataclasses.replace(self, overrides=(*self.overrides, *kept))
-        from ..plan.configure import device_of
-        from ..precision import training_precision
+        from ..engine.planning import device_of
+        from ..utils.precision import training_precision
 
         precision, _ = training_precision(device_of(RunConfig().override(list(self.overrides))))
         return dataclasses.replace(self, overrides=(*self.overrides, f"train.precision={precision}"))

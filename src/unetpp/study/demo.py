@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def run_demo(
     Raises:
         ConfigError: `out` already holds files (nothing is overwritten).
     """
-    from .data import write_synthetic_dataset
-    from .files import write_text
-    from .study import compare, load_preset
+    from ..data import write_synthetic_dataset
+    from ..utils.atomic import write_text
+    from . import compare, load_preset
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

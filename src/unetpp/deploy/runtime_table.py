@@ -2,7 +2,7 @@
 
 Latency is the median of calls interleaved across runtimes in one process (load from other processes
 hits all alike; read the ratio to eager float32, measured alongside); peak memory is measured per
-runtime in a fresh subprocess, as :func:`unetpp.memory_probe.peak_memory_mib` does for PyTorch.
+runtime in a fresh subprocess, as :func:`unetpp.profiling.peak_memory_mib` does for PyTorch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..bench import check_shape, interleaved_seconds
-from ..memory_probe import rss_kib
 from ..models import NestedUNet, ensemble
-from ..models.inference import fuse_batch_norm
-from ..precision import bf16_supported
+from ..models.fusion import fuse_batch_norm
+from ..profiling import rss_kib
+from ..utils.precision import bf16_supported
 from .backends import CANDIDATES, Runner
+from .bench import check_shape, interleaved_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def runtime_table(
 
 
 def _int8_onnx(net: NestedUNet, x: Tensor) -> Runner:
-    from ..export import export_onnx, quantize_onnx
-    from .runtimes import OnnxRunner
+    from ..inference.runtimes import OnnxRunner
+    from .export import export_onnx, quantize_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
@@ -140,7 +140,7 @@ def runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, prec
     with tempfile.TemporaryDirectory() as tmp:
         path = save(net, Path(tmp) / "model.pt")
         args = [str(path), "x".join(map(str, shape)), runtime, precision, str(torch.get_num_threads())]
-        cmd = [sys.executable, "-c", "from unetpp.inference.runtime_table import _probe; _probe()", *args]
+        cmd = [sys.executable, "-c", "from unetpp.deploy.runtime_table import _probe; _probe()", *args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         logger.warning("memory probe of %s failed: %s", runtime, out.stderr.strip().splitlines()[-1:])

@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 
 from unetpp.data.io import ImageMeta
-from unetpp.plan.resample import (
-    from_spacing_labels,
-    resample_labels,
-    resampled_meta,
-    target_shape,
-    to_spacing,
-)
+from unetpp.data.resample import from_spacing_labels, resample_labels, resampled_meta, target_shape, to_spacing
 
 
 def _volume() -> tuple[np.ndarray, np.ndarray, ImageMeta]:

@@ -18,10 +18,10 @@ from typing import Any
 
 from torch import nn
 
-from .data.instances import InstanceDataset, open_instances
-from .files import check_output, write_text
-from .inference.instances import detector_label_map, is_detector, semantic_label_map
-from .metrics.instances import instance_scores, masks_to_label_map, mean_scores
+from ..data.instances import InstanceDataset, open_instances
+from ..inference.instances import detector_label_map, is_detector, semantic_label_map
+from ..metrics.instances import instance_scores, masks_to_label_map, mean_scores
+from ..utils.atomic import check_output, write_text
 
 COLUMNS = ("iou", "dice", "dsb_score", "ap50", "precision", "recall", "n_true", "n_pred")
 HEADERS = ("IoU %", "Dice %", "DSB score", "AP@0.5", "precision", "recall", "true", "predicted")
@@ -45,7 +45,7 @@ def evaluate_instances(model: nn.Module, data: InstanceDataset) -> list[dict[str
 
 def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The mean over images (object counts summed), as the last row of the table."""
-    from .metrics.instances import InstanceScores
+    from ..metrics.instances import InstanceScores
 
     fields = [f.name for f in dataclasses.fields(InstanceScores)]
     return {

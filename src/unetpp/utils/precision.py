@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 Precision = Literal["32", "bf16", "16"]
 PRECISIONS: tuple[str, ...] = ("32", "bf16", "16")

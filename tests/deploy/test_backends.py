@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import unetpp
+from unetpp.deploy import backends
 from unetpp.errors import ConfigError
-from unetpp.inference import Predictor, backends
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.inference import Predictor
+from unetpp.models.fusion import fuse_batch_norm
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ Measurements, as in ``benchmarks/bench_models.py``:
   so that load from other processes hits them alike.
 * **Peak memory**: resident memory high-water mark of two forward passes, above what the built model
   already holds (so activations and workspace, not weights), in a fresh subprocess per model
-  (:mod:`unetpp.memory_probe`).
+  (:mod:`unetpp.profiling`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
-from .memory_probe import peak_memory_mib
-from .models import NestedUNet, prune
-from .models.inference import fuse_batch_norm
-from .precision import canonical_precision
+from ..errors import ConfigError
+from ..models import NestedUNet, prune
+from ..models.fusion import fuse_batch_norm
+from ..profiling import peak_memory_mib
+from ..utils.precision import canonical_precision
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def inference_step(model: nn.Module, x: Tensor, head: int | None, precision: str
 def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callable[[], None]:
     if runtime == "torch":
         return inference_step(model, x, None, precision)
-    from .inference.backends import choose
+    from .backends import choose
 
     runner = choose(model, x, None, precision, runtime).runner
     return lambda: runner(x)
@@ -114,7 +114,7 @@ def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[
     Works for any model returning a list of heads' logits (a peer's too); the target is binary unless
     the model says ``classes``.
     """
-    from .losses import DeepSupervisionLoss, HybridLoss
+    from ..losses import DeepSupervisionLoss, HybridLoss
 
     model.train()
     g = torch.Generator().manual_seed(0)
@@ -201,7 +201,7 @@ def pruning_table(
     ``memory_vs_full``: ratios to the deepest pruned model L^L (the paper's reference). Pruned models are
     timed interleaved with each other and with the ensemble, in `runtime` ("torch", "onnxruntime",
     "openvino", or "auto": each model in the fastest that matches eager; see
-    :mod:`unetpp.inference.backends`). Peak memory is PyTorch's.
+    :mod:`unetpp.deploy.backends`). Peak memory is PyTorch's.
 
     Raises:
         ConfigError: a bad shape or reps.

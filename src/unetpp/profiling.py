@@ -46,9 +46,9 @@ def probe_main() -> None:
     hybrid loss, above the built model or from before it is built; "...:efficient" turns memory-efficient
     training on (a training option a model file does not carry).
     """
-    from .bench import inference_step, train_step
+    from .deploy.bench import inference_step, train_step
     from .models import NestedUNet, load
-    from .models.inference import fuse_batch_norm
+    from .models.fusion import fuse_batch_norm
 
     source, shape, head, precision, threads, mode, steps = sys.argv[1:8]
     torch.set_num_threads(int(threads))
@@ -127,7 +127,7 @@ def peak_memory_mib(
         ckpt = model if isinstance(model, str) else save(model, Path(tmp) / "model.pt")
         args = [str(ckpt), "x".join(map(str, shape)), "all" if head is None else str(head), precision]
         args += [str(threads or torch.get_num_threads()), mode, str(2 if not training else steps)]
-        cmd = [sys.executable, "-c", "from unetpp.memory_probe import probe_main; probe_main()", *args]
+        cmd = [sys.executable, "-c", "from unetpp.profiling import probe_main; probe_main()", *args]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         logger.warning("memory probe failed: %s", out.stderr.strip().splitlines()[-1:] or out.returncode)

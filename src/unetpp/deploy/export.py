@@ -17,7 +17,7 @@ every file back (``.onnx`` in an ``OnnxRunner``, the others through :func:`unetp
 
 Batch norm is folded into the convolutions before a graph is exported, so the graph is the one
 prediction runs. A pruned model is an ordinary model with fewer nodes, so it exports as small as it is.
-Every writer goes through :func:`unetpp.files.atomic_write` (temporary file, then rename), which
+Every writer goes through :func:`unetpp.utils.atomic.atomic_write` (temporary file, then rename), which
 refuses to overwrite unless asked (:class:`~unetpp.errors.ExportError`).
 TorchScript is not offered: the grid's ``ModuleDict`` indexed by computed keys cannot be scripted.
 
@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, ExportError
-from .files import atomic_write
-from .inference.runtimes import INPUT_NAME, ONNX_FORMAT, OnnxRunner
-from .models import NestedUNet
-from .models.checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, sidecar
-from .models.inference import fuse_batch_norm
+from ..errors import ConfigError, ExportError
+from ..inference.runtimes import INPUT_NAME, ONNX_FORMAT, OnnxRunner
+from ..models import NestedUNet
+from ..models.checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, sidecar
+from ..models.fusion import fuse_batch_norm
+from ..utils.atomic import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np

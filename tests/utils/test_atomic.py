@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from unetpp.errors import CheckpointError, DataError
-from unetpp.files import atomic_write, check_output, write_text
+from unetpp.utils.atomic import atomic_write, check_output, write_text
 
 
 def test_refuses_an_existing_file_unless_asked(tmp_path) -> None:

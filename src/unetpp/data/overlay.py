@@ -1,15 +1,13 @@
-"""Pictures a user looks at: prediction overlays and learning curves."""
+"""Prediction overlays: a label map tinted on its image, as the PNG a user looks at."""
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from ..utils.atomic import atomic_write
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -71,48 +69,3 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, overwrite: bool = False) 
     from PIL import Image
 
     return atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"), overwrite)
-
-
-def read_run_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """A run's CSV logs, every session in order, as ``{metric: [(epoch, value), ...]}`` (empty cells skipped)."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(Path(run_dir).glob("logs/part-*/metrics.csv")):
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                for k, v in row.items():
-                    if k not in ("epoch", "step") and v not in ("", None):
-                        series.setdefault(k, []).append((int(row["epoch"]), float(v)))
-    return series
-
-
-def plot_learning_curves(
-    runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, overwrite: bool = False
-) -> Path:
-    """Training loss and validation IoU per epoch of several run folders, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, run_dir in runs.items():
-        series = read_run_metrics(run_dir)
-        for ax, key in ((ax_loss, "train/loss"), (ax_iou, "val/iou")):
-            points = _per_epoch(series.get(key, []))
-            if points:
-                ax.plot(*zip(*points, strict=True), marker=".", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (sum over heads)", title="Training loss")
-    ax_iou.set(xlabel="epoch", ylabel="IoU", title="Validation IoU (ensemble / deepest head)")
-    for ax in (ax_loss, ax_iou):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), overwrite)
-    finally:
-        plt.close(fig)
-
-
-def _per_epoch(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """The last logged value of each epoch."""
-    return sorted(dict(points).items())

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..data.io import ImageMeta
 from ..errors import ConfigError
+from .io import ImageMeta
 
 ONE_HOT_MAX = 16  # label maps with more classes are resampled by nearest neighbour (memory)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import unetpp
 from unetpp import ConfigError, ExportError, build_model
-from unetpp.export import export_onnx, export_program, export_safetensors, quantize_onnx, sidecar
+from unetpp.deploy.export import export_onnx, export_program, export_safetensors, quantize_onnx, sidecar
 from unetpp.inference import OnnxRunner, predict
 
 TINY = (4, 8, 16)

@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 
 from unetpp.config import RunConfig
+from unetpp.engine.planning import apply_plan, guard_memory, planned_config, user_fields_of
 from unetpp.errors import ConfigError
-from unetpp.plan.configure import apply_plan, guard_memory, planned_config, user_fields_of
 from unetpp.plan.fingerprint import fingerprint
 from unetpp.plan.memory import GB, estimate_peak_bytes, fit_batch
 from unetpp.plan.rules import WORKER_BYTES, make_plan
 
-from .test_fingerprint import write_set
+from ..plan.test_fingerprint import write_set
 
 SMALL = RunConfig().override(["model.widths=[4,8,16]", "model.depth=2", "data.num_workers=0"])
 
@@ -95,7 +95,7 @@ def test_planned_config_hands_user_settings_to_the_plan(tmp_path, monkeypatch) -
 
 
 def test_the_plan_chooses_the_training_precision_unless_the_user_did(tmp_path, monkeypatch) -> None:
-    from unetpp import precision
+    from unetpp.utils import precision
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(precision, "bf16_supported", lambda: True)

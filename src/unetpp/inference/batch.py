@@ -98,7 +98,7 @@ def predict_files(
             and settings wrote are kept and only the missing ones are made (a rerun after a failure finishes the
             rest); outputs from another model or settings stop the run.
         progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
-        part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.sharding`), for n
+        part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.utils.sharding`), for n
             independent jobs that share a cohort; each input falls in exactly one part.
         runtime: "torch", "onnxruntime", "openvino" or "auto" (see :class:`Predictor`).
 
@@ -160,9 +160,9 @@ class FileJob:
     def run_one(self, plan: Written) -> Written:
         """Predict `plan.input` and write its outputs (atomically); returns `plan` with the seconds it took."""
         from ..data.io import read_with_meta
+        from ..data.overlay import overlay as tinted
+        from ..data.resample import resample_probabilities
         from ..data.writers import write_image, write_mask
-        from ..plan.resample import resample_probabilities
-        from ..visualize import overlay as tinted
 
         t0 = time.perf_counter()
         path, overwrite, predictor = plan.input, self.overwrite, self.predictor
@@ -233,7 +233,7 @@ def prepare_files(
     out_dir = Path(out_dir)
     files = find_inputs(inputs, exclude_outputs_in=out_dir)
     if part is not None:  # the same sorted order in every job, so that the parts split it exactly
-        from ..sharding import take_part
+        from ..utils.sharding import take_part
 
         files = take_part(sorted(set(files)), part)
     check_out_dir(out_dir)
@@ -257,7 +257,7 @@ def prepare_files(
     if fingerprint is not None and todo:
         import json
 
-        from ..files import write_text
+        from ..utils.atomic import write_text
 
         write_text(out_dir / MANIFEST, json.dumps({"settings": fingerprint}) + "\n", overwrite=True)
     return FileJob(predictor, todo, len(plans), threshold, normalize, overwrite, prep)

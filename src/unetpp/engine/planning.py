@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
-from .record import Plan, format_plan, load_plan
-from .rules import WORKER_BYTES, make_plan
-from .system import memory_budget_bytes
+from ..plan.memory import GB, estimate_peak_bytes, fit_batch, recompute_question
+from ..plan.record import Plan, format_plan, load_plan
+from ..plan.rules import WORKER_BYTES, make_plan
+from ..plan.system import memory_budget_bytes
 
 if TYPE_CHECKING:
     from ..config import DataConfig, RunConfig
@@ -101,7 +101,7 @@ def planned_config(
 
 
 def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
-    from .fingerprint import fingerprint
+    from ..plan.fingerprint import fingerprint
 
     dims = cfg.model.spatial_dims if "model.spatial_dims" in user else None
     dataset = open_for_plan(cfg.data, dims)

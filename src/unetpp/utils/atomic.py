@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import DataError, UnetppError
+from ..errors import DataError, UnetppError
 
 PathLike = str | os.PathLike[str]
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks

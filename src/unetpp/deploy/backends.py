@@ -10,8 +10,8 @@ input shape (a few seconds, once), keeps those whose probabilities match eager f
 Candidates (:data:`CANDIDATES`), each a runner ``runner(x, head=None) -> list of logits``:
 
 * ``torch``: the model itself (batch norm folded by :class:`~unetpp.inference.predictor.Predictor`);
-  ``bf16`` under CPU autocast where the CPU has native bf16 (:func:`unetpp.precision.bf16_supported`).
-* ``onnxruntime``: the model exported by :func:`unetpp.export.export_onnx` into a temporary file.
+  ``bf16`` under CPU autocast where the CPU has native bf16 (:func:`unetpp.utils.precision.bf16_supported`).
+* ``onnxruntime``: the model exported by :func:`unetpp.deploy.export.export_onnx` into a temporary file.
 * ``openvino``: the model converted by ``openvino.convert_model`` from PyTorch, compiled for the CPU with
   float32 inference (OpenVINO would otherwise pick bf16 on CPUs that have it), or bf16 when asked.
 
@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models import NestedUNet, ensemble
-from ..precision import bf16_supported, cpu_flags
+from ..utils.precision import bf16_supported, cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def _torch(model: NestedUNet, x: Tensor, precision: str) -> Runner:
 
 
 def _onnxruntime(model: NestedUNet, x: Tensor, precision: str) -> Runner:
-    from ..export import export_onnx
-    from .runtimes import OnnxRunner
+    from ..inference.runtimes import OnnxRunner
+    from .export import export_onnx
 
     if precision != "32":
         raise ConfigError(f"onnxruntime runs float32 here, got precision {precision!r}")
@@ -84,7 +84,7 @@ def _onnxruntime(model: NestedUNet, x: Tensor, precision: str) -> Runner:
 def _openvino(model: NestedUNet, x: Tensor, precision: str) -> Runner:
     import openvino as ov
 
-    from ..export import deployable
+    from .export import deployable
 
     net = deployable(model, fuse=False)
     heads = list(model.spec.heads)
@@ -175,7 +175,7 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, key: str, entry: Mapping[str, Any]) -> None:
-    from ..files import write_text
+    from ..utils.atomic import write_text
 
     data = _read_cache(path)
     data[key] = dict(entry)
@@ -188,7 +188,7 @@ def _write_cache(path: Path, key: str, entry: Mapping[str, Any]) -> None:
 
 def time_runners(runners: Mapping[str, Callable[[], object]], budget_s: float = BUDGET_S) -> dict[str, float]:
     """Median seconds per call of each runner, interleaved, with as many repetitions as fit in `budget_s`."""
-    from ..bench import interleaved_seconds
+    from .bench import interleaved_seconds
 
     t = time.perf_counter()
     for run in runners.values():  # the warm-up call, also a first estimate of the cost

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .files import write_text
-from .metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
-from .models import NestedUNet, ensemble
-from .padding import pad_to_multiple
+from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
+from ..models import NestedUNet, ensemble
+from ..utils.atomic import write_text
+from ..utils.padding import pad_to_multiple
 
 METRICS = ("iou", "dice", "hd95")
 

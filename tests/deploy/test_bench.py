@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from unetpp import ConfigError, build_model
-from unetpp.bench import choose_depth, format_table, measure, pruning_table
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.deploy.bench import choose_depth, format_table, measure, pruning_table
+from unetpp.models.fusion import fuse_batch_norm
 
 SCORES = {1: 0.80, 2: 0.84, 3: 0.85, 4: 0.852}  # IoU per depth: the gain flattens after L3, as in the paper
 LATENCY = {1: 10.0, 2: 20.0, 3: 45.0, 4: 80.0}

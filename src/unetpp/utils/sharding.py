@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 T = TypeVar("T")
 
