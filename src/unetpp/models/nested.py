@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
-from .blocks import ConvBlock, Head, UpSample, recompute_outputs, set_memory_efficient
+from .blocks import ConvBlock, Head, UpSample, set_memory_efficient
 from .encoders import EncoderWeights, PlainEncoder, TimmEncoder
 from .grid import GridSpec, Node
 from .layers import NORMS, NormKind, check_spatial_dims
+from .recompute import recompute_outputs
 
 
 def key(node: Node) -> str:
@@ -112,7 +113,7 @@ class NestedUNet(nn.Module):
 
     @property
     def memory_efficient(self) -> bool:
-        """Recompute concatenations and norm + ReLU in backward (see :mod:`unetpp.models.blocks`); settable."""
+        """Recompute concatenations and norm + ReLU in backward (see :mod:`unetpp.models.recompute`); settable."""
         return self._memory_efficient
 
     @memory_efficient.setter
