@@ -6,7 +6,7 @@
 * a training checkpoint (a run's ``best.ckpt``/``last.ckpt``): any dict with ``"state_dict"`` and a
   ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
   engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
-  before that header existed are converted by :func:`unetpp.engine.checkpoints.legacy_model_file`;
+  before that header existed are converted by :func:`legacy_model_file`;
 * ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.deploy.export.export_safetensors`.
 
 ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
@@ -31,6 +31,7 @@ PathLike = str | os.PathLike[str]
 FORMAT = "unetpp.model"
 VERSION = 1
 HEADER_KEY = "unetpp"  # where a training checkpoint keeps its model header
+TRAINING_PREFIX = "model."  # the engine's SegmentationModule keeps the network as `self.model`
 SAFETENSORS_FORMAT = "unetpp.safetensors"
 CONFIG_KEY = "unetpp.config"  # the model config in safetensors and ONNX metadata
 
@@ -71,6 +72,23 @@ def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
 def model_header(config: dict[str, Any], state_dict_prefix: str = "") -> dict[str, Any]:
     """The header that makes any checkpoint dict a model file (see the module docstring)."""
     return {"format": FORMAT, "version": VERSION, "config": config, "state_dict_prefix": state_dict_prefix}
+
+
+def legacy_model_file(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The model header of a training checkpoint written before the header existed; None if it is not one.
+
+    Such runs hold the model only as ``hyper_parameters.model_config`` (the keyword arguments of
+    :func:`~unetpp.models.registry.build_model`) with weights under ``state_dict`` prefixed ``model.``.
+    """
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model_config"), dict):
+        return None
+    kwargs = dict(hparams["model_config"])
+    if "encoder_weights" in kwargs:  # the weights come from the checkpoint, not from a download
+        kwargs["encoder_weights"] = None
+    # Only the config is needed, but the build kwargs have to go through the builder to become one.
+    model = build_model(kwargs.pop("name"), **kwargs)
+    return model_header(model.config, TRAINING_PREFIX)
 
 
 def unreadable_reason(path: Path, error: BaseException) -> str:
@@ -117,9 +135,7 @@ def read_model_file(path: PathLike) -> ModelFile:
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     header = ckpt.get(HEADER_KEY, ckpt)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        # an older training checkpoint carries only its trainer's hyper-parameters: the engine converts it
-        from ..engine.checkpoints import legacy_model_file
-
+        # an older training checkpoint carries only its trainer's hyper-parameters
         try:
             header = legacy_model_file(ckpt)
         except (ConfigError, TypeError, KeyError) as e:
