@@ -23,8 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from unetpp.data.instances import make_target
-from unetpp.deploy.bench import interleaved_seconds, n_params
 from unetpp.detection import build_detector
+from unetpp.profiling import interleaved_seconds, n_params
 
 NAMES = ("maskrcnn", "maskrcnn++")
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp.deploy.bench import interleaved_seconds, train_step
 from unetpp.models.fusion import fuse_batch_norm
+from unetpp.profiling import interleaved_seconds, train_step
 
 Shape = tuple[int, ...]
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 import unetpp
-from unetpp.deploy.bench import interleaved_seconds, train_step
-from unetpp.profiling import peak_memory_mib
+from unetpp.profiling import interleaved_seconds, peak_memory_mib, train_step
 from unetpp.utils.precision import bf16_supported, cpu_flags
 
 

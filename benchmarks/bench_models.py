@@ -28,11 +28,11 @@ from torch import nn
 
 import unetpp
 from unetpp.deploy.backends import choose, machine
-from unetpp.deploy.bench import format_table, forward_gflops, interleaved_seconds, pruning_table, train_step
+from unetpp.deploy.bench import format_table, pruning_table
 from unetpp.deploy.runtime_table import runtime_peak_mib
 from unetpp.models import ensemble
 from unetpp.models.fusion import fuse_batch_norm
-from unetpp.profiling import peak_memory_mib
+from unetpp.profiling import forward_gflops, interleaved_seconds, peak_memory_mib, train_step
 from unetpp.utils.precision import bf16_supported
 
 Shape = tuple[int, ...]

@@ -19,7 +19,7 @@ import torch
 
 import unetpp
 from unetpp.deploy.backends import machine
-from unetpp.deploy.bench import interleaved_seconds, train_step
+from unetpp.profiling import interleaved_seconds, train_step
 from unetpp.utils.precision import training_precision
 
 CASES = {  # name -> build_model keywords, input shape

@@ -18,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from unetpp.deploy.backends import machine
-from unetpp.deploy.bench import train_step
+from unetpp.profiling import train_step
 
 KINDS = (  # (kind, substrings of ATen op names), first match wins
     ("conv backward", ("convolution_backward",)),

@@ -81,7 +81,8 @@ def test_bad_shapes() -> None:
         measure(model, (1, 1, 32, 32), reps=0, memory=False)
 
 
-BENCHMARKS = sorted((Path(__file__).parents[1] / "benchmarks").glob("bench_*.py"))
+BENCHMARKS = sorted((Path(__file__).parents[2] / "benchmarks").glob("bench_*.py"))
+assert BENCHMARKS, "no benchmark scripts found: has tests/deploy/ or benchmarks/ moved?"
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])

@@ -8,6 +8,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..data.layouts import LAYOUTS
+from ..deploy.bench import AUTO_TOLERANCE
 from .common import csv_text, examples, labelled_dataset, parse_shape, subcommand
 
 if TYPE_CHECKING:
@@ -179,7 +180,9 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     choice.add_argument("--depth", type=int, help="prune to this depth")
     choice.add_argument("--auto", action="store_true", help="the shallowest depth within --tolerance of the best IoU")
     choice.add_argument("--max-latency-ms", type=float, help="the most accurate depth within this latency")
-    p.add_argument("--tolerance", type=float, default=0.003, help="IoU that --auto may give up (0.003 = 0.3 points)")
+    p.add_argument(
+        "--tolerance", type=float, default=AUTO_TOLERANCE, help="IoU that --auto may give up (0.003 = 0.3 points)"
+    )
     p.add_argument("--shape", default="1x1x512x512", help="input shape to time, B x C x spatial")
     p.add_argument("--reps", type=int, default=5)
     add_runtime(p, "torch")

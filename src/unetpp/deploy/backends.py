@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models import NestedUNet, ensemble
+from ..profiling import interleaved_seconds
 from ..utils.precision import bf16_supported, cpu_flags
 
 logger = logging.getLogger(__name__)
@@ -188,8 +189,6 @@ def _write_cache(path: Path, key: str, entry: Mapping[str, Any]) -> None:
 
 def time_runners(runners: Mapping[str, Callable[[], object]], budget_s: float = BUDGET_S) -> dict[str, float]:
     """Median seconds per call of each runner, interleaved, with as many repetitions as fit in `budget_s`."""
-    from .bench import interleaved_seconds
-
     t = time.perf_counter()
     for run in runners.values():  # the warm-up call, also a first estimate of the cost
         run()

@@ -23,49 +23,24 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ConfigError
 from ..models import NestedUNet, prune
 from ..models.fusion import fuse_batch_norm
-from ..profiling import peak_memory_mib
+from ..profiling import check_shape, forward_gflops, inference_step, interleaved_seconds, n_params, peak_memory_mib
 from ..utils.precision import canonical_precision
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, float | int | str | None]
+AUTO_TOLERANCE = 0.003  # IoU that `unetpp prune --auto` (and a study's pruning table) may give up: 0.3 points
 
 
 # --------------------------------------------------------------------------------------------- pieces
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def forward_gflops(model: nn.Module, x: Tensor, head: int | None = None) -> float:
-    """GFLOPs of one forward pass on `x` (multiply-add = 2 FLOPs)."""
-    # imported here: it pulls in ~100 MB of modules that the memory probe must not count as preloaded
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(x) if head is None else model(x, head=head)
-    return counter.get_total_flops() / 1e9
-
-
-def inference_step(model: nn.Module, x: Tensor, head: int | None, precision: str) -> Callable[[], None]:
-    bf16 = precision == "bf16"
-
-    def run() -> None:
-        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            model(x) if head is None else model(x, head=head)
-
-    return run
 
 
 def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callable[[], None]:
@@ -75,65 +50,6 @@ def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callabl
 
     runner = choose(model, x, None, precision, runtime).runner
     return lambda: runner(x)
-
-
-def interleaved_seconds(
-    steps: Mapping[str, Callable[[], None]], reps: int, warmup: int = 1, settle: int = 0
-) -> dict[str, float]:
-    """Median seconds per call of each step, timed A, B, C, A, B, C, ... after `warmup` calls each.
-
-    `settle` untimed calls run before each timed one: needed when steps run in different runtimes,
-    whose idle threads (ONNX Runtime's, OpenVINO's) may still hold the cores when the next step starts.
-    """
-    for run in steps.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(reps):
-        for k, run in steps.items():
-            for _ in range(settle):
-                run()
-            t = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def check_shape(shape: Sequence[int], reps: int) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 3 or any(s < 1 for s in shape):
-        raise ConfigError(f"shape must be (B, C, *spatial) with positive sizes, got {shape}")
-    if not isinstance(reps, int) or reps < 1:
-        raise ConfigError(f"reps must be a positive integer, got {reps!r}")
-    return shape
-
-
-def train_step(model: nn.Module, x: Tensor, precision: str = "32") -> Callable[[], None]:
-    """One training step as the engine runs it: fused Adam, hybrid loss on every head, optional bf16 autocast.
-
-    Works for any model returning a list of heads' logits (a peer's too); the target is binary unless
-    the model says ``classes``.
-    """
-    from ..losses import DeepSupervisionLoss, HybridLoss
-
-    model.train()
-    g = torch.Generator().manual_seed(0)
-    classes = max(2, int(getattr(model, "classes", 1)))
-    y = torch.randint(0, classes, (x.shape[0], 1, *x.shape[2:]), generator=g).to(x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4, fused=x.device.type in ("cpu", "cuda") or None)  # as the engine
-    loss: list[DeepSupervisionLoss] = []
-
-    def run() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            heads = model(x)
-        heads = [heads] if isinstance(heads, Tensor) else list(heads)
-        if not loss:
-            loss.append(DeepSupervisionLoss(HybridLoss(), [1.0] * len(heads)))
-        loss[0]([h.float() for h in heads], y).backward()
-        opt.step()
-
-    return run
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -326,15 +242,4 @@ def choose_depth(
     return min(d for d, s in candidates.items() if s >= best - tolerance - 1e-12)  # 1e-12: float rounding
 
 
-__all__ = [
-    "check_shape",
-    "choose_depth",
-    "format_table",
-    "forward_gflops",
-    "interleaved_seconds",
-    "measure",
-    "n_params",
-    "inference_step",
-    "pruning_table",
-    "train_step",
-]
+__all__ = ["AUTO_TOLERANCE", "Row", "choose_depth", "format_table", "measure", "pruning_table"]

@@ -2,13 +2,12 @@
 
 Latency is the median of calls interleaved across runtimes in one process (load from other processes
 hits all alike; read the ratio to eager float32, measured alongside); peak memory is measured per
-runtime in a fresh subprocess, as :func:`unetpp.profiling.peak_memory_mib` does for PyTorch.
+runtime in a fresh subprocess, by the one probe, :func:`unetpp.profiling.peak_memory_mib`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +18,9 @@ from torch import Tensor
 
 from ..models import NestedUNet, ensemble
 from ..models.fusion import fuse_batch_norm
-from ..profiling import rss_kib
+from ..profiling import check_shape, interleaved_seconds, peak_memory_mib
 from ..utils.precision import bf16_supported
 from .backends import CANDIDATES, Runner
-from .bench import check_shape, interleaved_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -123,50 +121,14 @@ def format_runtime_table(rows: list[dict[str, Any]]) -> str:
 
 def runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, precision: str) -> float | None:
     """Peak resident memory (MiB) of two calls of a runtime above the built runner, in a fresh subprocess."""
-    import subprocess
-    import sys
-
-    if not Path("/proc/self/clear_refs").exists():
-        return None
-    from ..models import save
-
-    src = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "MALLOC_MMAP_THRESHOLD_": "65536",
-        "MALLOC_TRIM_THRESHOLD_": "0",
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save(net, Path(tmp) / "model.pt")
-        args = [str(path), "x".join(map(str, shape)), runtime, precision, str(torch.get_num_threads())]
-        cmd = [sys.executable, "-c", "from unetpp.deploy.runtime_table import _probe; _probe()", *args]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        logger.warning("memory probe of %s failed: %s", runtime, out.stderr.strip().splitlines()[-1:])
-        return None
-    return float(out.stdout.strip().splitlines()[-1])
+    step = f"{__name__}:runtime_step"
+    return peak_memory_mib(net, shape, precision=precision, step=step, step_args=(runtime,))
 
 
-def _probe() -> None:
-    """Child of :func:`runtime_peak_mib`: argv = model file, shape, runtime, precision, threads."""
-    import gc
-    import sys
-
-    from ..models import load
-
-    path, shape_text, runtime, precision, threads = sys.argv[1:6]
-    torch.set_num_threads(int(threads))
-    net = load(path).eval()
-    x = torch.randn(tuple(int(s) for s in shape_text.split("x")))
+def runtime_step(net: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callable[[], object]:
+    """One call of `net` in `runtime` at `precision` ("int8": ONNX Runtime's static quantization), built now."""
     runner = _int8_onnx(net, x) if precision == "int8" else CANDIDATES[runtime].build(net, x, precision)
-    gc.collect()
-    base = rss_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    with torch.inference_mode():
-        runner(x)
-        runner(x)
-    sys.stdout.write(f"{(rss_kib('VmHWM') - base) / 1024}\n")
+    return lambda: runner(x)
 
 
 __all__ = ["format_runtime_table", "runtime_peak_mib", "runtime_table"]

@@ -15,11 +15,10 @@ import json
 import logging
 from pathlib import Path
 
+from ..deploy.bench import AUTO_TOLERANCE
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-AUTO_TOLERANCE = 0.003  # `unetpp prune --auto`'s default
 
 
 def deploy_tradeoff(study: Path) -> str:

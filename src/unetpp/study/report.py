@@ -19,13 +19,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..deploy.bench import AUTO_TOLERANCE
 from ..errors import ConfigError
 from ..utils.atomic import atomic_write
 from . import plots, stats
 from .runner import Run, RunResult, load_results
 from .spec import ModelSpec, StudySpec
-
-AUTO_TOLERANCE = 0.003  # as `unetpp prune --auto`'s default: 0.3 IoU points
 
 
 def _pct(v: float, sd: float | None = None) -> str:
