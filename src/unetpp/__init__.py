@@ -4,8 +4,8 @@ Build, train, prune, save, load and run every variant of the paper on one nested
 Importing this package needs only torch; training, data and export live in sub-packages with extras.
 """
 
+from .deploy.backends import predict
 from .errors import CheckpointError, ConfigError, DataError, ExportError, InputShapeError, UnetppError
-from .inference import predict
 from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
 

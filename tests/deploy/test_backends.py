@@ -10,7 +10,7 @@ import torch
 import unetpp
 from unetpp.deploy import backends
 from unetpp.errors import ConfigError
-from unetpp.inference import Predictor
+from unetpp.inference import PredictOptions, Predictor
 from unetpp.models.fusion import fuse_batch_norm
 
 
@@ -104,17 +104,20 @@ def test_named_runtime_must_be_installed(monkeypatch, model) -> None:
     with pytest.raises(ConfigError, match="openvino.*not installed"):
         backends.choose(model, torch.randn(1, 1, 32, 32), runtime="openvino")
     with pytest.raises(ConfigError, match="runtime must be one of"):
-        Predictor(model, runtime="tensorrt")
+        PredictOptions(runtime="tensorrt")
 
 
 def test_predictor_with_auto_gives_eager_probabilities(monkeypatch, model) -> None:
     install(monkeypatch, fake("torch", 30.0), fake("openvino", 10.0))
     image = torch.randn(1, 1, 40, 56)
     want = Predictor(model)(image)
-    auto = Predictor(model, runtime="auto")
+    auto = backends.predictor(model, PredictOptions(runtime="auto"))
     torch.testing.assert_close(auto(image), want)
-    assert auto.chosen is not None
-    assert auto.chosen.runtime == "openvino"
+    assert auto.model.chosen is not None
+    assert auto.model.chosen.runtime == "openvino"
+    with pytest.raises(ConfigError, match="runtime 'auto' is chosen where models are deployed"):
+        Predictor(model, PredictOptions(runtime="auto"))  # the runtime is composed by the caller, not inferred
+    torch.testing.assert_close(unetpp.predict(model, image, runtime="auto"), want)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp import ConfigError, ExportError, build_model
+from unetpp import ConfigError, ExportError, build_model, predict
 from unetpp.deploy.export import export_onnx, export_program, export_safetensors, quantize_onnx, sidecar
-from unetpp.inference import OnnxRunner, predict
+from unetpp.inference import OnnxRunner
 
 TINY = (4, 8, 16)
 

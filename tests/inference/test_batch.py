@@ -7,7 +7,7 @@ import pytest
 
 import unetpp
 from unetpp import CheckpointError, ConfigError, DataError
-from unetpp.inference import find_inputs, match_channels, predict_files
+from unetpp.inference import PredictOptions, find_inputs, match_channels, predict_files
 
 
 def _png(path, rng, size=(37, 50)) -> None:
@@ -23,7 +23,9 @@ def test_predict_files_writes_png_masks_and_overlays_and_never_overwrites(tiny, 
     for name in ("a", "b"):
         _png(tmp_path / "in" / f"{name}.png", rng)
     out = tmp_path / "out"
-    written = predict_files(tiny(), tmp_path / "in", out, roi_size=16, probabilities=True, progress=False)
+    written = predict_files(
+        tiny(), tmp_path / "in", out, PredictOptions(roi_size=16), probabilities=True, progress=False
+    )
     assert [w.input.name for w in written] == ["a.png", "b.png"]
     for w in written:
         assert w.mask == out / f"{w.input.stem}_mask.png"
@@ -45,7 +47,9 @@ def test_predict_files_keeps_the_nifti_affine_and_spacing(tiny, tmp_path) -> Non
     volume = np.random.default_rng(0).normal(size=(13, 17, 11)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "case.nii.gz")
     model = tiny(spatial_dims=3, classes=2)
-    (w,) = predict_files(model, [tmp_path / "case.nii.gz"], tmp_path / "out", roi_size=8, probabilities=True)
+    (w,) = predict_files(
+        model, [tmp_path / "case.nii.gz"], tmp_path / "out", PredictOptions(roi_size=8), probabilities=True
+    )
     assert w.mask.name == "case_mask.nii.gz"
     assert w.overlay is None
     mask = nib.load(w.mask)
@@ -73,10 +77,10 @@ def test_predict_files_from_a_checkpoint_names_the_file_on_errors(tiny, tmp_path
     rng = np.random.default_rng(0)
     _png(tmp_path / "in" / "a.png", rng)
     ckpt = unetpp.save(tiny(), tmp_path / "model.pt")
-    (w,) = predict_files(ckpt, tmp_path / "in", tmp_path / "out", head=1, progress=False)
+    (w,) = predict_files(ckpt, tmp_path / "in", tmp_path / "out", PredictOptions(head=1), progress=False)
     assert w.mask.is_file()
     with pytest.raises(ConfigError, match=r"model.pt: head=5 does not exist"):
-        predict_files(ckpt, tmp_path / "in", tmp_path / "out2", head=5)
+        predict_files(ckpt, tmp_path / "in", tmp_path / "out2", PredictOptions(head=5))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt.pt"):

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 import unetpp
-from unetpp import ConfigError, InputShapeError
-from unetpp.inference import PRECISIONS, Predictor, predict
+from unetpp import ConfigError, InputShapeError, predict
+from unetpp.inference import PRECISIONS, PredictOptions, Predictor
 from unetpp.models.fusion import fuse_batch_norm
 
 
@@ -77,7 +77,7 @@ def test_precision_names_follow_lightning_and_the_old_ones_are_deprecated(tiny) 
         old = predict(model, x, precision="bfloat16")
     torch.testing.assert_close(old, predict(model, x, precision="bf16"))
     with pytest.warns(FutureWarning, match="is now spelled '32'"):
-        assert Predictor(model, precision="float32").precision == "32"
+        assert PredictOptions(precision="float32").precision == "32"
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_bad_images(tiny, shape, match) -> None:
 
 
 def test_predictor_is_reusable_and_validates_once(tiny) -> None:
-    predictor = Predictor(tiny(), roi_size=8, tta=True)
+    predictor = Predictor(tiny(), PredictOptions(roi_size=8, tta=True))
     assert predictor(torch.randn(1, 12, 12)).shape == (1, 12, 12)
     assert predictor(torch.randn(3, 1, 9, 20)).shape == (3, 1, 9, 20)
 

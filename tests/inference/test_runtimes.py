@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import unetpp
-from unetpp import CheckpointError, ConfigError, InputShapeError, build_model
-from unetpp.inference import OnnxRunner, load_model, predict
+from unetpp import CheckpointError, ConfigError, InputShapeError, build_model, predict
+from unetpp.inference import OnnxRunner, load_model
 
 TINY = (4, 8, 16, 32)
 BUILD = {"name": "unet++", "depth": 2, "widths": [4, 8, 16], "classes": 2}  # a run's model_config

@@ -21,19 +21,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.head is not None:
         warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
         depth = args.head if depth is None else depth
+    from ..inference import PredictOptions
     from ..utils.sharding import parse_part
 
-    options = {
-        "mode": "ensemble" if depth is None else f"select:{depth}",
-        "roi_size": args.roi,
-        "overlap": args.overlap,
-        "tta": args.tta,
-        "precision": args.precision,
+    options = PredictOptions(
+        head=depth,
+        roi_size=args.roi,
+        overlap=args.overlap,
+        tta=args.tta,
+        precision=args.precision,
+        runtime=args.runtime,
+    )
+    files = {
         "probabilities": args.probabilities,
         "overlay": not args.no_overlay,
         "overwrite": args.overwrite,
         "part": parse_part(args.part),
-        "runtime": args.runtime,
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
         import logging
@@ -51,14 +54,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.inputs,
             args.out,
+            options,
             devices=args.devices,
             accelerator=args.accelerator or "auto",
-            **options,
+            **files,
         )
         if is_rank_zero():
             print(f"{job.total} input(s) done in {args.out}")
         return 0
-    from ..inference import predict_files
+    from ..deploy.backends import predictor
     from ..inference.instances import is_detector_file, predict_instance_files
 
     if is_detector_file(args.checkpoint):  # Mask R-CNN(++): instance label maps (16-bit) and overlays
@@ -67,12 +71,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         print(f"wrote {len(done)} instance label map(s) to {args.out}")
         return 0
-    written = predict_files(
-        args.checkpoint,
-        args.inputs,
-        args.out,
-        progress=sys.stderr.isatty(),  # a bar on a terminal; nothing between the lines of a log file
-        **options,
+    # a bar on a terminal; nothing between the lines of a log file
+    written = predictor(args.checkpoint, options).predict_files(
+        args.inputs, args.out, progress=sys.stderr.isatty(), **files
     )
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0

@@ -1,4 +1,8 @@
-"""Runtimes for a prepared model, and the fastest one on this machine chosen by measurement.
+"""Runtimes for a prepared model, the fastest one on this machine chosen by measurement, and the one-liner.
+
+Prediction (:class:`unetpp.inference.Predictor`) runs any :class:`~unetpp.inference.Segmenter`; this
+module composes one that runs a model in another runtime (:class:`RuntimeModel`, :func:`with_runtime`),
+so the caller decides, and :func:`predictor` / :func:`predict` (``unetpp.predict``) do it for them.
 
 The same UNet++ runs at very different speeds in eager PyTorch, ONNX Runtime and OpenVINO, and which
 wins depends on the CPU (AVX2 or AVX-512, bf16 or not), the thread count, the window and the batch.
@@ -32,20 +36,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..inference import PredictOptions, Predictor, Segmenter, load_model
+from ..inference.outputs import PathLike
+from ..inference.predictor import parse_mode
+from ..inference.segmenter import RUNTIMES, Runtime
 from ..models import NestedUNet, ensemble
+from ..models.fusion import fuse_batch_norm
 from ..profiling import interleaved_seconds
 from ..utils.precision import bf16_supported, cpu_flags
 
+if TYPE_CHECKING:
+    import numpy as np
+
 logger = logging.getLogger(__name__)
 
-Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 TOLERANCE = 1e-4  # largest absolute difference in probabilities from eager float32 that auto accepts
 BUDGET_S = 3.0  # seconds of timing per choice, all candidates together
 Runner = Callable[..., list[Tensor]]
@@ -282,7 +292,106 @@ def _times_text(times_ms: Mapping[str, float]) -> str:
     return ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(times_ms.items(), key=lambda kv: kv[1]))
 
 
+# --------------------------------------------------------------------------------------------- composition
+
+
+class RuntimeModel:
+    """A NestedUNet run in another runtime: a :class:`~unetpp.inference.Segmenter` to give a Predictor.
+
+    The runner is built on the first call, from the shape of that batch of windows (with ``"auto"``:
+    measured there, or taken from the cache, by :func:`choose`); :attr:`chosen` then says which runtime
+    runs and why.
+
+    Args:
+        model: a NestedUNet (batch norm is folded in a copy).
+        runtime: ``"onnxruntime"``, ``"openvino"``, ``"torch"`` or ``"auto"``.
+        precision: ``"32"`` or ``"bf16"`` (torch and openvino).
+    """
+
+    def __init__(self, model: NestedUNet, runtime: str, precision: str = "32") -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.model = fuse_batch_norm(model)
+        self.runtime, self.precision = runtime, precision
+        self.spec, self.in_channels, self.classes = model.spec, model.in_channels, model.classes
+        self.spatial_dims, self.config = model.spatial_dims, model.config
+        self.chosen: Chosen | None = None
+
+    def describe(self) -> str:
+        return f"{self.model.describe()} in runtime {self.runtime}"
+
+    def __call__(self, x: Tensor, head: int | None = None) -> list[Tensor]:
+        if self.chosen is None:
+            self.chosen = choose(self.model, x, head, self.precision, self.runtime)
+        return self.chosen.runner(x, head=head)
+
+
+def with_runtime(model: Segmenter, options: PredictOptions) -> Segmenter:
+    """`model` as it runs in ``options.runtime``: itself for torch, else a :class:`RuntimeModel`.
+
+    Raises:
+        ConfigError: another runtime for a model that is not a NestedUNet (e.g. an ONNX file).
+    """
+    if options.runtime == "torch":
+        return model
+    if not isinstance(model, NestedUNet):
+        raise ConfigError(f"--runtime {options.runtime} takes a PyTorch model file, not {type(model).__name__}")
+    return RuntimeModel(model, options.runtime, options.precision)
+
+
+def predictor(model: Segmenter | PathLike, options: PredictOptions | None = None) -> Predictor:
+    """A :class:`~unetpp.inference.Predictor` of `model` (or of a model file) in the runtime `options` names.
+
+    Raises:
+        CheckpointError: a model file that cannot be read.
+        ConfigError: see :class:`~unetpp.inference.Predictor` and :func:`with_runtime`.
+    """
+    options = options or PredictOptions()
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source, model = model, load_model(model)
+    return Predictor(with_runtime(model, options), options, source=source)
+
+
+def predict(model: Segmenter | PathLike, image: Tensor | np.ndarray, mode: str = "ensemble", **options: Any) -> Tensor:
+    """Probabilities of a (normalised) image or volume of any size, with the paper's inference modes: the one-liner.
+
+    Args:
+        model: a NestedUNet (with deep supervision for the ensemble and ``head=``), a pruned model, an
+            :class:`~unetpp.inference.OnnxRunner`, or a model file. It is not modified (batch norm is
+            folded in a copy).
+        image: ``(C, *spatial)`` or ``(B, C, *spatial)``, a tensor or a NumPy array, normalised as in
+            training (e.g. :func:`unetpp.data.transforms.normalize_intensity`).
+        mode: ``"ensemble"`` (mean of every head's probabilities, the paper's accurate mode) or
+            ``"select:d"`` (head d only, running only the nodes with i + j <= d: the same as ``head=d``).
+        **options: the fields of :class:`~unetpp.inference.PredictOptions` (``head``, ``roi_size``,
+            ``overlap``, ``blend``, ``sw_batch_size``, ``tta``, ``precision``, ``runtime``).
+
+    Returns:
+        float32 probabilities ``(B, classes, *spatial)`` or ``(classes, *spatial)``, following `image`:
+        sigmoid of the foreground for one class, softmax over classes otherwise.
+
+    Raises:
+        ConfigError: unknown head or mode, `mode` and `head` that disagree, or a bad option.
+        InputShapeError: wrong rank or channel count.
+
+    Example:
+        >>> m = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16))
+        >>> unetpp.predict(m, torch.randn(1, 97, 61), roi_size=32, tta=True).shape
+        torch.Size([1, 97, 61])
+    """
+    head = parse_mode(mode)
+    if head is not None and options.get("head", head) != head:
+        raise ConfigError(f"mode={mode!r} and head={options['head']!r} disagree; give one of them")
+    options.setdefault("head", head)
+    return predictor(model, PredictOptions(**options))(image)
+
+
 __all__ = [
+    "RuntimeModel",
+    "predict",
+    "predictor",
+    "with_runtime",
     "BUDGET_S",
     "CANDIDATES",
     "RUNTIMES",

@@ -90,10 +90,10 @@ def semantic_label_map(model: NestedUNet, image: Tensor | np.ndarray, threshold:
     (z-scores do not depend on how the image was scaled). Uses the ensemble when the model has one.
     """
     from ..data.transforms import normalize_intensity
-    from .predictor import predict
+    from .predictor import Predictor
 
     x = normalize_intensity(np.asarray(image, dtype=np.float32), "zscore")
-    probs = predict(model, x)
+    probs = Predictor(model)(x)
     fg = probs[0] > threshold if probs.shape[0] == 1 else probs.argmax(dim=0) > 0
     return label_components(fg)
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError, InputShapeError
 from ..models import GridSpec, load
 from ..models.checkpoint import CONFIG_KEY
-from .predictor import Segmenter
+from .segmenter import Segmenter
 
 PathLike = str | os.PathLike[str]
 ONNX_FORMAT = "unetpp.onnx"

@@ -132,16 +132,15 @@ def _fig6_md(rows: Sequence[dict]) -> str:
 def pruning(results: Sequence[RunResult], heads: Sequence[dict]) -> list[dict]:
     """Fig. 5 for each deeply supervised model (its first seed): every pruning level's test IoU (mean over
     seeds), params, GFLOPs and latency on a small input, and the depth `prune --auto` would choose."""
-    import unetpp
-
     from ..deploy.bench import choose_depth, format_table, pruning_table
+    from ..models import load
 
     out = []
     for model, runs in stats.by_model(results).items():
         modes = {r["mode"] for r in runs[0].scores}
         if "ensemble" not in modes:
             continue
-        net = unetpp.load(runs[0].folder / "checkpoints" / runs[0].info["checkpoint"])
+        net = load(runs[0].folder / "checkpoints" / runs[0].info["checkpoint"])
         side = 2**net.depth * (2 if net.spatial_dims == 3 else 8)
         rows = pruning_table(net, (1, net.in_channels, *[side] * net.spatial_dims), reps=3, memory=False)
         iou = {h["mode"]: h["iou"] for h in heads if h["model"] == model}

@@ -183,18 +183,19 @@ def _middle_slice(x: torch.Tensor) -> torch.Tensor:
 def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[dict]) -> None:
     """Score the best checkpoint on the test set: per-image rows of every head and the ensemble,
     objects by size (binary masks), overlays; then ``run.json`` and, last, ``scores.csv``."""
-    import unetpp
-
     from ..data.overlay import overlay, save_png
     from ..evaluation.semantic import evaluate
+    from ..inference import PredictOptions, Predictor
     from ..metrics import masks_from_labels, masks_from_probs, object_scores
+    from ..models import load
 
-    model = unetpp.load(best)
+    model = load(best)
     rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True)  # multi-class: "<mode> class <c>" rows too
     mode = _main_mode([m for m in dict.fromkeys(r.mode for r in rows) if " class " not in m])
     objects: list[list] = []
+    predictor = Predictor(model, PredictOptions(head=None if mode == "ensemble" else int(mode[4:])))
     for k, sample in enumerate(test):
-        probs = unetpp.predict(model, sample["image"], mode="ensemble" if mode == "ensemble" else f"select:{mode[4:]}")
+        probs = predictor(sample["image"])
         pred = masks_from_probs(probs[None])
         truth = masks_from_labels(sample["mask"][None], model.classes)
         if model.classes == 1:
