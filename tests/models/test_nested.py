@@ -166,11 +166,3 @@ def test_unknown_head() -> None:
     model = tiny("unet")
     with pytest.raises(ConfigError, match=r"head=2 does not exist; this model has heads at depth \[3\]"):
         model(torch.zeros(1, 1, 16, 16), head=2)
-
-
-def test_model_package_imports_no_training_or_data_code() -> None:
-    import subprocess
-    import sys
-
-    code = "import sys, unetpp.models; print(any(m.startswith(('unetpp.engine', 'unetpp.data')) for m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
