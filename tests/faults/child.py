@@ -19,6 +19,10 @@ def install(fault: str) -> None:
         from unetpp.engine.module import SegmentationModule
 
         sig = {"kill-step": signal.SIGKILL, "term-step": signal.SIGTERM, "int-step": signal.SIGINT}[kind]
+        if sig == signal.SIGINT:
+            # Ctrl-C as a terminal delivers it: a suite started in the background (`nohup ... &`) hands its
+            # children SIGINT ignored, and Python then leaves it ignored instead of raising KeyboardInterrupt
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         original = SegmentationModule.on_train_batch_end
 
         def hook(self, *args, **kwargs):
