@@ -33,6 +33,7 @@ from ..models import NestedUNet, prune
 from ..models.fusion import fuse_batch_norm
 from ..profiling import check_shape, forward_gflops, inference_step, interleaved_seconds, n_params, peak_memory_mib
 from ..utils.precision import canonical_precision
+from ..utils.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -169,22 +170,17 @@ def format_table(rows: Sequence[Row]) -> str:
         return f"{v:.0%}" if isinstance(v, float) else "–"
 
     with_iou = any(isinstance(r.get("iou"), float) for r in rows)
-    lines = [
-        "| mode |"
-        + (" IoU % |" if with_iou else "")
-        + " params | GFLOPs | latency | images/s | peak memory | params vs L | time vs L | memory vs L |",
-        "|---|" + ("---:|" if with_iou else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    headers = ["mode", *(["IoU %"] if with_iou else []), "params", "GFLOPs", "latency", "images/s", "peak memory"]
+    headers += ["params vs L", "time vs L", "memory vs L"]
+    cells = []
     for r in rows:
         mem = f"{r['peak_mib']:.0f} MiB" if isinstance(r["peak_mib"], float) else "–"
         iou = r.get("iou")
-        score = (f" {100 * iou:.2f} |" if isinstance(iou, float) else " – |") if with_iou else ""
-        lines.append(
-            f"| {r['mode']} |{score} {r['params']:,} | {r['gflops']:.2f} | {r['latency_ms']:.1f} ms | "
-            f"{r['throughput']:.1f} | {mem} | {pct(r.get('params_vs_full'))} | {pct(r.get('latency_vs_full'))} | "
-            f"{pct(r.get('memory_vs_full'))} |"
-        )
-    return "\n".join(lines)
+        score = [f"{100 * iou:.2f}" if isinstance(iou, float) else "–"] if with_iou else []
+        row = [r["mode"], *score, f"{r['params']:,}", f"{r['gflops']:.2f}", f"{r['latency_ms']:.1f} ms"]
+        row += [f"{r['throughput']:.1f}", mem, pct(r.get("params_vs_full")), pct(r.get("latency_vs_full"))]
+        cells.append([*row, pct(r.get("memory_vs_full"))])
+    return markdown_table(headers, cells)
 
 
 # --------------------------------------------------------------------------------------------- choice

@@ -20,6 +20,7 @@ from ..models import NestedUNet, ensemble
 from ..models.fusion import fuse_batch_norm
 from ..profiling import check_shape, interleaved_seconds, peak_memory_mib
 from ..utils.precision import bf16_supported
+from ..utils.tables import markdown_table
 from .backends import CANDIDATES, Runner
 
 logger = logging.getLogger(__name__)
@@ -105,18 +106,24 @@ def _int8_onnx(net: NestedUNet, x: Tensor) -> Runner:
 
 def format_runtime_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of :func:`runtime_table` rows."""
-    lines = [
-        "| runtime | precision | shape | latency | images/s | vs torch 32 | peak memory | max abs diff |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
+    headers = ["runtime", "precision", "shape", "latency", "images/s", "vs torch 32", "peak memory", "max abs diff"]
+    cells = []
     for r in rows:
         mem = f"{r['peak_mib']:.0f} MiB" if isinstance(r.get("peak_mib"), float) else "–"
         speed = f"{r['speedup']:.2f}×" if isinstance(r.get("speedup"), float) else "–"
-        lines.append(
-            f"| {r['runtime']} | {r['precision']} | {r['shape']} | {r['latency_ms']:.1f} ms | {r['throughput']:.1f} | "
-            f"{speed} | {mem} | {r['max_abs_diff']:.1e} |"
+        cells.append(
+            [
+                r["runtime"],
+                r["precision"],
+                r["shape"],
+                f"{r['latency_ms']:.1f} ms",
+                f"{r['throughput']:.1f}",
+                speed,
+                mem,
+            ]
+            + [f"{r['max_abs_diff']:.1e}"]
         )
-    return "\n".join(lines)
+    return markdown_table(headers, cells, "lll" + "r" * 5)
 
 
 def runtime_peak_mib(net: NestedUNet, shape: tuple[int, ...], runtime: str, precision: str) -> float | None:

@@ -22,6 +22,7 @@ from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
 from ..models import NestedUNet, ensemble
 from ..utils.atomic import write_text
 from ..utils.padding import pad_to_multiple
+from ..utils.tables import markdown_table
 
 METRICS = ("iou", "dice", "hd95")
 
@@ -135,20 +136,19 @@ def format_table(summaries: dict[str, dict[str, dict[str, tuple[float, float]]]]
     HD95 is summarised over the images where it is defined, and the cell says how many were not; with
     ``hd95=False`` (not computed) the column is left out.
     """
-    lines = [
-        "| model | mode | IoU (%) | Dice (%) |" + (" HD95 |" if hd95 else ""),
-        "|---|---|---:|---:|" + "---:|" * hd95,
-    ]
+    cells = []
     undefined_any = False
     for model, modes in summaries.items():
         for mode, s in modes.items():
-            line = f"| {model} | {mode} | {_mean_sd(*s['iou'], 100)} | {_mean_sd(*s['dice'], 100)} |"
+            row = [model, mode, _mean_sd(*s["iou"], 100), _mean_sd(*s["dice"], 100)]
             if hd95:
                 bad, n = (int(v) for v in s.get("hd95_undefined", (0, 0)))
                 undefined_any |= bad > 0
                 cell = f"undefined in all {n}" if n and bad == n else _mean_sd(*s["hd95"])
-                line += f" {cell}{f' ({bad} of {n} undefined)' if 0 < bad < n else ''} |"
-            lines.append(line)
+                row.append(f"{cell}{f' ({bad} of {n} undefined)' if 0 < bad < n else ''}")
+            cells.append(row)
+    headers = ["model", "mode", "IoU (%)", "Dice (%)"] + (["HD95"] if hd95 else [])
+    lines = [markdown_table(headers, cells, "ll" + "r" * (len(headers) - 2))]
     if undefined_any:
         lines.append(
             "\nHD95 is undefined for an image whose prediction or ground truth is empty: left out of the mean."
