@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
-from ..models import build_model, ensemble
+from ..models import build_model, heads_and_ensemble
 from ..models.checkpoint import HEADER_KEY
 from ..utils.padding import pad_to_multiple
 from .budget import WallClockBudget
@@ -101,9 +101,7 @@ class SegmentationModule(L.LightningModule):
         def score(probs: Tensor) -> Tensor:  # per image: mean IoU of the foreground classes
             return iou(masks_from_probs(probs), truth, include_background=self.classes == 1).reshape(n, -1).mean(1)
 
-        scores = {f"val/iou_head{j}": score(ensemble([h])) for j, h in zip(self.heads, heads, strict=True)}
-        if len(heads) > 1:
-            scores["val/iou_ensemble"] = score(ensemble(heads))
+        scores = {f"val/iou_{mode}": score(p) for mode, p in heads_and_ensemble(heads, self.heads).items()}
         # the score that picks the best checkpoint: the ensemble when there is one, else the only head
         scores["val/iou"] = scores.get("val/iou_ensemble", scores[f"val/iou_head{self.heads[-1]}"])
         # losses are batch means: weighted by the batch size, as Lightning's epoch mean does

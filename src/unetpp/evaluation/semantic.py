@@ -2,7 +2,7 @@
 
 The paper reports IoU and Dice as mean ± s.d.; here every image gets a row per mode (``head{j}``
 and ``ensemble``), so means, standard deviations and paired t-tests between modes or models come
-from the same table (:func:`summarize`, :func:`paired_t_test`).
+from the same table (:func:`summarize`; the t-tests are :mod:`unetpp.study.stats`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
-from ..models import NestedUNet, ensemble
+from ..models import NestedUNet, heads_and_ensemble
 from ..utils.atomic import write_text
 from ..utils.padding import pad_to_multiple
 from ..utils.tables import markdown_table
@@ -40,11 +40,7 @@ class Row:
 def probabilities_per_mode(model: NestedUNet, image: Tensor) -> dict[str, Tensor]:
     """Probabilities of every head and of the ensemble for one ``(1, C, *spatial)`` image of any size."""
     padded, crop = pad_to_multiple(image, 2**model.depth)
-    heads = [h[crop] for h in model(padded)]
-    probs = {f"head{j}": ensemble([h]) for j, h in zip(model.spec.heads, heads, strict=True)}
-    if len(heads) > 1:
-        probs["ensemble"] = ensemble(heads)
-    return probs
+    return heads_and_ensemble([h[crop] for h in model(padded)], model.spec.heads)
 
 
 def evaluate(
@@ -112,13 +108,6 @@ def summarize(rows: Sequence[Row]) -> dict[str, dict[str, tuple[float, float]]]:
             if m == "hd95":
                 out[mode]["hd95_undefined"] = (float(len(values) - len(defined)), float(len(values)))
     return out
-
-
-def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of a paired t-test (same images scored two ways), via SciPy."""
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(a, b).pvalue)
 
 
 def write_csv(rows: Sequence[Row], path: str | os.PathLike, overwrite: bool = False) -> Path:
