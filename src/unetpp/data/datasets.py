@@ -259,24 +259,14 @@ class SegmentationDataset(Dataset):
                 f"{'x'.join(map(str, image.shape[1:]))}; masks must match their image"
             )
         if self.target_spacing is not None and self.spatial_dims == 3:
-            image, mask = self._resample(item, image, mask, spacing)
+            from .resample import on_spacing
+
+            classes = self.label_count or int(mask.max()) + 1
+            image, mask = on_spacing(image, spacing, self.target_spacing, mask, classes)  # type: ignore[assignment]
         image = normalize_intensity(image, self.normalize, self.intensity_stats)
         if self._cache is not None:
             self._cache[index] = (image, mask)
         return image, mask
-
-    def _resample(
-        self, item: Item, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Image (cubic) and mask (one-hot linear) on the target spacing's grid, over the same field of view."""
-        from .resample import resample_image, resample_labels, target_shape
-
-        assert self.target_spacing is not None
-        shape = target_shape(image.shape[1:], spacing, self.target_spacing)
-        if shape == tuple(image.shape[1:]):
-            return image, mask
-        classes = self.label_count or int(mask.max()) + 1
-        return resample_image(image, shape), resample_labels(mask, shape, classes)
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load(index)

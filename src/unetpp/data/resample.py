@@ -83,6 +83,25 @@ def resampled_meta(meta: ImageMeta, old_shape: Sequence[int], new_shape: Sequenc
     return dataclasses.replace(meta, spacing=spacing, affine=affine)
 
 
+def on_spacing(
+    image: np.ndarray,
+    spacing: Sequence[float],
+    target_spacing: Sequence[float],
+    labels: np.ndarray | None = None,
+    classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image ``(C, *spatial)`` (cubic) and its label map (one-hot linear) on the grid of `target_spacing`, over the
+    same field of view; returned as given when they are on it already.
+
+    How an image is prepared as training saw it, for training (:class:`unetpp.data.SegmentationDataset`) and
+    prediction alike (:func:`unetpp.inference.preprocess.prepare_input`).
+    """
+    shape = target_shape(image.shape[1:], spacing, target_spacing)
+    if shape == tuple(image.shape[1:]):
+        return image, labels
+    return resample_image(image, shape), None if labels is None else resample_labels(labels, shape, classes)
+
+
 def to_spacing(
     image: np.ndarray,
     meta: ImageMeta,

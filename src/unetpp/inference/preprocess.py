@@ -63,7 +63,7 @@ def prepare_input(
     Returns the image and the shape to resample predictions back to (None when not resampled).
     """
     from ..data.datasets import convert_channels
-    from ..data.resample import resample_image, target_shape
+    from ..data.resample import on_spacing
     from ..data.transforms import normalize_intensity
 
     channels = prep.get("channels", "keep")
@@ -71,11 +71,10 @@ def prepare_input(
     image = match_channels(image, in_channels, meta.path)
     back = None
     target = prep.get("target_spacing")
-    if target is not None and meta.spatial_dims == 3:
-        shape = target_shape(image.shape[1:], meta.spacing, target)
-        if shape != tuple(image.shape[1:]):
-            back = tuple(image.shape[1:])
-            image = resample_image(image, shape)
+    if target is not None and meta.spatial_dims == 3:  # resampled as training did (SegmentationDataset.load)
+        resampled, _ = on_spacing(image, meta.spacing, target)
+        back = None if resampled is image else tuple(image.shape[1:])
+        image = resampled
     stats = None
     if normalize == "ct":
         clip, mean, std = prep.get("intensity_clip"), prep.get("intensity_mean"), prep.get("intensity_std")
