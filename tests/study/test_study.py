@@ -76,7 +76,7 @@ def test_parts_train_each_run_exactly_once(study) -> None:
     first, second = ({d for d, _ in study["parts"][k]} for k in (1, 2))
     assert len(first) == len(second) == 2
     assert not first & second
-    assert first | second == {str(r.folder(study["out"])) for r in runner.plan(study["spec"])}
+    assert first | second == {str(r.folder(study["out"])) for r in runner.runs_of(study["spec"])}
     assert study["again"] == []  # a finished study trains nothing
 
 
@@ -93,7 +93,7 @@ def test_parts_are_a_partition() -> None:
 
 
 def test_runs_go_seed_by_seed_so_a_stopped_study_compares_every_model() -> None:
-    runs = runner.plan(tiny_spec(models=("unet", "unet++"), seeds=(1, 0)))
+    runs = runner.runs_of(tiny_spec(models=("unet", "unet++"), seeds=(1, 0)))
     assert [(str(r.model), r.seed) for r in runs] == [("unet", 0), ("unet++", 0), ("unet", 1), ("unet++", 1)]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..plan.memory import GB, estimate_peak_bytes, fit_batch, recompute_question
+from ..plan.memory import GB, estimate_peak_bytes, fit_batch, needs_recompute
 from ..plan.record import Plan, format_plan, load_plan
 from ..plan.rules import WORKER_BYTES, make_plan
 from ..plan.system import memory_budget_bytes
@@ -211,7 +211,7 @@ def guard_memory(cfg: RunConfig, user_fields: Iterable[str]) -> RunConfig:
         return cfg
     user = frozenset(user_fields)
     if not cfg.model.memory_efficient and "model.memory_efficient" not in user:
-        _, _, recomputed = recompute_question(cfg.model, patch, batch, budget - reserved, precision, device)
+        _, _, recomputed = needs_recompute(cfg.model, patch, batch, budget - reserved, precision, device)
         if recomputed + reserved <= budget:
             efficient = dataclasses.replace(cfg.model, memory_efficient=True)
             log.info(

@@ -172,7 +172,7 @@ def _inference_live(model: Any, patch: tuple[int, ...]) -> int:
     return 4 * (peak + heads)
 
 
-def recompute_question(
+def needs_recompute(
     model_config: Any, patch: Sequence[int], batch: int, budget: float, precision: str = "32", device: str = "cpu"
 ) -> tuple[bool, int, int]:
     """Whether `batch` at `patch` needs memory-efficient training to fit `budget` (bytes), with both peaks.

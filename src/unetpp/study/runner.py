@@ -51,7 +51,7 @@ class Run:
         return f"{self.model} seed {self.seed}"
 
 
-def plan(spec: StudySpec) -> list[Run]:
+def runs_of(spec: StudySpec) -> list[Run]:
     """Every run of the study in a fixed order: seed by seed, every model within a seed.
 
     A study stopped part-way (the session's time, a killed job) then holds every model at the seeds
@@ -107,7 +107,7 @@ def check_runs(spec: StudySpec, out: Path, train_ids: list[str] | None) -> None:
     """
     import yaml
 
-    for run in plan(spec):
+    for run in runs_of(spec):
         path = run.folder(out) / "config.yaml"
         if not path.is_file():
             continue
@@ -250,7 +250,7 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
     train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
     spec.save(out)
     check_runs(spec, out, train_ids)
-    mine = [r for r in take_part(plan(spec), part) if not is_finished(r.folder(out))]
+    mine = [r for r in take_part(runs_of(spec), part) if not is_finished(r.folder(out))]
     for k, run in enumerate(mine, 1):
         log.info("[%d/%d] %s", k, len(mine), run)
         folder = run.folder(out)
@@ -284,7 +284,7 @@ def _read_csv(path: Path) -> list[dict]:
 def load_results(spec: StudySpec, out: str | Path) -> tuple[list[RunResult], list[Run]]:
     """The finished runs of the study, and the runs still missing."""
     done, missing = [], []
-    for run in plan(spec):
+    for run in runs_of(spec):
         folder = run.folder(Path(out))
         if not is_finished(folder):
             missing.append(run)
