@@ -15,9 +15,9 @@ from unetpp.models.fusion import fuse_batch_norm
 
 
 @pytest.fixture
-def model() -> unetpp.NestedUNet:
+def model(tiny_model) -> unetpp.NestedUNet:
     torch.manual_seed(0)
-    return fuse_batch_norm(unetpp.build_model("unet++", depth=2, widths=(4, 8, 16)))
+    return fuse_batch_norm(tiny_model())
 
 
 @pytest.fixture(autouse=True)

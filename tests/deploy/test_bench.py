@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unetpp import ConfigError, build_model
+from unetpp import ConfigError
 from unetpp.deploy.bench import choose_depth, format_table, measure, pruning_table
 from unetpp.models.fusion import fuse_batch_norm
 
@@ -46,8 +46,8 @@ def test_choose_depth_errors(kwargs, match) -> None:
         choose_depth(**kwargs)
 
 
-def test_measure_reports_every_figure() -> None:
-    model = build_model("unet++", depth=2, widths=(4, 8, 16))
+def test_measure_reports_every_figure(tiny_model) -> None:
+    model = tiny_model()
     row = measure(model, (2, 1, 32, 32), reps=2, memory=Path("/proc/self/clear_refs").exists())
     assert row["params"] == sum(p.numel() for p in fuse_batch_norm(model).parameters())  # as deployed
     assert row["gflops"] > 0
@@ -57,8 +57,8 @@ def test_measure_reports_every_figure() -> None:
     assert measure(model, (1, 1, 32, 32), reps=1, head=1, memory=False)["params"] < row["params"]
 
 
-def test_pruning_table_shrinks_with_depth() -> None:
-    model = build_model("unet++", depth=3, widths=(4, 8, 16, 32), norm=None)
+def test_pruning_table_shrinks_with_depth(tiny_model) -> None:
+    model = tiny_model(depth=3, norm=None)
     rows = pruning_table(model, (1, 1, 32, 32), reps=2, memory=False)
     assert [r["mode"] for r in rows] == ["L1", "L2", "L3", "ensemble"]
     params = [r["params"] for r in rows]
@@ -73,8 +73,8 @@ def test_pruning_table_shrinks_with_depth() -> None:
     assert "| L2 | – |" in format_table(rows)
 
 
-def test_bad_shapes() -> None:
-    model = build_model("unet++", depth=2, widths=(4, 8, 16))
+def test_bad_shapes(tiny_model) -> None:
+    model = tiny_model()
     with pytest.raises(ConfigError, match="shape must be"):
         measure(model, (32, 32), memory=False)
     with pytest.raises(ConfigError, match="reps must be"):

@@ -9,25 +9,13 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp import ConfigError, ExportError, build_model, predict
+from unetpp import ConfigError, ExportError, predict
 from unetpp.deploy.export import export_onnx, export_program, export_safetensors, quantize_onnx, sidecar
 from unetpp.inference import OnnxRunner
 
-TINY = (4, 8, 16)
-
-
-def tiny(spatial_dims: int = 2, classes: int = 1) -> nn.Module:
-    model = build_model("unet++", depth=2, widths=TINY, spatial_dims=spatial_dims, classes=classes)
-    with torch.no_grad():  # non-trivial batch-norm statistics, so that folding them is checked
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
+def onnx_file(tmp_path_factory, tiny):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     model = tiny(classes=2)
@@ -74,10 +62,10 @@ def test_int8_quantization_stays_close(onnx_file, tmp_path) -> None:
         quantize_onnx(path, report.path, "dynamic")
 
 
-def test_a_pruned_model_exports_as_small_as_it_is(tmp_path) -> None:
+def test_a_pruned_model_exports_as_small_as_it_is(tmp_path, tiny_model) -> None:
     pytest.importorskip("onnxscript")
     pytest.importorskip("safetensors")
-    model = build_model("unet++", depth=3, widths=(4, 8, 16, 32))
+    model = tiny_model(depth=3)
     small = unetpp.prune(model, 1)
     full_onnx = export_onnx(model, tmp_path / "full.onnx", verify=False).bytes
     small_onnx = export_onnx(small, tmp_path / "l1.onnx", verify=False).bytes
@@ -87,11 +75,11 @@ def test_a_pruned_model_exports_as_small_as_it_is(tmp_path) -> None:
     )
 
 
-def test_plain_torch_onnx_export_of_a_pruned_model(tmp_path) -> None:
+def test_plain_torch_onnx_export_of_a_pruned_model(tmp_path, tiny_model) -> None:
     """The grid itself traces with torch.onnx (no unetpp writer in between)."""
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    model = unetpp.prune(build_model("unet++", depth=2, widths=TINY, classes=2), 2).eval()
+    model = unetpp.prune(tiny_model(classes=2), 2).eval()
     x = torch.randn(2, 1, 16, 16)
     path = tmp_path / "m.onnx"
     torch.onnx.export(model, (x,), path, dynamo=True, input_names=["image"])
@@ -110,15 +98,15 @@ def test_only_models_of_the_family_are_exported(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["unet", "unet++"])
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_torch_export_round_trip(name, spatial_dims) -> None:
-    model = build_model(name, depth=2, widths=TINY, spatial_dims=spatial_dims).eval()
+def test_torch_export_round_trip(name, spatial_dims, tiny_model) -> None:
+    model = tiny_model(name, spatial_dims=spatial_dims).eval()
     x = torch.randn(1, 1, *(8,) * spatial_dims)
     exported = torch.export.export(model, (x,))
     for a, b in zip(model(x), exported.module()(x), strict=True):
         torch.testing.assert_close(a, b)
 
 
-def test_torch_export_program_round_trip(tmp_path) -> None:
+def test_torch_export_program_round_trip(tmp_path, tiny) -> None:
     model = tiny(spatial_dims=3)
     report = export_program(model, tmp_path / "model.pt2")
     assert report.max_abs_diff is not None
@@ -136,7 +124,7 @@ def test_torch_export_program_round_trip(tmp_path) -> None:
 # --------------------------------------------------------------------------------------------- safetensors
 
 
-def test_safetensors_writes_weights_and_config(tmp_path) -> None:
+def test_safetensors_writes_weights_and_config(tmp_path, tiny) -> None:
     pytest.importorskip("safetensors")
     from safetensors import safe_open
 
@@ -151,7 +139,7 @@ def test_safetensors_writes_weights_and_config(tmp_path) -> None:
     assert unetpp.load(report.path).config == model.config
 
 
-def test_safetensors_never_overwrites_either_file(tmp_path) -> None:
+def test_safetensors_never_overwrites_either_file(tmp_path, tiny) -> None:
     pytest.importorskip("safetensors")
     model = tiny()
     report = export_safetensors(model, tmp_path / "m.safetensors")

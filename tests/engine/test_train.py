@@ -12,9 +12,9 @@ from unetpp.engine.runs import read_run_metrics
 from unetpp.engine.train import fit
 from unetpp.errors import CheckpointError, ConfigError
 
-from ..tiny_settings import TINY_RUN
+from ..conftest import TINY_RUN
 
-TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}
+TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}  # TINY_MODEL as build arguments
 
 
 def tiny_run(*extra: str) -> RunConfig:

@@ -12,7 +12,7 @@ import pytest
 
 from unetpp.cli import main
 
-from ..tiny_settings import TINY_RUN
+from ..conftest import TINY_RUN
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TINY_TRAIN = ["--set", *TINY_RUN]

@@ -9,7 +9,8 @@ import unetpp
 from unetpp import ConfigError, InputShapeError, build_model
 from unetpp.models.nested import key
 
-TINY = (4, 8, 16, 32, 64)
+from ..conftest import make_tiny_model
+
 DS_MODELS = ["unet_e", "unet+", "unet++"]
 
 
@@ -18,7 +19,7 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def tiny(name: str, depth: int = 3, **kw) -> unetpp.NestedUNet:
-    return build_model(name, depth=depth, widths=TINY[: depth + 1], **kw)
+    return make_tiny_model(name, depth, **kw)
 
 
 def test_list_models() -> None:
@@ -138,7 +139,7 @@ def test_ensemble_is_mean_of_probabilities() -> None:
     ],
 )
 def test_bad_input_tensors(shape, match) -> None:
-    model = build_model("unet++", widths=TINY)
+    model = tiny("unet++", depth=4)
     with pytest.raises(InputShapeError, match=match):
         model(torch.zeros(shape))
 

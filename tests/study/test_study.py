@@ -14,9 +14,10 @@ from unetpp.errors import ConfigError, DataError
 from unetpp.study import StudySpec, compare, runner
 from unetpp.study.report import write_report
 
+from ..conftest import TINY_MODEL
+
 TINY = (
-    "model.widths=[4, 8, 16]",
-    "model.depth=2",
+    *TINY_MODEL,
     "data.synthetic_images=4",
     "data.synthetic_size=32",
     "data.patch_size=[32, 32]",
