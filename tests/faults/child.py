@@ -13,16 +13,21 @@ import signal
 import sys
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal's foreground, however the test suite was started.
+
+    A suite started in the background (``nohup pytest ... &``) hands its children SIGINT ignored, and Python
+    then leaves it ignored instead of installing the handler that raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def install(fault: str) -> None:
     kind, _, arg = fault.partition(":")
     if kind in ("kill-step", "term-step", "int-step"):
         from unetpp.engine.module import SegmentationModule
 
         sig = {"kill-step": signal.SIGKILL, "term-step": signal.SIGTERM, "int-step": signal.SIGINT}[kind]
-        if sig == signal.SIGINT:
-            # Ctrl-C as a terminal delivers it: a suite started in the background (`nohup ... &`) hands its
-            # children SIGINT ignored, and Python then leaves it ignored instead of raising KeyboardInterrupt
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         original = SegmentationModule.on_train_batch_end
 
         def hook(self, *args, **kwargs):
@@ -53,6 +58,7 @@ def install(fault: str) -> None:
 
 
 if __name__ == "__main__":
+    as_from_a_terminal()
     install(os.environ.get("UNETPP_FAULT", ""))
     from unetpp.cli import main
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def test_the_ctrl_c_fault_holds_when_sigint_was_ignored_by_whoever_started_the_suite() -> None:
-    """`nohup pytest ... &` hands every child SIGINT ignored; the int-step fault must still deliver a Ctrl-C."""
-    code = "import child, signal; child.install('int-step:3'); print(signal.getsignal(signal.SIGINT).__name__)"
+    """`nohup pytest ... &` hands every child SIGINT ignored; the child must still take a Ctrl-C (int-step)."""
+    code = "import child, signal; child.as_from_a_terminal(); print(signal.getsignal(signal.SIGINT).__name__)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(__file__).parent,
