@@ -162,6 +162,7 @@ class TrainConfig:
             raise ConfigError(f"train.devices: got {self.devices!r}; expected 'auto', a count like '2' or ids '0,1'")
         if not self.strategy:
             raise ConfigError("train.strategy: got ''; expected 'auto', 'ddp' or another Lightning strategy")
+        _check_strategy(self.strategy)
 
     @property
     def lightning_precision(self) -> str:
@@ -218,7 +219,7 @@ class RunConfig:
             dotted, sep, raw = a.partition("=")
             section, _, name = dotted.strip().partition(".")
             if not sep or section not in d or name not in d[section]:
-                raise ConfigError(f"cannot apply {a!r}: expected section.field=value with a field of {_fields()}")
+                raise ConfigError(f"cannot apply {_short(a)}: {_unknown_field(dotted.strip(), sep)}")
             if typing.get_type_hints(_SECTIONS[section])[name] is str:
                 d[section][name] = raw.strip()  # paths and names as typed: "data.root=" is "", not null
                 continue
@@ -250,8 +251,21 @@ class RunConfig:
         return cls.from_dict(d or {}, source=str(path))
 
 
-def _fields() -> str:
-    return ", ".join(f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k))
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _unknown_field(dotted: str, sep: str) -> str:
+    """Why ``section.field`` cannot be set, in a short phrase with the closest field name (not all 60 of them)."""
+    if not sep:
+        return "expected section.field=value, e.g. train.lr=1e-3"
+    names = [f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)]
+    close = difflib.get_close_matches(dotted, names, n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(f"{dotted.rpartition('.')[2]}", [n.split(".")[1] for n in names], n=1)
+    if close and "." not in close[0]:
+        close = [n for n in names if n.endswith(f".{close[0]}")][:1]
+    hint = f"did you mean {close[0]}?" if close else "fields are listed in a run folder's config.yaml"
+    return f"unknown field {_short(dotted, 40)}; {hint}"
 
 
 def _plain(value: Any) -> Any:
@@ -279,6 +293,19 @@ def _validate(section: Any, name: str) -> None:
         raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}, coco")
 
 
+def _check_strategy(strategy: str) -> None:
+    """A Lightning strategy name (checked here, not as a traceback when the trainer is built)."""
+    if strategy.lower() in ("auto", "ddp"):
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy.lower() not in names:
+        close = difflib.get_close_matches(strategy.lower(), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "e.g. auto, ddp, ddp_spawn, fsdp, deepspeed"
+        raise ConfigError(f"train.strategy: got {strategy!r}; not a Lightning strategy; {hint}")
+
+
 def _check_model_name(model_name: str, task: str = "semantic") -> None:
     from .models import list_models
 
@@ -299,7 +326,10 @@ def _describe(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {_describe(args[0])}s"
+        inner = _describe(args[0])  # "an integer" -> "a list of integers"
+        if inner.startswith("a list"):
+            return "a list of " + inner.replace("a list", "lists", 1)
+        return "a list of " + (inner.split(" ", 1)[1] + "s" if inner.startswith(("a ", "an ")) else inner)
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 

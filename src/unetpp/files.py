@@ -34,7 +34,7 @@ def check_output(path: PathLike, overwrite: bool = False, error: type[UnetppErro
     Raises:
         `error`: the reason, naming the path and what to do.
     """
-    path = Path(path)
+    path = check_names(path, error)
     if path.is_dir():
         raise error(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
@@ -49,7 +49,7 @@ def check_folder(folder: PathLike, error: type[UnetppError] = DataError) -> Path
     Raises:
         `error`: a path on the way is a file, or the nearest existing folder is not writable.
     """
-    folder = Path(folder)
+    folder = check_names(folder, error)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -62,6 +62,26 @@ def check_folder(folder: PathLike, error: type[UnetppError] = DataError) -> Path
         reason = e.strerror or type(e).__name__
         raise error(f"{existing}: cannot write there ({reason}); choose another folder") from None
     return folder
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes of one file or folder name, and of a whole path (Linux, macOS)
+
+
+def check_names(path: PathLike, error: type[UnetppError] = DataError) -> Path:
+    """`path`, if the file system can hold its names; else one line (not an OSError from deep inside a writer).
+
+    Raises:
+        `error`: a file or folder name longer than NAME_MAX bytes, or a path longer than PATH_MAX.
+    """
+    path = Path(path)
+    longest = max((os.fsencode(part) for part in path.parts), key=len, default=b"")
+    if len(longest) > NAME_MAX or len(os.fsencode(str(path))) > PATH_MAX:
+        shown = str(path) if len(str(path)) <= 60 else f"{str(path)[:40]}...{str(path)[-12:]}"
+        raise error(
+            f"{shown}: a name in this path has {len(longest)} bytes, over the {NAME_MAX} a file system allows "
+            "(or the path is too long); choose a shorter name"
+        )
+    return path
 
 
 def temporaries(folder: PathLike) -> list[Path]:

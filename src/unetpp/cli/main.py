@@ -18,6 +18,7 @@ from ..engine.signals import Terminated
 from ..errors import UnetppError
 from .common import examples
 from .deploy import add_bench, add_export, add_predict, add_prune
+from .encoding import plain_streams
 from .plan import add_plan
 from .study import add_compare, add_reproduce
 from .train import add_demo, add_evaluate, add_train
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic() - _process_age()  # budgets (--minutes) count from the command's start
+    plain_streams()  # an ASCII terminal gets "+/-" for "±", not a UnicodeEncodeError
     args = build_parser().parse_args(argv)
     args.started = started
     # progress and results on stdout, problems on stderr (where a failure is exactly one line)

@@ -265,7 +265,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             raise CheckpointError(
                 f"{run_dir}: nothing to resume (the run never saved a checkpoint); start it over without --resume"
             )
-        check_resumable(last)
+        check_resumable(last, cfg.train.max_epochs)
         saved = RunConfig.load(run_dir / "config.yaml")
         if saved.model != cfg.model:
             raise ConfigError(
@@ -366,7 +366,7 @@ def _stopped(by: str, run_dir: Path, last: Path) -> str:
     return f"stopped by {by}; {saved}; continue with: unetpp train --run-dir {run_dir} --resume"
 
 
-def check_resumable(path: Path) -> None:
+def check_resumable(path: Path, max_epochs: int | None = None) -> None:
     """Read a last checkpoint safely before Lightning does, so that a damaged one is one line, not a traceback.
 
     Raises:
@@ -384,3 +384,9 @@ def check_resumable(path: Path) -> None:
     )
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); {fix}")
+    epoch = ckpt["epoch"]
+    if max_epochs is not None and isinstance(epoch, int) and max_epochs <= epoch:  # Lightning: a traceback
+        raise ConfigError(
+            f"--epochs {max_epochs} (train.max_epochs): the run is already in epoch {epoch + 1}; "
+            f"give --epochs {epoch + 2} or more to continue it"
+        )

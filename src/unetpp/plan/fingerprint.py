@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data.datasets import ArrayDataset, Item, SegmentationDataset
 from ..data.io import PILLOW_SUFFIXES, TIFF_SUFFIXES, read_mask_values, read_with_meta, stem, suffix
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import atomic_write
 from . import labels
 
@@ -130,6 +130,8 @@ def fingerprint(
     Raises:
         DataError: an empty source, or an unreadable file (naming it).
     """
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+        raise ConfigError(f"--max-items: got {max_items!r}; expected an integer >= 1 (images to read)")
     reader = _Reader(source, spatial_dims)
     if not reader.items:
         raise DataError(f"{reader.source}: the data set has no items; check the path and layout")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..files import atomic_write
-from ..precision import OLD_NAMES
+from ..precision import OLD_NAMES, Precision
 from .fingerprint import Fingerprint
 
 
@@ -22,23 +22,24 @@ class Plan:
     """A training plan: config fields (``model.*``, ``data.*``) and why each was chosen (``reasons``)."""
 
     model: str
-    spatial_dims: int
+    spatial_dims: Literal[2, 3]
     in_channels: int
-    channels: str  # data.channels: "grey", "rgb" or "keep"
+    channels: Literal["grey", "rgb", "keep"]  # data.channels
     classes: int
     mask_threshold: float | None  # data.mask_threshold: binarise masks at this value (noisy JPEG-like masks)
     depth: int
     widths: tuple[int, ...]
     patch_size: tuple[int, ...]
     batch_size: int
-    normalize: str  # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
+    # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
+    normalize: Literal["zscore", "percentile", "ct", "none"]
     intensity_clip: tuple[tuple[float, float], ...] | None
     intensity_mean: tuple[float, ...] | None
     intensity_std: tuple[float, ...] | None
     target_spacing: tuple[float, ...] | None  # resample volumes to this spacing for training; None: as stored
     cache: bool
-    device: str
-    precision: str  # "32", "bf16" or "16": train.precision
+    device: Literal["cpu", "cuda"]
+    precision: Precision  # "32", "bf16" or "16": train.precision
     memory_budget_gb: float
     estimated_peak_gb: float
     memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
@@ -49,19 +50,21 @@ class Plan:
         return {k: _lists(v) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+    def from_dict(cls, d: Mapping[str, Any], source: str = "") -> Plan:
+        from .fields import checked_fields, unknown_field
+
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown plan field(s) {sorted(unknown)}; fields are {', '.join(names)}")
+        unknown = unknown_field(set(d), names, source)
+        if unknown is not None:
+            raise unknown
         optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
         optional |= {"reasons"}  # plans saved before a field with a default existed still load
         missing = [n for n in names if n not in d and n not in optional]
         if missing:
-            raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
+            raise ConfigError(f"{source}plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
         if str(d.get("precision")) in OLD_NAMES:  # plans written before the project's own spelling
             d = {**d, "precision": OLD_NAMES[str(d["precision"])]}
-        return cls(**{k: (dict(v) if k == "reasons" else as_tuples(v)) for k, v in d.items()})
+        return cls(**checked_fields(d, source))
 
 
 def _lists(x: Any) -> Any:
@@ -94,11 +97,12 @@ def load_plan(path: str | Path) -> Plan:
 
     try:
         d = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the plan ({e}); check the path or rerun `unetpp plan`") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise ConfigError(f"{path}: cannot read the plan ({reason}); check the path or rerun `unetpp plan`") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: a plan is a mapping of fields; rerun `unetpp plan`")
-    return Plan.from_dict(d)
+    return Plan.from_dict(d, f"{path}: ")
 
 
 def sizes_text(sizes: Any) -> str:

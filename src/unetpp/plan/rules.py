@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..precision import canonical_precision, training_precision
+from .fields import checked_fields
 from .fingerprint import Fingerprint
 from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
 from .record import Plan, as_tuples, sizes_text
@@ -62,11 +63,7 @@ def make_plan(
         ConfigError: an unknown or invalid override, or a memory budget too small for batch 1 at the
             smallest reasonable patch (one line: the estimate, the budget and what would fit).
     """
-    over = dict(overrides or {})
-    names = {f.name for f in dataclasses.fields(Plan)}
-    unknown = set(over) - names
-    if unknown:
-        raise ConfigError(f"unknown plan field(s) {sorted(unknown)} to override; fields are {', '.join(sorted(names))}")
+    over = checked_fields(overrides or {})  # types and ranges: batch_size=abc is one line naming the field
     why: dict[str, str] = dict.fromkeys(over, "set by you")
     model_name = str(over.get("model", model_name))
     dev = "cuda" if str(device).startswith("cuda") else "cpu"

@@ -29,7 +29,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..files import atomic_write, check_folder
 from ..sharding import take_part
 from . import testset
 from .spec import ModelSpec, StudySpec
@@ -73,7 +73,7 @@ def open_study(spec: StudySpec, out: Path) -> StudySpec:
     Raises:
         ConfigError: the folder holds a study with other run-defining settings (one line, naming the field).
     """
-    out = Path(out)
+    out = check_folder(out, ConfigError)  # a file, or a folder that cannot be written: one line, now
     saved = StudySpec.saved_in(out)
     spec = spec.with_precision(saved)
     if saved is not None:
