@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetpp import build_model, save
+from unetpp import build_model
 from unetpp.cli import main
-from unetpp.data import write_synthetic_dataset
 from unetpp.evaluate import Row, evaluate, format_table, summarize
 
 from .conftest import snapshot
@@ -20,13 +19,8 @@ pytestmark = pytest.mark.bad_input
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    return save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
-
-
-@pytest.fixture
-def images(tmp_path):
-    return write_synthetic_dataset(tmp_path / "data", n_images=3, size=32) / "images"
+def images(data):
+    return data / "images"
 
 
 def test_predict_opens_every_input_before_writing_anything(model_file, images, tmp_path, fails) -> None:

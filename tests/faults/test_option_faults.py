@@ -9,17 +9,9 @@ import sys
 
 import pytest
 
-from unetpp import build_model, save
-from unetpp.data import write_synthetic_dataset
-
 from .conftest import SRC, TINY_TRAIN, snapshot
 
 pytestmark = pytest.mark.bad_input
-
-
-@pytest.fixture
-def data(tmp_path):
-    return write_synthetic_dataset(tmp_path / "data", n_images=4, size=32)
 
 
 @pytest.mark.parametrize(
@@ -99,10 +91,20 @@ def test_resuming_with_fewer_epochs_than_done(trained_run, tmp_path, fails) -> N
     assert snapshot(run) == before
 
 
-def test_plus_minus_on_an_ascii_terminal(data, tmp_path) -> None:
-    model = save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
+def test_plus_minus_on_an_ascii_terminal(model_file, data, tmp_path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "unetpp", "evaluate", "--checkpoint", model, "--data", data, "--out", tmp_path / "e"],
+        [
+            sys.executable,
+            "-m",
+            "unetpp",
+            "evaluate",
+            "--checkpoint",
+            model_file,
+            "--data",
+            data,
+            "--out",
+            tmp_path / "e",
+        ],
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONIOENCODING": "ascii", "LC_ALL": "C"},
         timeout=120,
