@@ -86,7 +86,7 @@ class DataConfig:
     mask_threshold: float | None = None  # binarise masks at this value (noisy JPEG masks: 127.5); None: as stored
     target_spacing: tuple[float, ...] | None = _f(None, gt=0.0)  # 3D: resample volumes to this spacing to train
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
-    patches_per_image: int = _f(8, ge=1)  # patches drawn from each training image per epoch
+    patches_per_image: int = _f(8, ge=1, le=100_000)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
     augment: Literal["default", "none"] = "default"
     split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)

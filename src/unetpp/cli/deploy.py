@@ -124,6 +124,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, summarize
     from ..files import check_output, write_text
     from ..models import load, prune, save
+    from ..plan.memory import check_inference_room
 
     check_output(args.out, args.overwrite)
     if args.table:
@@ -137,6 +138,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
             "train with it or give --depth"
         )
+    check_inference_room(model, parse_shape(args.shape))
     rows = pruning_table(model, parse_shape(args.shape), args.reps, runtime=args.runtime)
     iou: dict[str, float] = {}
     if args.data:
@@ -277,11 +279,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import format_table, pruning_table
     from ..files import check_output, write_text
     from ..models import build_model, load
+    from ..plan.memory import check_inference_room
 
     if args.json:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    for shape in shapes:  # every shape fits memory before the first is timed
+        check_inference_room(model, shape, "--shapes")
     if args.runtimes:  # one list of rows, one per runtime, precision and shape
         from ..inference.backends import machine
         from ..inference.runtime_table import format_runtime_table, runtime_table

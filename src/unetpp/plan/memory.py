@@ -266,3 +266,26 @@ def measure_peak_bytes(
     shape = (batch, model.in_channels, *(int(p) for p in patch))
     mib = peak_memory_mib(model, shape, training=True, with_weights=True, steps=steps, threads=threads)
     return None if mib is None else int(mib * MIB)
+
+
+def check_inference_room(model: Any, shape: Sequence[int], option: str = "--shape") -> None:
+    """Refuse an input `shape` ``(B, C, *spatial)`` whose inference pass would not fit the memory there is.
+
+    For a built NestedUNet (others are not estimated): input, weights and the largest set of live feature maps.
+
+    Raises:
+        ConfigError: naming `option`, the shape, the estimate and the memory available.
+    """
+    from .system import memory_budget_bytes
+
+    if not hasattr(model, "spec") or len(shape) < 3:
+        return
+    batch, patch = int(shape[0]), tuple(int(s) for s in shape[2:])
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    need = INFERENCE_RUNTIME_BYTES["cpu"] + weights + 4 * math.prod(shape) + batch * _inference_live(model, patch)
+    room = memory_budget_bytes("cpu")
+    if need > room:
+        raise ConfigError(
+            f"{option} {'x'.join(map(str, shape))}: one pass needs about {need / GB:.1f} GB, over the "
+            f"{room / GB:.1f} GB available; use a smaller batch or size"
+        )
