@@ -7,16 +7,18 @@ applies the same rule before long work starts, so a bad output path fails in the
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import DataError, UnetppError
 
 PathLike = str | os.PathLike[str]
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks
 
 
 def _umask() -> int:
@@ -84,12 +86,43 @@ def check_names(path: PathLike, error: type[UnetppError] = DataError) -> Path:
     return path
 
 
+def first_missing(path: PathLike) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what a failed command must remove), or None."""
+    path, missing = Path(path), None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
 def temporaries(folder: PathLike) -> list[Path]:
     """Temporary files that :func:`atomic_write` left in `folder` when its process was killed mid-write."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob(".*.tmp*") if p.is_file() and _TEMPORARY.fullmatch(p.name))
+
+
+def remove_temporaries_of(paths: Iterable[PathLike]) -> list[Path]:
+    """Remove the temporary files that killed writes of `paths` left beside them; returns those removed.
+
+    For a command run again after a kill (predict, export): only its own outputs' temporaries go, so another
+    command writing other files into the same folder (a part of a split prediction) is never touched.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for p in map(Path, paths):
+        wanted.setdefault(p.parent, set()).add(p.name)
+    removed = []
+    for folder, names in wanted.items():
+        for tmp in temporaries(folder):
+            match = _TEMPORARY.fullmatch(tmp.name)
+            if match and match.group(1) in names:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        for name in names:  # a writer's scratch folder (ONNX quantization), named after its file
+            for work in folder.glob(f".{glob.escape(name)}.work-*"):
+                shutil.rmtree(work, ignore_errors=True)
+                removed.append(work)
+    return removed
 
 
 def _is_write_failure(e: BaseException) -> str | None:

@@ -33,6 +33,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "part": parse_part(args.part),
         "runtime": args.runtime,
+        "allow_input_folder": args.allow_input_folder,
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
         import logging
@@ -62,7 +63,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if is_detector_file(args.checkpoint):  # Mask R-CNN(++): instance label maps (16-bit) and overlays
         done = predict_instance_files(
-            args.checkpoint, args.inputs, args.out, overlay=not args.no_overlay, overwrite=args.overwrite
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            overlay=not args.no_overlay,
+            overwrite=args.overwrite,
+            allow_input_folder=args.allow_input_folder,
         )
         print(f"wrote {len(done)} instance label map(s) to {args.out}")
         return 0
@@ -109,6 +115,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument(
+        "--allow-input-folder",
+        action="store_true",
+        help="write into a folder that holds inputs (its earlier outputs are recognised by its manifest)",
+    )
     p.add_argument("--part", help="k/n: only part k of n of the sorted inputs (n independent jobs split a cohort)")
     p.add_argument(
         "--devices", type=int, default=1, help="processes (CPU) or GPUs on this machine, through Lightning (default 1)"
@@ -195,7 +206,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, ExportError
     from ..export import export_onnx, export_program, export_safetensors, quantize_onnx
-    from ..files import check_output
+    from ..files import check_output, remove_temporaries_of
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
     from ..models.checkpoint import sidecar
 
@@ -210,6 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         outputs.append(sidecar(args.out))
     for out in outputs:
         check_output(out, args.overwrite, ExportError)
+    remove_temporaries_of(outputs)  # what a killed export of these files left beside them
     shape = parse_shape(args.shape) if args.shape else None
     model = load(args.checkpoint)
     if args.depth is not None:

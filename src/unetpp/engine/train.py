@@ -256,6 +256,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
         tmp.unlink(missing_ok=True)
         log.info("removed %s (left by a killed write)", tmp)
+    remove_unlogged_parts(run_dir / "logs")
     if resume:
         if not last.is_file():
             if best.is_file():
@@ -278,6 +279,14 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         )
     elif (run_dir / "config.yaml").exists():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
+
+
+def remove_unlogged_parts(logs: Path) -> None:
+    """Remove the last ``logs/part-NNN`` folders that hold no metrics.csv (a session killed before it logged);
+    only trailing ones, so that the next session's part number stays one past the last kept."""
+    parts = sorted(p for p in logs.glob("part-*") if p.is_dir())
+    while parts and not (parts[-1] / "metrics.csv").is_file():
+        shutil.rmtree(parts.pop(), ignore_errors=True)
 
 
 def _fit_locked(

@@ -199,7 +199,15 @@ class StudySpec:
         if self.epochs is None and self.minutes is None:
             raise ConfigError("a study needs a budget: --epochs N (the fair unit, as the paper) and/or --minutes M")
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"--epochs: got {self.epochs}; expected an integer >= 1 (epochs per run)")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError(f"--minutes: got {self.minutes}; expected a number > 0 (minutes per run)")
+        bins = list(self.size_bins)
+        if bins and (len(bins) < 2 or any(b >= c for b, c in zip(bins, bins[1:], strict=False)) or bins[0] < 0):
+            raise ConfigError(
+                f"--size-bins {' '.join(f'{b:g}' for b in bins)}: expected two or more increasing object sizes "
+                "(voxels), e.g. --size-bins 0 100 1000"
+            )
         tests = [t for t in (self.test_folder, self.test_ids, self.test_fraction) if t is not None]
         if len(tests) != 1:
             raise ConfigError(
