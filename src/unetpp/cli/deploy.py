@@ -8,7 +8,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..data.layouts import LAYOUTS
-from .common import csv_text, examples, labelled_dataset, parse_shape, subcommand
+from .common import check_option, csv_text, examples, labelled_dataset, parse_shape, subcommand
 
 if TYPE_CHECKING:
     from ..models import NestedUNet
@@ -22,6 +22,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         depth = args.head if depth is None else depth
     from ..sharding import parse_part
 
+    check_option(0 <= args.overlap < 1, "--overlap", args.overlap, "a fraction in [0, 1), e.g. 0.5")
+    check_option(args.roi is None or args.roi >= 1, "--roi", args.roi, "a window size in voxels, e.g. 96")
     options = {
         "mode": "ensemble" if depth is None else f"select:{depth}",
         "roi_size": args.roi,
@@ -137,6 +139,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..models import load, prune, save
     from ..plan.memory import check_inference_room
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
+    check_option(args.tolerance >= 0, "--tolerance", args.tolerance, "an IoU >= 0, e.g. 0.003")
     check_output(args.out, args.overwrite)
     if args.table:
         check_output(args.table, args.overwrite)
@@ -293,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..models import build_model, load
     from ..plan.memory import check_inference_room
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
     if args.json:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]

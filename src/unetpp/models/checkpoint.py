@@ -108,7 +108,7 @@ def read_model_file(path: PathLike) -> ModelFile:
     if path.name.lower().endswith(".onnx"):
         raise CheckpointError(
             f"{path}: an ONNX file; this command needs the PyTorch model it was exported from (.pt, .ckpt, "
-            ".safetensors); predict and bench run .onnx files"
+            ".safetensors); predict runs .onnx files as they are"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -237,6 +237,8 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
     samples: list[tuple[np.ndarray, np.ndarray | None]] = []  # sampled voxels (C, k) and their stored mask values
     masks: list[np.ndarray | None] = []
     tops: list[tuple[str, float]] = []  # per mask file: its largest value (read as class ids)
+    stored: Counter = Counter()  # mask values as stored (0/255 files not read as 0/1)
+    raw: dict[int, np.ndarray] = {}  # masks of full-scale binary files as stored, by position in `masks`
     for k in picks:
         item = reader.items[k]
         image, spacing = reader.image(item)
@@ -260,14 +262,17 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
             if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
                 soft_values = True
             u, c = np.unique(mask, return_counts=True)
+            if len(stored) <= 4 * labels.MAX_LABELS:
+                stored.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
             top = full_scale_binary(u)  # 0/255 (0/65535) means 0/1, file by file, as read_mask reads it
             if top is not None:
+                raw[len(masks)] = labels.compact(mask)  # as stored: a threshold applies to these values
                 mask, u = (mask == top).astype(np.uint8), (u == top).astype(np.uint8)
                 n255 += 1
             tops.append((_mask_name(item), u[-1].item()))
             if len(values) <= 4 * labels.MAX_LABELS:
                 values.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
-        samples.append(_sample_voxels(image, mask, rng))
+        samples.append(_sample_voxels(image, raw.get(len(masks), mask), rng))  # stored values: any threshold applies
         masks.append(None if mask is None else labels.compact(mask))
     if len(channel_counts) > 1:
         raise DataError(
@@ -277,6 +282,9 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
     channels = channel_counts.pop()
     labelled = sum(m is not None for m in masks)
     label_kind, threshold, noisy = labels.label_kind(values, soft_values, labelled > 0)
+    if threshold is not None and 0 < n255 < labelled:  # clean 0/255 files among noisy ones: they are not noise
+        label_kind, threshold, noisy = labels.label_kind(stored, soft_values, True)
+        masks = [raw.get(k, m) for k, m in enumerate(masks)]  # thresholded as stored, like the noisy ones
     if label_kind == "binary" and n255 == labelled:
         label_kind = "binary-255"
     if label_kind == "label-map":  # mask values are class ids: refuse what would be hundreds of empty classes

@@ -208,10 +208,16 @@ def fit_batch(
         raise ConfigError(f"the batch size cap must be >= 1, got {cap}")
     one = estimate_peak_bytes(model_config, patch, 1, True, precision, device) + reserved
     if one > budget_bytes:
+        if one - reserved <= budget_bytes:  # the model fits; the data loading around it does not (--workers 48)
+            fix = (
+                f"{reserved / GB:.2f} GB of it is data loading (worker processes, cached images): lower --workers "
+                "(data.num_workers) or set data.cache=false"
+            )
+        else:
+            fix = _what_fits(model_config, patch, budget_bytes - reserved, precision, device)
         raise ConfigError(
             f"training {_describe(model_config)} on {'x'.join(map(str, patch))} patches needs about "
-            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; "
-            f"{_what_fits(model_config, patch, budget_bytes - reserved, precision, device)}"
+            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; {fix}"
         )
     two = estimate_peak_bytes(model_config, patch, 2, True, precision, device) + reserved
     step = two - one  # the estimate is linear in the batch
