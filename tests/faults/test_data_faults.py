@@ -132,7 +132,7 @@ def test_the_memory_estimate_counts_the_classes() -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "binary", "a field of the wrong type"])
 def test_a_damaged_fingerprint_cache_is_rebuilt_and_said(damage, data, tmp_path, capsys) -> None:
-    assert main(["plan", "--data", str(data)]) == 0
+    assert main(["plan", "--data", str(data), "--memory-gb", "4"]) == 0
     first = capsys.readouterr().out
     (cache,) = (tmp_path / "cache" / "unetpp" / "fingerprints").iterdir()
     text = cache.read_text()
@@ -142,12 +142,12 @@ def test_a_damaged_fingerprint_cache_is_rebuilt_and_said(damage, data, tmp_path,
         cache.write_bytes(os.urandom(300))
     else:
         cache.write_text(json.dumps({**json.loads(text), "median_shape": "abc"}))
-    assert main(["plan", "--data", str(data)]) == 0
+    assert main(["plan", "--data", str(data), "--memory-gb", "4"]) == 0
     again = capsys.readouterr()
     assert again.out == first
     note = one_line(again.err)
     assert str(cache) in note
     assert "rebuilt from the files" in note
     assert json.loads(cache.read_text()) == json.loads(text)  # the cache is whole again
-    assert main(["plan", "--data", str(data)]) == 0
+    assert main(["plan", "--data", str(data), "--memory-gb", "4"]) == 0
     assert capsys.readouterr().err == ""
