@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from .data.instances import INSTANCE_LAYOUTS
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
 from .models.registry import build_nested
+from .utils.coerce import coerce as _coerce
 from .utils.precision import LIGHTNING_NAMES, Precision, canonical_precision
 
 
@@ -86,7 +86,7 @@ class DataConfig:
     mask_threshold: float | None = None  # binarise masks at this value (noisy JPEG masks: 127.5); None: as stored
     target_spacing: tuple[float, ...] | None = _f(None, gt=0.0)  # 3D: resample volumes to this spacing to train
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
-    patches_per_image: int = _f(8, ge=1)  # patches drawn from each training image per epoch
+    patches_per_image: int = _f(8, ge=1, le=100_000)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
     augment: Literal["default", "none"] = "default"
     split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)
@@ -162,6 +162,7 @@ class TrainConfig:
             raise ConfigError(f"train.devices: got {self.devices!r}; expected 'auto', a count like '2' or ids '0,1'")
         if not self.strategy:
             raise ConfigError("train.strategy: got ''; expected 'auto', 'ddp' or another Lightning strategy")
+        _check_strategy(self.strategy)
 
     @property
     def lightning_precision(self) -> str:
@@ -218,7 +219,7 @@ class RunConfig:
             dotted, sep, raw = a.partition("=")
             section, _, name = dotted.strip().partition(".")
             if not sep or section not in d or name not in d[section]:
-                raise ConfigError(f"cannot apply {a!r}: expected section.field=value with a field of {_fields()}")
+                raise ConfigError(f"cannot apply {_short(a)}: {_unknown_field(dotted.strip(), sep)}")
             if typing.get_type_hints(_SECTIONS[section])[name] is str:
                 d[section][name] = raw.strip()  # paths and names as typed: "data.root=" is "", not null
                 continue
@@ -250,8 +251,21 @@ class RunConfig:
         return cls.from_dict(d or {}, source=str(path))
 
 
-def _fields() -> str:
-    return ", ".join(f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k))
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _unknown_field(dotted: str, sep: str) -> str:
+    """Why ``section.field`` cannot be set, in a short phrase with the closest field name (not all 60 of them)."""
+    if not sep:
+        return "expected section.field=value, e.g. train.lr=1e-3"
+    names = [f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)]
+    close = difflib.get_close_matches(dotted, names, n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(f"{dotted.rpartition('.')[2]}", [n.split(".")[1] for n in names], n=1)
+    if close and "." not in close[0]:
+        close = [n for n in names if n.endswith(f".{close[0]}")][:1]
+    hint = f"did you mean {close[0]}?" if close else "fields are listed in a run folder's config.yaml"
+    return f"unknown field {_short(dotted, 40)}; {hint}"
 
 
 def _plain(value: Any) -> Any:
@@ -279,6 +293,19 @@ def _validate(section: Any, name: str) -> None:
         raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}, coco")
 
 
+def _check_strategy(strategy: str) -> None:
+    """A Lightning strategy name (checked here, not as a traceback when the trainer is built)."""
+    if strategy.lower() in ("auto", "ddp"):
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy.lower() not in names:
+        close = difflib.get_close_matches(strategy.lower(), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "e.g. auto, ddp, ddp_spawn, fsdp, deepspeed"
+        raise ConfigError(f"train.strategy: got {strategy!r}; not a Lightning strategy; {hint}")
+
+
 def _check_model_name(model_name: str, task: str = "semantic") -> None:
     from .models import list_models
 
@@ -290,65 +317,6 @@ def _check_model_name(model_name: str, task: str = "semantic") -> None:
         close = difflib.get_close_matches(model_name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"model.name: got {model_name!r}; expected one of {', '.join(names)}{hint}")
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_describe(args[0])}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = ConfigError(f"{where}: got {value!r}; expected {_describe(hint)}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is Literal:
-        if value in args and not isinstance(value, bool):
-            return value
-        raise bad
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return tuple(_coerce(v, args[0], f"{where}[{k}]") for k, v in enumerate(value))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            return float(value)
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):  # ids written as numbers: val_ids=[20, 21]
-            return str(value)
-        raise bad
-    raise bad
 
 
 def _check_range(value: Any, meta: Any, where: str) -> None:

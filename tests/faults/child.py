@@ -4,6 +4,8 @@
 * ``kill-replace:NAME:K``: SIGKILL this process at the K-th rename of a temporary file onto NAME, i.e. after
   the temporary file is fully written and before it replaces the real one (the moment a crash is most harmful).
 * ``fsize:BYTES``: no file may grow past BYTES (the kernel's RLIMIT_FSIZE: writes fail as on a full disk).
+* ``memory:BYTES``: the process may map at most BYTES (RLIMIT_AS): an allocation past it fails instead of
+  growing until the OOM killer ends the process (or the machine).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def install(fault: str) -> None:
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(arg), resource.RLIM_INFINITY))
+    elif kind == "memory":
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(arg), resource.RLIM_INFINITY))
     elif kind:
         raise SystemExit(f"unknown fault {fault!r}")
 

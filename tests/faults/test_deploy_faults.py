@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetpp import save
 from unetpp.cli import main
-from unetpp.data import write_synthetic_dataset
 from unetpp.evaluation.semantic import Row, evaluate, format_table, summarize
 
 from .conftest import snapshot
@@ -20,13 +18,8 @@ pytestmark = pytest.mark.bad_input
 
 
 @pytest.fixture
-def model_file(tmp_path, tiny_model):
-    return save(tiny_model(), tmp_path / "model.pt")
-
-
-@pytest.fixture
-def images(tmp_path):
-    return write_synthetic_dataset(tmp_path / "data", n_images=3, size=32) / "images"
+def images(data):
+    return data / "images"
 
 
 def test_predict_opens_every_input_before_writing_anything(model_file, images, tmp_path, fails) -> None:

@@ -105,7 +105,7 @@ def test_two_inputs_with_one_output_name_are_refused_before_any_work(tiny, tmp_p
     _png(tmp_path / "y" / "a.png", rng)
     with pytest.raises(DataError, match=r"a.png: its output a_mask.png would also be written for .*x/a.png"):
         predict_files(tiny(), [tmp_path / "x", tmp_path / "y"], tmp_path / "out", progress=False)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # refused before anything was made
 
 
 def test_find_inputs(tmp_path) -> None:
@@ -114,7 +114,9 @@ def test_find_inputs(tmp_path) -> None:
         _png(tmp_path / name, rng, (8, 8))
     (tmp_path / "notes.txt").write_text("")
     assert [p.name for p in find_inputs(tmp_path)] == ["a.png", "a_mask.png", "b.png"]
-    assert [p.name for p in find_inputs(tmp_path, exclude_outputs_in=tmp_path)] == ["a.png", "b.png"]
+    assert [p.name for p in find_inputs(tmp_path, exclude_outputs_in=tmp_path)] == ["a.png", "a_mask.png", "b.png"]
+    (tmp_path / ".unetpp-predict.json").write_text('{"settings": null, "outputs": ["a_mask.png"]}')
+    assert [p.name for p in find_inputs(tmp_path, exclude_outputs_in=tmp_path)] == ["a.png", "b.png"]  # ours, listed
     assert [p.name for p in find_inputs(str(tmp_path / "[ab].png"))] == ["a.png", "b.png"]
     with pytest.raises(DataError, match=r"\*.nii.gz: pattern matches no files"):
         find_inputs(str(tmp_path / "*.nii.gz"))

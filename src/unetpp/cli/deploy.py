@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..data.layouts import LAYOUTS
 from ..deploy.bench import AUTO_TOLERANCE
-from .common import csv_text, examples, labelled_dataset, parse_shape, subcommand
+from .common import check_option, csv_text, examples, labelled_dataset, parse_shape, subcommand
 
 if TYPE_CHECKING:
     from ..models import NestedUNet
@@ -24,6 +24,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference import PredictOptions
     from ..utils.sharding import parse_part
 
+    check_option(0 <= args.overlap < 1, "--overlap", args.overlap, "a fraction in [0, 1), e.g. 0.5")
+    check_option(args.roi is None or args.roi >= 1, "--roi", args.roi, "a window size in voxels, e.g. 96")
     options = PredictOptions(
         head=depth,
         roi_size=args.roi,
@@ -37,6 +39,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "overlay": not args.no_overlay,
         "overwrite": args.overwrite,
         "part": parse_part(args.part),
+        "allow_input_folder": args.allow_input_folder,
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
         import logging
@@ -67,7 +70,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if is_detector_file(args.checkpoint):  # Mask R-CNN(++): instance label maps (16-bit) and overlays
         done = predict_instance_files(
-            args.checkpoint, args.inputs, args.out, overlay=not args.no_overlay, overwrite=args.overwrite
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            overlay=not args.no_overlay,
+            overwrite=args.overwrite,
+            allow_input_folder=args.allow_input_folder,
         )
         print(f"wrote {len(done)} instance label map(s) to {args.out}")
         return 0
@@ -111,6 +119,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument(
+        "--allow-input-folder",
+        action="store_true",
+        help="write into a folder that holds inputs (its earlier outputs are recognised by its manifest)",
+    )
     p.add_argument("--part", help="k/n: only part k of n of the sorted inputs (n independent jobs split a cohort)")
     p.add_argument(
         "--devices", type=int, default=1, help="processes (CPU) or GPUs on this machine, through Lightning (default 1)"
@@ -125,8 +138,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..evaluation.semantic import evaluate, summarize
     from ..models import load, prune, save
+    from ..plan.memory import check_inference_room
     from ..utils.atomic import check_output, write_text
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
+    check_option(args.tolerance >= 0, "--tolerance", args.tolerance, "an IoU >= 0, e.g. 0.003")
     check_output(args.out, args.overwrite)
     if args.table:
         check_output(args.table, args.overwrite)
@@ -139,6 +155,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
             "train with it or give --depth"
         )
+    check_inference_room(model, parse_shape(args.shape))
     rows = pruning_table(model, parse_shape(args.shape), args.reps, runtime=args.runtime)
     iou: dict[str, float] = {}
     if args.data:
@@ -199,7 +216,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, ExportError
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
     from ..models.checkpoint import sidecar
-    from ..utils.atomic import check_output
+    from ..utils.atomic import check_output, remove_temporaries_of
 
     # Every output and input is checked before the first file is written: a bad --calibration leaves no m.onnx.
     int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
@@ -212,6 +229,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         outputs.append(sidecar(args.out))
     for out in outputs:
         check_output(out, args.overwrite, ExportError)
+    remove_temporaries_of(outputs)  # what a killed export of these files left beside them
     shape = parse_shape(args.shape) if args.shape else None
     model = load(args.checkpoint)
     if args.depth is not None:
@@ -280,12 +298,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..deploy.bench import format_table, pruning_table
     from ..models import build_model, load
+    from ..plan.memory import check_inference_room
     from ..utils.atomic import check_output, write_text
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
     if args.json:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    for shape in shapes:  # every shape fits memory before the first is timed
+        check_inference_room(model, shape, "--shapes")
     if args.runtimes:  # one list of rows, one per runtime, precision and shape
         from ..deploy.backends import machine
         from ..deploy.runtime_table import format_runtime_table, runtime_table

@@ -195,6 +195,7 @@ class SegmentationDataset(Dataset):
         self.mask_threshold = mask_threshold
         self.target_spacing = None if target_spacing is None else tuple(float(t) for t in target_spacing)
         self.thresholded = [0, 0, 0]  # mask files thresholded, pixels changed, pixels in them
+        self.noisy_masks: list[Path] = []  # the files counted there
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -236,8 +237,10 @@ class SegmentationDataset(Dataset):
         mask = (values > self.mask_threshold).astype(np.int64)
         clean = 255 if self.mask_threshold >= 1 else 1
         changed = int(np.count_nonzero((values != 0) & (values != clean)))
-        files, pixels, total = self.thresholded
-        self.thresholded = [files + 1, pixels + changed, total + values.size]
+        if changed:  # only the noisy files: a clean 0/255 mask is not blamed for the noise of another
+            files, pixels, total = self.thresholded
+            self.thresholded = [files + 1, pixels + changed, total + values.size]
+            self.noisy_masks.append(item.mask)
         return mask
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -167,6 +167,13 @@ def split_indices(cfg: DataSource, ids: list[str], seed: int) -> Split:
         val = indices_of(cfg.val_ids, ids, "val_ids")
         return Split([k for k in range(len(ids)) if k not in set(val)], val, [])
     kind = layout(cfg.layout).split if cfg.split == "auto" else cfg.split
+    if len(ids) < 2:  # nothing to split (the splitters' own message speaks of "n")
+        if cfg.val_fraction == 0 and kind != "kfold":
+            return Split(list(range(len(ids))), [], [])
+        raise ConfigError(
+            f"{cfg.root or 'the data set'}: {len(ids)} image(s) cannot be split into training and validation; "
+            "add images, or set data.val_fraction=0 to train without validation"
+        )
     if kind == "block":
         return block_split(len(ids), cfg.val_fraction, seed=seed)
     if kind == "random":

@@ -284,7 +284,7 @@ def quantize_onnx(
     meta = OnnxRunner(src).metadata  # also checks src is ours
 
     def write(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{Path(dst).name}.work-") as work:  # rerun: removed
             pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
             # shape inference and graph optimisation first, as ONNX Runtime's quantization guide asks
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)

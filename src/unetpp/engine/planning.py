@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..plan.memory import GB, estimate_peak_bytes, fit_batch, needs_recompute
 from ..plan.record import Plan, format_plan, load_plan
 from ..plan.rules import WORKER_BYTES, make_plan
-from ..plan.system import memory_budget_bytes
+from ..utils.system import memory_budget_bytes
 
 if TYPE_CHECKING:
     from ..config import DataConfig, RunConfig

@@ -256,6 +256,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
         tmp.unlink(missing_ok=True)
         log.info("removed %s (left by a killed write)", tmp)
+    remove_unlogged_parts(run_dir / "logs")
     if resume:
         if not last.is_file():
             if best.is_file():
@@ -265,7 +266,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             raise CheckpointError(
                 f"{run_dir}: nothing to resume (the run never saved a checkpoint); start it over without --resume"
             )
-        check_resumable(last)
+        check_resumable(last, cfg.train.max_epochs)
         saved = RunConfig.load(run_dir / "config.yaml")
         if saved.model != cfg.model:
             raise ConfigError(
@@ -278,6 +279,14 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         )
     elif (run_dir / "config.yaml").exists():
         log.info("%s: the run here never saved a checkpoint; starting it over", run_dir)
+
+
+def remove_unlogged_parts(logs: Path) -> None:
+    """Remove the last ``logs/part-NNN`` folders that hold no metrics.csv (a session killed before it logged);
+    only trailing ones, so that the next session's part number stays one past the last kept."""
+    parts = sorted(p for p in logs.glob("part-*") if p.is_dir())
+    while parts and not (parts[-1] / "metrics.csv").is_file():
+        shutil.rmtree(parts.pop(), ignore_errors=True)
 
 
 def _fit_locked(
@@ -366,7 +375,7 @@ def _stopped(by: str, run_dir: Path, last: Path) -> str:
     return f"stopped by {by}; {saved}; continue with: unetpp train --run-dir {run_dir} --resume"
 
 
-def check_resumable(path: Path) -> None:
+def check_resumable(path: Path, max_epochs: int | None = None) -> None:
     """Read a last checkpoint safely before Lightning does, so that a damaged one is one line, not a traceback.
 
     Raises:
@@ -384,3 +393,9 @@ def check_resumable(path: Path) -> None:
     )
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); {fix}")
+    epoch = ckpt["epoch"]
+    if max_epochs is not None and isinstance(epoch, int) and max_epochs <= epoch:  # Lightning: a traceback
+        raise ConfigError(
+            f"--epochs {max_epochs} (train.max_epochs): the run is already in epoch {epoch + 1}; "
+            f"give --epochs {epoch + 2} or more to continue it"
+        )

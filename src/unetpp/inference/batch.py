@@ -10,13 +10,16 @@ Reading and writing live in :mod:`unetpp.data.io` and are imported only when fil
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import ConfigError, DataError, InputShapeError
+from ..utils.atomic import first_missing, remove_temporaries_of
+from . import manifest
 from .outputs import PathLike, Written, check_out_dir, check_outputs, find_inputs, open_header, plan_outputs
 from .preprocess import prepare_input, saved_preprocessing
 from .segmenter import Segmenter
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-MANIFEST = ".unetpp-predict.json"  # the settings the outputs in a folder were made with
+MANIFEST = manifest.MANIFEST  # the settings the outputs in a folder were made with, and their names
 
 
 class ImagePredictor(Protocol):
@@ -81,6 +84,7 @@ class FileJob:
     normalize: str
     overwrite: bool
     preprocessing: dict[str, Any]  # what the training checkpoint records (channels, spacing, CT statistics)
+    undo: Callable[[], None] = lambda: None  # removes what preparing made (folder, manifest) while nothing is written
 
     def run_one(self, plan: Written) -> Written:
         """Predict `plan.input` and write its outputs (atomically); returns `plan` with the seconds it took."""
@@ -127,6 +131,8 @@ class FileOptions:
             the rest); outputs from another model or settings stop the run.
         part: ``(k, n)``: only part k of n of the sorted inputs (see :mod:`unetpp.utils.sharding`), for n
             independent jobs that share a cohort; each input falls in exactly one part.
+        allow_input_folder: write into a folder that holds inputs (refused otherwise: masks would mix with the
+            images); a rerun there recognises its earlier outputs by the folder's manifest, not by their names.
 
     Raises:
         ConfigError: a threshold outside (0, 1) or an unknown normalisation.
@@ -138,6 +144,7 @@ class FileOptions:
     overlay: bool = True
     overwrite: bool = False
     part: tuple[int, int] | None = None
+    allow_input_folder: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -159,36 +166,54 @@ def prepare_files(
     prep = (saved_preprocessing(predictor.source) if predictor.source is not None else None) or {}
     normalize = o.normalize or prep.get("normalize", "zscore")
     out_dir = Path(out_dir)
-    files = find_inputs(inputs, exclude_outputs_in=out_dir)
+    files = manifest.without_outputs(find_inputs(inputs), out_dir, o.allow_input_folder)
     if part is not None:  # the same sorted order in every job, so that the parts split it exactly
         from ..utils.sharding import take_part
 
         files = take_part(sorted(set(files)), part)
-    check_out_dir(out_dir)
-    spatial_dims = predictor.model.spatial_dims
-    plans = [plan_outputs(p, out_dir, spatial_dims, o.overlay, o.probabilities) for p in files]
-    for path in files:  # every input opens before anything is written: a damaged third file stops the run now
-        open_header(path)
-    fingerprint = _fingerprint(predictor, o.threshold, normalize)
-    check_outputs(plans, overwrite, resuming=not overwrite and _done_before(out_dir, fingerprint))
-    # Outputs are written atomically, so one that exists is complete: a rerun with the same model and settings
-    # (after a crash, a kill or a damaged input) only does what is missing.
-    todo = [plan for plan in plans if overwrite or not all(out.exists() for out in plan.paths())]
-    if len(todo) < len(plans):
-        logger.info(
-            "%d of %d input(s) already done in %s; predicting the other %d",
-            len(plans) - len(todo),
-            len(plans),
-            out_dir,
-            len(todo),
-        )
-    if fingerprint is not None and todo:
-        import json
+    created, listed = first_missing(out_dir), out_dir / MANIFEST
+    before = listed.read_bytes() if listed.is_file() else None
 
-        from ..utils.atomic import write_text
+    def undo() -> None:
+        """Remove what preparing made (the folder, or the manifest as it was) when nothing was predicted."""
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif before is None:
+            listed.unlink(missing_ok=True)
+        else:
+            listed.write_bytes(before)
 
-        write_text(out_dir / MANIFEST, json.dumps({"settings": fingerprint}) + "\n", overwrite=True)
-    return FileJob(predictor, todo, len(plans), o.threshold, normalize, overwrite, prep)
+    try:
+        check_out_dir(out_dir)
+        spatial_dims = predictor.model.spatial_dims
+        plans = [plan_outputs(p, out_dir, spatial_dims, o.overlay, o.probabilities) for p in files]
+        for path in files:  # every input opens before anything is written: a damaged third file stops the run now
+            open_header(path)
+        fingerprint = _fingerprint(predictor, o.threshold, normalize)
+        check_outputs(plans, overwrite, resuming=not overwrite and _done_before(out_dir, fingerprint))
+        left = remove_temporaries_of([*(out for plan in plans for out in plan.paths()), out_dir / MANIFEST])
+        if left:
+            logger.info("removed %d temporary file(s) left by a killed run in %s", len(left), out_dir)
+        # Outputs are written atomically, so one that exists is complete: a rerun with the same model and settings
+        # (after a crash, a kill or a damaged input) only does what is missing.
+        todo = [plan for plan in plans if overwrite or not all(out.exists() for out in plan.paths())]
+        if len(todo) < len(plans):
+            logger.info(
+                "%d of %d input(s) already done in %s; predicting the other %d",
+                len(plans) - len(todo),
+                len(plans),
+                out_dir,
+                len(todo),
+            )
+        if todo:
+            from ..utils.atomic import write_text
+
+            outputs = [out for plan in plans for out in plan.paths()]
+            write_text(out_dir / MANIFEST, manifest.text(out_dir, fingerprint, outputs), overwrite=True)
+    except BaseException:
+        undo()
+        raise
+    return FileJob(predictor, todo, len(plans), o.threshold, normalize, overwrite, prep, undo)
 
 
 def run_files(job: FileJob, progress: bool = True) -> list[Written]:
@@ -196,7 +221,12 @@ def run_files(job: FileJob, progress: bool = True) -> list[Written]:
     bar = _progress(job.plans, progress)
     written = []
     for n, plan in enumerate(bar, start=1):
-        written.append(job.run_one(plan))
+        try:
+            written.append(job.run_one(plan))
+        except BaseException:
+            if not written and not any(out.exists() for out in plan.paths()):
+                job.undo()  # the first input failed (it does not fit the model): leave no folder or manifest
+            raise
         if bar is job.plans:
             logger.debug("[%d/%d] %s -> %s (%.1f s)", n, len(bar), plan.input.name, plan.mask, written[-1].seconds)
     return written

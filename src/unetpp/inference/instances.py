@@ -116,6 +116,7 @@ def predict_instance_files(
     threshold: float = SCORE_THRESHOLD,
     overlay: bool = True,
     overwrite: bool = False,
+    allow_input_folder: bool = False,
 ) -> list[Written]:
     """Write an instance label map (and an overlay) for every 2-D input image (see the module docstring).
 
@@ -126,14 +127,18 @@ def predict_instance_files(
     from ..data.overlay import instance_overlay
     from ..data.writers import write_image
     from ..detection import load
+    from ..utils.atomic import write_text
+    from . import manifest
 
     if not isinstance(model, torch.nn.Module):
         model = load(model)
     out_dir = Path(out_dir)
-    files = find_inputs(inputs, exclude_outputs_in=out_dir)
+    files = manifest.without_outputs(find_inputs(inputs), out_dir, allow_input_folder)
     plans = [plan_outputs(p, out_dir, 2, overlay, False) for p in files]
     check_outputs(plans, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [out for plan in plans for out in plan.paths()]  # listed: a rerun never takes them as inputs
+    write_text(out_dir / manifest.MANIFEST, manifest.text(out_dir, None, outputs), overwrite=True)
     written = []
     for plan in plans:
         t0 = time.perf_counter()

@@ -64,6 +64,9 @@ def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
         CheckpointError: the file exists and `overwrite` is False.
     """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: not saved: {bad}; the training diverged, retrain with a lower --lr")
     return torch_save(
         {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path, overwrite
     )
@@ -123,7 +126,7 @@ def read_model_file(path: PathLike) -> ModelFile:
     if path.name.lower().endswith(".onnx"):
         raise CheckpointError(
             f"{path}: an ONNX file; this command needs the PyTorch model it was exported from (.pt, .ckpt, "
-            ".safetensors); predict and bench run .onnx files"
+            ".safetensors); predict runs .onnx files as they are"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -210,6 +213,11 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
     """
     saved = read_model_file(path)
+    bad = non_finite(saved.state_dict)
+    if bad is not None:  # a diverged training's weights predict nothing; never score them silently
+        raise CheckpointError(
+            f"{path}: {bad}; the training diverged, use an earlier checkpoint or retrain (lower --lr)"
+        )
     if saved.config.get("name") in OTHER_BUILDERS:  # a detector (Mask R-CNN / Mask R-CNN++): same file format
         config = dict(saved.config)
         if into is not None and getattr(into, "config", None) != config:
@@ -223,14 +231,15 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
         and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}
     ):
         try:
-            held = NestedUNet.from_config(config).describe()
+            with torch.device("meta"):  # a tampered config must not allocate what it claims
+                held = NestedUNet.from_config(config).describe()
         except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
         raise CheckpointError(
             f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
-        model = into if into is not None else _rebuild(config)
+        model = into if into is not None else _rebuild_fitting(config, saved.state_dict, damaged)
     except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
@@ -249,6 +258,29 @@ def _rebuild(config: dict[str, Any]) -> NestedUNet:
         kwargs = {k: v for k, v in config.items() if k != "name"}
         return build_model(config["name"], **kwargs, encoder_weights=None)  # weights come from the file
     return NestedUNet.from_config(config)
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """Which weights hold NaN or infinite values, in a short phrase; None when every one is finite."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return None
+    return f"{len(bad)} weight tensor(s) hold NaN or infinite values, e.g. {bad[0]}"
+
+
+def _rebuild_fitting(config: dict[str, Any], state: dict[str, torch.Tensor], damaged: str) -> NestedUNet:
+    """:func:`_rebuild`, after the config is built on the meta device (no memory) and compared with the stored
+    tensors' shapes: a tampered config claiming widths of 16384 fails in one line instead of allocating 31 GiB."""
+    try:
+        with torch.device("meta"):
+            skeleton = _rebuild(config)
+    except (NotImplementedError, RuntimeError):  # an operation without a meta kernel: no shortcut, build it
+        skeleton = None
+    if skeleton is not None:
+        own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        if own != {k: tuple(v.shape) for k, v in state.items()}:
+            raise CheckpointError(f"{damaged} ({_weights_mismatch(skeleton, state)}); the file is damaged")
+    return _rebuild(config)
 
 
 def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:

@@ -208,10 +208,16 @@ def fit_batch(
         raise ConfigError(f"the batch size cap must be >= 1, got {cap}")
     one = estimate_peak_bytes(model_config, patch, 1, True, precision, device) + reserved
     if one > budget_bytes:
+        if one - reserved <= budget_bytes:  # the model fits; the data loading around it does not (--workers 48)
+            fix = (
+                f"{reserved / GB:.2f} GB of it is data loading (worker processes, cached images): lower --workers "
+                "(data.num_workers) or set data.cache=false"
+            )
+        else:
+            fix = _what_fits(model_config, patch, budget_bytes - reserved, precision, device)
         raise ConfigError(
             f"training {_describe(model_config)} on {'x'.join(map(str, patch))} patches needs about "
-            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; "
-            f"{_what_fits(model_config, patch, budget_bytes - reserved, precision, device)}"
+            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; {fix}"
         )
     two = estimate_peak_bytes(model_config, patch, 2, True, precision, device) + reserved
     step = two - one  # the estimate is linear in the batch
@@ -266,3 +272,26 @@ def measure_peak_bytes(
     shape = (batch, model.in_channels, *(int(p) for p in patch))
     mib = peak_memory_mib(model, shape, training=True, with_weights=True, steps=steps, threads=threads)
     return None if mib is None else int(mib * MIB)
+
+
+def check_inference_room(model: Any, shape: Sequence[int], option: str = "--shape") -> None:
+    """Refuse an input `shape` ``(B, C, *spatial)`` whose inference pass would not fit the memory there is.
+
+    For a built NestedUNet (others are not estimated): input, weights and the largest set of live feature maps.
+
+    Raises:
+        ConfigError: naming `option`, the shape, the estimate and the memory available.
+    """
+    from ..utils.system import memory_budget_bytes
+
+    if not hasattr(model, "spec") or len(shape) < 3:
+        return
+    batch, patch = int(shape[0]), tuple(int(s) for s in shape[2:])
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    need = INFERENCE_RUNTIME_BYTES["cpu"] + weights + 4 * math.prod(shape) + batch * _inference_live(model, patch)
+    room = memory_budget_bytes("cpu")
+    if need > room:
+        raise ConfigError(
+            f"{option} {'x'.join(map(str, shape))}: one pass needs about {need / GB:.1f} GB, over the "
+            f"{room / GB:.1f} GB available; use a smaller batch or size"
+        )

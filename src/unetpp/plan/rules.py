@@ -22,10 +22,10 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..utils.precision import canonical_precision, training_precision
+from ..utils.system import memory_budget_bytes
 from .fingerprint import Fingerprint
 from .memory import GB, estimate_peak_bytes, fit_batch, needs_recompute
-from .record import Plan, as_tuples, sizes_text
-from .system import memory_budget_bytes
+from .record import Plan, as_tuples, checked_fields, sizes_text
 
 MAX_DEPTH = 4  # the paper's L
 MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
@@ -62,7 +62,7 @@ def make_plan(
         ConfigError: an unknown or invalid override, or a memory budget too small for batch 1 at the
             smallest reasonable patch (one line: the estimate, the budget and what would fit).
     """
-    over = _checked(overrides)
+    over = checked_fields(overrides or {})  # types and ranges: batch_size=abc is one line naming the field
     why: dict[str, str] = dict.fromkeys(over, "set by you")
     model_name = str(over.get("model", model_name))
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -125,15 +125,6 @@ _DERIVED = frozenset(
 # --------------------------------------------------------------------------------------------- steps
 # Each step derives a few plan fields from the fingerprint, lets the user's overrides win, and writes its reason
 # into `why` unless the user set the field.
-
-
-def _checked(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    over = dict(overrides or {})
-    names = {f.name for f in dataclasses.fields(Plan)}
-    unknown = set(over) - names
-    if unknown:
-        raise ConfigError(f"unknown plan field(s) {sorted(unknown)} to override; fields are {', '.join(sorted(names))}")
-    return over
 
 
 def _precision(precision: str | None, dev: str, why: dict[str, str]) -> str:

@@ -74,14 +74,16 @@ def run_demo(
         raise ConfigError(f"{out}: folder is not empty; choose another --out or remove it")
     if not 1 <= test_images < images:
         raise ConfigError(f"test_images must be in 1..{images - 1}, got {test_images}")
-    train_dir = write_synthetic_dataset(out / "data" / "train", images - test_images, size, seed, difficulty="hard")
-    test_dir = write_synthetic_dataset(out / "data" / "test", test_images, size, seed + 1000, difficulty="hard")
+    train_dir, test_dir = out / "data" / "train", out / "data" / "test"
     fields: dict = {"test_folder": str(test_dir.resolve()), "seeds": (seed,), "name": "demo"}
     if epochs is not None:
         fields["epochs"] = epochs
     if minutes is not None:
         fields["minutes"] = minutes
+    # the spec is checked (--epochs 0...) before the data is written: a refusal leaves nothing behind
     spec = load_preset("demo", budget, data=str(train_dir.resolve()), **fields)  # the study picks the precision
+    write_synthetic_dataset(train_dir, images - test_images, size, seed, difficulty="hard")
+    write_synthetic_dataset(test_dir, test_images, size, seed + 1000, difficulty="hard")
     log.info("training %s for %s epochs each into %s", " and ".join(spec.models), spec.epochs, out / "study")
     table = compare(spec, out / "study", command=f"unetpp demo --out {out}")
     text = f"{table}\n\n{deploy_tradeoff(out / 'study')}"

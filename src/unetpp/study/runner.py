@@ -29,7 +29,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..utils.atomic import atomic_write
+from ..utils.atomic import atomic_write, check_folder
 from ..utils.sharding import take_part
 from . import testset
 from .spec import ModelSpec, StudySpec
@@ -73,7 +73,7 @@ def open_study(spec: StudySpec, out: Path) -> StudySpec:
     Raises:
         ConfigError: the folder holds a study with other run-defining settings (one line, naming the field).
     """
-    out = Path(out)
+    out = check_folder(out, ConfigError)  # a file, or a folder that cannot be written: one line, now
     saved = StudySpec.saved_in(out)
     spec = spec.with_precision(saved)
     if saved is not None:
@@ -116,6 +116,23 @@ def check_runs(spec: StudySpec, out: Path, train_ids: list[str] | None) -> None:
         problem = _first_difference(saved, wanted)
         if problem:
             raise ConfigError(f"{path}: {problem}; use the study's saved settings or another --out")
+
+
+def check_models(spec: StudySpec, train_ids: list[str] | None) -> None:
+    """Build every run's config and model on the meta device (no memory): a bad model fails before a file is written.
+
+    Raises:
+        ConfigError: a config or model of the study that cannot be built (one line naming the model).
+    """
+    from ..models import build_model
+
+    for run in runs_of(spec):
+        kw = {**spec.run_config(run.model, run.seed, train_ids).model.build_kwargs(), "encoder_weights": None}
+        try:
+            with torch.device("meta"):
+                build_model(**kw)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ConfigError(f"model {str(run.model)!r}: {e}") from None
 
 
 def _epochs_done(folder: Path) -> int:
@@ -248,6 +265,7 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
     out = Path(out)
     spec = open_study(spec, out)
     train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
+    check_models(spec, train_ids)  # as would a bad model spec (widths that do not fit the depth...)
     spec.save(out)
     check_runs(spec, out, train_ids)
     mine = [r for r in take_part(runs_of(spec), part) if not is_finished(r.folder(out))]

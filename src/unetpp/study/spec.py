@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,15 @@ class StudySpec:
         if self.epochs is None and self.minutes is None:
             raise ConfigError("a study needs a budget: --epochs N (the fair unit, as the paper) and/or --minutes M")
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"--epochs: got {self.epochs}; expected an integer >= 1 (epochs per run)")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError(f"--minutes: got {self.minutes}; expected a number > 0 (minutes per run)")
+        bins = list(self.size_bins)
+        if bins and (len(bins) < 2 or any(b >= c for b, c in zip(bins, bins[1:], strict=False)) or bins[0] < 0):
+            raise ConfigError(
+                f"--size-bins {' '.join(f'{b:g}' for b in bins)}: expected two or more increasing object sizes "
+                "(voxels), e.g. --size-bins 0 100 1000"
+            )
         tests = [t for t in (self.test_folder, self.test_ids, self.test_fraction) if t is not None]
         if len(tests) != 1:
             raise ConfigError(
@@ -291,14 +300,17 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "study spec") -> StudySpec:
+        if not isinstance(d, dict):
+            kind = type(d).__name__
+            raise ConfigError(f"{source}: a study spec is a mapping of fields, got a {kind}; use another --out")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        values = dict(d)
-        for k in ("models", "seeds", "test_ids", "overrides", "size_bins"):
-            if values.get(k) is not None:
-                values[k] = tuple(values[k])
+        from ..config import _coerce
+
+        hints = typing.get_type_hints(cls)  # types checked here: `epochs: ten` is one line, not a TypeError later
+        values = {k: v if k == "paper" else _coerce(v, hints[k], f"{source}: {k}") for k, v in d.items()}
         return cls(**values)
 
     def save(self, folder: Path) -> Path:
@@ -321,8 +333,9 @@ class StudySpec:
         path = Path(folder) / "study.yaml"
         try:
             d = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read the study spec ({e}); check the path or start a new --out") from e
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise ConfigError(f"{path}: cannot read the study spec ({reason}); fix it or start a new --out") from None
         return cls.from_dict(d, str(path))
 
     def clash(self, saved: StudySpec) -> str | None:

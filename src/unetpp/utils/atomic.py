@@ -7,16 +7,18 @@ applies the same rule before long work starts, so a bad output path fails in the
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import DataError, UnetppError
 
 PathLike = str | os.PathLike[str]
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")  # mkstemp's names, as atomic_write asks
 
 
 def _umask() -> int:
@@ -34,7 +36,7 @@ def check_output(path: PathLike, overwrite: bool = False, error: type[UnetppErro
     Raises:
         `error`: the reason, naming the path and what to do.
     """
-    path = Path(path)
+    path = check_names(path, error)
     if path.is_dir():
         raise error(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
@@ -49,7 +51,7 @@ def check_folder(folder: PathLike, error: type[UnetppError] = DataError) -> Path
     Raises:
         `error`: a path on the way is a file, or the nearest existing folder is not writable.
     """
-    folder = Path(folder)
+    folder = check_names(folder, error)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -64,12 +66,63 @@ def check_folder(folder: PathLike, error: type[UnetppError] = DataError) -> Path
     return folder
 
 
+NAME_MAX, PATH_MAX = 255, 4095  # bytes of one file or folder name, and of a whole path (Linux, macOS)
+
+
+def check_names(path: PathLike, error: type[UnetppError] = DataError) -> Path:
+    """`path`, if the file system can hold its names; else one line (not an OSError from deep inside a writer).
+
+    Raises:
+        `error`: a file or folder name longer than NAME_MAX bytes, or a path longer than PATH_MAX.
+    """
+    path = Path(path)
+    longest = max((os.fsencode(part) for part in path.parts), key=len, default=b"")
+    if len(longest) > NAME_MAX or len(os.fsencode(str(path))) > PATH_MAX:
+        shown = str(path) if len(str(path)) <= 60 else f"{str(path)[:40]}...{str(path)[-12:]}"
+        raise error(
+            f"{shown}: a name in this path has {len(longest)} bytes, over the {NAME_MAX} a file system allows "
+            "(or the path is too long); choose a shorter name"
+        )
+    return path
+
+
+def first_missing(path: PathLike) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what a failed command must remove), or None."""
+    path, missing = Path(path), None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
 def temporaries(folder: PathLike) -> list[Path]:
     """Temporary files that :func:`atomic_write` left in `folder` when its process was killed mid-write."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob(".*.tmp*") if p.is_file() and _TEMPORARY.fullmatch(p.name))
+
+
+def remove_temporaries_of(paths: Iterable[PathLike]) -> list[Path]:
+    """Remove the temporary files that killed writes of `paths` left beside them; returns those removed.
+
+    For a command run again after a kill (predict, export): only its own outputs' temporaries go, so another
+    command writing other files into the same folder (a part of a split prediction) is never touched.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for p in map(Path, paths):
+        wanted.setdefault(p.parent, set()).add(p.name)
+    removed = []
+    for folder, names in wanted.items():
+        for tmp in temporaries(folder):
+            match = _TEMPORARY.fullmatch(tmp.name)
+            if match and match.group(1) in names:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        for name in names:  # a writer's scratch folder (ONNX quantization), named after its file
+            for work in folder.glob(f".{glob.escape(name)}.work-*"):
+                shutil.rmtree(work, ignore_errors=True)
+                removed.append(work)
+    return removed
 
 
 def _is_write_failure(e: BaseException) -> str | None:

@@ -14,7 +14,8 @@ GPU_SHARE = 0.9  # of the GPU's free memory
 
 
 def available_ram_bytes() -> int:
-    """RAM that can be allocated now without swapping: ``MemAvailable``, capped by a cgroup (container) limit.
+    """RAM that can be allocated now without swapping: ``MemAvailable``, capped by a cgroup (container) limit
+    and by the process's address-space limit (``ulimit -v``).
 
     Falls back to psutil where ``/proc/meminfo`` is missing (not Linux).
 
@@ -35,8 +36,8 @@ def available_ram_bytes() -> int:
             available = int(psutil.virtual_memory().available)
         except ImportError as e:
             raise ConfigError("cannot read the available memory on this system; pass --memory-gb") from e
-    limit = _cgroup_room()
-    return min(available, limit) if limit is not None else available
+    rooms = [r for r in (available, _cgroup_room(), _address_space_room()) if r is not None]
+    return min(rooms)
 
 
 def _cgroup_room() -> int | None:
@@ -49,6 +50,22 @@ def _cgroup_room() -> int | None:
             return None
         return max(0, int(limit) - int((base / "memory.current").read_text()))
     except (OSError, ValueError):
+        return None
+
+
+def _address_space_room() -> int | None:
+    """Room left under this process's address-space limit (``ulimit -v``, RLIMIT_AS), if one is set."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(0, soft - int(line.split()[1]) * 1024)
+        return soft
+    except (ImportError, OSError, ValueError):
         return None
 
 
