@@ -51,7 +51,7 @@ class ModelConfig:
     norm: Literal["batch", "instance"] | None = _model_default("norm")
     dropout: float = _f(_model_default("dropout"), ge=0.0, lt=1.0)
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
-    encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
+    encoder_weights: str | None = _model_default("encoder_weights")  # "imagenet" (downloaded once), a .pth/.safetensors
     encoder_freeze: bool = _model_default("encoder_freeze")
     task: Literal["semantic", "instance"] = "semantic"  # instance: Mask R-CNN(++) (name maskrcnn/maskrcnn++)
     pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads

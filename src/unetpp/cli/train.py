@@ -146,7 +146,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--3d", dest="volumes", action="store_true", help="volumes (3D models and patches)")
     p.add_argument("--no-deep-supervision", action="store_true")
     p.add_argument("--encoder", help="a timm backbone, e.g. resnet34")
-    p.add_argument("--encoder-weights", help="'imagenet' for pretrained weights (needs internet)")
+    p.add_argument(
+        "--encoder-weights",
+        help="'imagenet' (timm's download, cached) or a local timm/torchvision state dict (.pth, .safetensors)",
+    )
     p.add_argument("--encoder-freeze", action="store_true")
     p.add_argument("--encoder-lr-scale", type=float)
     p.add_argument("--epochs", type=int)

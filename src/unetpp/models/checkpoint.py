@@ -237,10 +237,17 @@ def _rebuild(config: dict[str, Any]) -> NestedUNet:
 
 def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
     """What differs between a model and a state dict, in one short phrase (PyTorch's message is one line per key)."""
-    own = model.state_dict()
+    return "weights: " + (mismatch_text(model.state_dict(), state) or "do not load")
+
+
+def mismatch_text(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], extra: list[str] | None = None) -> str:
+    """What differs between a model's state dict and a file's, in one short phrase ("" when they fit).
+
+    `extra`: the file's keys to report as unexpected (default: those the model does not have).
+    """
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
+    extra = [k for k in state if k not in own] if extra is None else extra
     parts = []
     if shapes:
         k = shapes[0]
@@ -251,4 +258,4 @@ def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
         parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
     if extra:
         parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
-    return "weights: " + "; ".join(parts) if parts else "weights do not load"
+    return "; ".join(parts)
