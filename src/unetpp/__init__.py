@@ -9,6 +9,7 @@ from .errors import CheckpointError, ConfigError, DataError, ExportError, InputS
 from .inference import predict
 from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
+from .models.hub import from_pretrained, save_pretrained
 
 # `unetpp.predict` is the function. The old module unetpp/predict.py (now a deprecated alias of
 # unetpp.inference) is imported above, before the function is bound: importing a submodule for the
@@ -29,9 +30,11 @@ __all__ = [
     "UnetppError",
     "build_model",
     "ensemble",
+    "from_pretrained",
     "list_models",
     "load",
     "predict",
     "prune",
     "save",
+    "save_pretrained",
 ]

@@ -89,8 +89,10 @@ def _assigned_fields(args: argparse.Namespace) -> frozenset[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.distributed import is_rank_zero
+    from ..engine.signals import Terminated
     from ..engine.train import fit
     from ..errors import CheckpointError, ConfigError
+    from ..models.provenance import record_command
     from ..plan.configure import user_fields_of
     from .quiet import quiet_libraries
 
@@ -107,16 +109,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = None if args.no_plan else (args.plan or "auto")
     user_fields = user_fields_of(cfg, _assigned_fields(args))
     with quiet_libraries(getattr(args, "verbose", False)):
-        best = fit(
-            cfg,
-            run_dir,
-            resume=args.resume,
-            started=getattr(args, "started", None),
-            plan=plan,
-            user_fields=user_fields,
-        )
+        try:
+            best = fit(
+                cfg,
+                run_dir,
+                resume=args.resume,
+                started=getattr(args, "started", None),
+                plan=plan,
+                user_fields=user_fields,
+            )
+        except (Terminated, KeyboardInterrupt):  # saved last.ckpt: the command is part of the run's record
+            if is_rank_zero():
+                record_command(run_dir, getattr(args, "argv", None))
+            raise
     if not is_rank_zero():  # the other ranks of a DDP run: rank zero says it once
         return 0
+    record_command(run_dir, getattr(args, "argv", None))  # commands.txt: the model card's "trained with"
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0
@@ -189,13 +197,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..files import check_output
     from ..inference.instances import is_detector
     from ..models import load
+    from ..models.hub import run_folder_of
 
     model = load(args.checkpoint)
     if args.instances or is_detector(model):  # Table V's columns (evaluate_instances.py)
         from ..evaluate_instances import run_evaluate
 
         return run_evaluate(model, args)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
+    out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation.csv"
     check_output(out, args.overwrite)
     rows = evaluate(model, _evaluation_data(args, model), with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)

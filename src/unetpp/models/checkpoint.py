@@ -7,7 +7,9 @@
   ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
   engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
   before that header existed are converted by :func:`unetpp.engine.checkpoints.legacy_model_file`;
-* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.export.export_safetensors`.
+* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.export.export_safetensors`;
+* a folder of :func:`unetpp.save_pretrained`, or a Hugging Face Hub id (``org/name``, ``hf://org/name``)
+  of one: :mod:`unetpp.models.hub` resolves it to the local snapshot.
 
 ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
 """
@@ -56,15 +58,26 @@ def _serialized(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
+def save(
+    model: NestedUNet,
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+) -> Path:
     """Save config + weights so that :func:`load` rebuilds the model alone.
+
+    `preprocessing` (what prediction repeats) and `record` (plain types: how the model was made, see
+    :mod:`unetpp.models.provenance`) travel with it when given, as ``unetpp prune`` does.
 
     Raises:
         CheckpointError: the file exists and `overwrite` is False.
     """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    extra = {k: v for k, v in (("preprocessing", preprocessing), ("record", record)) if v is not None}
     return torch_save(
-        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path, overwrite
+        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state, **extra}, path, overwrite
     )
 
 
@@ -97,6 +110,11 @@ def read_model_file(path: PathLike) -> ModelFile:
     Raises:
         CheckpointError: missing, corrupt or foreign file (the file is named).
     """
+    from .hub import pretrained_folder, read_pretrained
+
+    folder = pretrained_folder(path)  # a save_pretrained folder or a Hub id (issue 21); None for files
+    if folder is not None:
+        return read_pretrained(folder)
     path = Path(path)
     if path.name.lower().endswith(".safetensors"):
         return _read_safetensors(path)
@@ -188,7 +206,8 @@ def _read_safetensors(path: Path) -> ModelFile:
 
 
 def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
-    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``), or fill `into`.
+    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``, a pretrained folder
+    or Hub id), or fill `into`.
 
     Raises:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
