@@ -5,7 +5,7 @@ Importing this package needs only torch; training, data and export live in sub-p
 """
 
 from . import predict as _deprecated_predict_module  # noqa: F401  (imported first: see the note below)
-from .errors import CheckpointError, ConfigError, DataError, ExportError, InputShapeError, UnetppError
+from .errors import CheckpointError, ConfigError, DataError, ExportError, InitError, InputShapeError, UnetppError
 from .inference import predict
 from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
@@ -25,6 +25,7 @@ __all__ = [
     "ExportError",
     "GridSpec",
     "HybridLoss",
+    "InitError",
     "InputShapeError",
     "NestedUNet",
     "UnetppError",

@@ -151,6 +151,7 @@ class TrainConfig:
     memory_gb: float | None = _f(None, gt=0.0)  # memory budget of the plan and the guard; None: most of free RAM/GPU
     # torch.compile the training forward: for GPUs; on CPU it measured 0.57x eager at 16x96^2 after 355 s compiling
     compile: bool = False
+    init: str | None = None  # a model file or Hub id to start from (train --init): its architecture and weights
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical_precision(self.precision, where="train.precision"))

@@ -118,7 +118,8 @@ def test_the_card_of_a_model_in_memory(tmp_path) -> None:
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: unetpp\nlicense: mit\npipeline_tag: image-segmentation\ntags:\n")
     assert "| family member | unet++ (UNet++'s dense skips) |" in card
-    assert "| depth | 2 |" in card and "| heads | X^(0,1), X^(0,2) |" in card
+    assert "| depth | 2 |" in card
+    assert "| heads | X^(0,1), X^(0,2) |" in card
     assert f"| parameters | {sum(p.numel() for p in model.parameters()):,} |" in card
     assert "| normalize | zscore |" in card
     assert json.loads((folder / "config.json").read_text())["preprocessing"] == prep
@@ -165,7 +166,9 @@ def test_push_uploads_the_same_folder(tmp_path, monkeypatch) -> None:
     (tmp_path / "up").mkdir()
     for name, data in files.items():  # what was uploaded loads back to the same model
         (tmp_path / "up" / name).write_bytes(data)
-    assert all(torch.equal(a, b) for a, b in zip(outputs(model, x), outputs(unetpp.load(tmp_path / "up"), x)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(outputs(model, x), outputs(unetpp.load(tmp_path / "up"), x), strict=True)
+    )
 
     with pytest.raises(ConfigError, match="expected a Hub repository id like org/name"):
         unetpp.models.hub.push_to_hub(model, "no-slash")

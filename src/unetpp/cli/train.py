@@ -70,6 +70,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "train.strategy": args.strategy,
         "train.seed": args.seed,
         "train.memory_gb": args.memory_gb,
+        "train.init": args.init,
     }
     return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(args.set or [])
 
@@ -139,6 +140,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
             "unetpp train --data data/em --run-dir runs/em2 --plan runs/em/plan.yaml   # a saved (edited) plan",
             "unetpp train --run-dir runs/em --resume            # continue after an interruption",
             "unetpp train --data Task04_Hippocampus --layout decathlon --run-dir runs/hippo --memory-gb 8",
+            "unetpp train --init runs/em/checkpoints/best.ckpt --data data/new_em --run-dir runs/em_tuned",
         ),
         sub,
     )
@@ -153,6 +155,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-channels", type=int)
     p.add_argument("--3d", dest="volumes", action="store_true", help="volumes (3D models and patches)")
     p.add_argument("--no-deep-supervision", action="store_true")
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this trained model (a run's best.ckpt, .pt, .safetensors, a folder or Hub id org/name): "
+        "its architecture and weights; new class heads if the data have other classes",
+    )
     p.add_argument("--encoder", help="a timm backbone, e.g. resnet34")
     p.add_argument(
         "--encoder-weights",

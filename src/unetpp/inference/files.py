@@ -35,6 +35,9 @@ def _fingerprint(source: str | None, predictor: Predictor, threshold: float, nor
 
     if source is None:
         return None
+    from ..models.hub import local_model_file
+
+    source = str(local_model_file(source))  # a Hub id or pretrained folder: its (cached) weights file
     st = Path(source).stat()
     p = predictor
     settings = [str(Path(source).resolve()), st.st_size, st.st_mtime_ns, p.head, p.roi_size]

@@ -29,7 +29,7 @@ def model_card(info: dict[str, Any], *, name: str, license: str = "other") -> st
         _model_table(info, detector),
         _preprocessing(info.get("preprocessing")),
         _training(record.get("training")),
-        _scores(record.get("scores")),
+        _scores(record.get("scores"), record.get("pruning")),
         _pruning(record.get("pruning")),
         "## Files\n\n- `model.safetensors`: the weights (safetensors: loading runs no code)\n"
         "- `config.json`: the model config, the preprocessing and this card's record\n- `README.md`: this card",
@@ -147,27 +147,31 @@ def _training(training: dict[str, Any] | None) -> str:
         rows = ["", "The plan (`unetpp plan`: from the data's fingerprint):", "", "| setting | value | why |"]
         rows.append("|---|---|---|")
         for key, value in plan.items():
-            if key != "reasons":
+            if key != "reasons" and value is not None:
                 rows.append(f"| {key} | {_value(value)} | {reasons.get(key, '')} |")
         lines += rows
     return "\n".join(lines)
 
 
-def _scores(scores: dict[str, Any] | None) -> str:
+def _scores(scores: dict[str, Any] | None, pruning: dict[str, Any] | None) -> str:
     if not scores:
         return ""
     lines = ["## Scores"]
+    if pruning:
+        lines += ["", f"Of `{pruning.get('source')}`, before pruning: this model is its head {pruning['depth']}."]
     held = scores.get("held_out")
     if held:
+        hd95 = any((m.get("hd95") or [None])[0] is not None for m in held["modes"].values())
         lines += [
             "",
             f"Held-out images ({held['images']}, `{held['file']}` of {held['source']}), mean ± s.d. over images:",
             "",
-            "| mode | IoU % | Dice % | HD95 |",
-            "|---|---:|---:|---:|",
+            "| mode | IoU % | Dice % |" + (" HD95 |" if hd95 else ""),
+            "|---|---:|---:|" + ("---:|" if hd95 else ""),
         ]
         for mode, m in held["modes"].items():
-            lines.append(f"| {mode} | {_pct(m.get('iou'))} | {_pct(m.get('dice'))} | {_plain(m.get('hd95'))} |")
+            cells = f"| {mode} | {_pct(m.get('iou'))} | {_pct(m.get('dice'))} |"
+            lines.append(cells + (f" {_plain(m.get('hd95'))} |" if hd95 else ""))
     val = scores.get("validation")
     if val:
         lines += ["", "Validation IoU at the saved epoch (the run's validation images):", "", "| mode | IoU % |"]

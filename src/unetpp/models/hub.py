@@ -170,6 +170,13 @@ def read_pretrained(folder: PathLike) -> Any:
     return ModelFile(dict(info["model"]), state, f"the config in {CONFIG_NAME}")
 
 
+def local_model_file(ref: PathLike) -> Path:
+    """The file on disk that holds `ref`'s weights: a pretrained folder's (or Hub snapshot's) ``model.safetensors``,
+    else `ref` itself."""
+    folder = pretrained_folder(ref)
+    return Path(ref) if folder is None else folder / WEIGHTS_NAME
+
+
 def run_folder_of(checkpoint: PathLike) -> Path:
     """Where outputs about a model go by default: its run folder (``runs/x`` of ``runs/x/checkpoints/best.ckpt``),
     or the current folder for a Hub id."""
