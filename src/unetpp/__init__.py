@@ -5,11 +5,12 @@ Importing this package needs only torch; training, data and export live in sub-p
 """
 
 from .deploy.backends import predict
-from .errors import CheckpointError, ConfigError, DataError, ExportError, InputShapeError, UnetppError
+from .errors import CheckpointError, ConfigError, DataError, ExportError, InitError, InputShapeError, UnetppError
 from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
+from .models.hub import from_pretrained, save_pretrained
 
-__version__ = "0.1.0"
+from .utils.version import __version__
 
 __all__ = [
     "CheckpointError",
@@ -19,14 +20,17 @@ __all__ = [
     "ExportError",
     "GridSpec",
     "HybridLoss",
+    "InitError",
     "InputShapeError",
     "NestedUNet",
     "UnetppError",
     "build_model",
     "ensemble",
+    "from_pretrained",
     "list_models",
     "load",
     "predict",
     "prune",
     "save",
+    "save_pretrained",
 ]

@@ -51,7 +51,7 @@ class ModelConfig:
     norm: Literal["batch", "instance"] | None = _model_default("norm")
     dropout: float = _f(_model_default("dropout"), ge=0.0, lt=1.0)
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
-    encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
+    encoder_weights: str | None = _model_default("encoder_weights")  # "imagenet" (downloaded once), a .pth/.safetensors
     encoder_freeze: bool = _model_default("encoder_freeze")
     task: Literal["semantic", "instance"] = "semantic"  # instance: Mask R-CNN(++) (name maskrcnn/maskrcnn++)
     pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads
@@ -151,6 +151,7 @@ class TrainConfig:
     memory_gb: float | None = _f(None, gt=0.0)  # memory budget of the plan and the guard; None: most of free RAM/GPU
     # torch.compile the training forward: for GPUs; on CPU it measured 0.57x eager at 16x96^2 after 355 s compiling
     compile: bool = False
+    init: str | None = None  # a model file or Hub id to start from (train --init): its architecture and weights
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical_precision(self.precision, where="train.precision"))

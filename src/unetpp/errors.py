@@ -29,3 +29,7 @@ class DataError(UnetppError):
 
 class ExportError(UnetppError):
     """A model cannot be written in a deployment format (e.g. the output file exists)."""
+
+
+class InitError(UnetppError):
+    """A model to start from (``train --init``) does not fit the data or the options given with it."""

@@ -15,8 +15,8 @@ import unetpp
 from unetpp.cli import main
 from unetpp.config import RunConfig
 from unetpp.detection import Detector
-from unetpp.engine.runs import read_run_metrics
 from unetpp.inference.instances import predict_instance_files
+from unetpp.utils.run_metrics import read_run_metrics
 
 TINY = [
     "--task",

@@ -8,9 +8,9 @@ import torch
 import unetpp
 from unetpp.config import RunConfig
 from unetpp.engine.module import SegmentationModule
-from unetpp.engine.runs import read_run_metrics
 from unetpp.engine.train import fit
 from unetpp.errors import CheckpointError, ConfigError
+from unetpp.utils.run_metrics import read_run_metrics
 
 from ..conftest import TINY_RUN
 

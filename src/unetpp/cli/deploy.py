@@ -174,7 +174,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         scores = {r["depth"]: r["iou"] for r in rows if r["depth"] is not None}
         latencies = {r["depth"]: r["latency_ms"] for r in rows if r["depth"] is not None}
         depth = choose_depth(scores, args.tolerance, latencies=latencies, max_latency=args.max_latency_ms)
-    path = save(prune(model, depth), args.out, overwrite=args.overwrite)
+    from ..models.provenance import pruned_record  # the source's record and preprocessing travel with it
+
+    rule = f"--depth {depth}"
+    if args.depth is None:
+        rule = (
+            f"--auto (tolerance {args.tolerance:g} IoU)" if args.auto else f"--max-latency-ms {args.max_latency_ms:g}"
+        )
+    record = pruned_record(args.checkpoint, rows, depth, rule)
+    path = save(prune(model, depth), args.out, overwrite=args.overwrite, **record)
     print(f"pruned to depth {depth}: {path}")
     return 0
 

@@ -19,6 +19,7 @@ from ..errors import UnetppError
 from .common import examples
 from .deploy import add_bench, add_export, add_predict, add_prune
 from .encoding import plain_streams
+from .hub import add_push
 from .plan import add_plan
 from .study import add_compare, add_reproduce
 from .train import add_demo, add_evaluate, add_train
@@ -35,6 +36,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_prune,
     add_export,
     add_bench,
+    add_push,
     add_compare,
     add_reproduce,
 ]
@@ -69,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plain_streams()  # an ASCII terminal gets "+/-" for "±", not a UnicodeEncodeError
     args = build_parser().parse_args(argv)
     args.started = started
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a run folder records (commands.txt)
     # progress and results on stdout, problems on stderr (where a failure is exactly one line)
     progress, problems = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
     progress.addFilter(lambda record: record.levelno < logging.WARNING)

@@ -303,6 +303,10 @@ def _fit_locked(
     chosen = None
     if owner:
         _check_run_folder(cfg, run_dir, resume)
+        if not resume and cfg.train.init:  # issue 21: the architecture of the model to start from
+            from .finetune import init_config
+
+            cfg, user_fields = init_config(cfg, user_fields)
         if not resume and cfg.model.task == "semantic":  # issue 9: the plan fills what the user left unset
             from .planning import planned_config
 
@@ -326,6 +330,10 @@ def _fit_locked(
             compile=cfg.train.compile,
         )
         data = SegmentationDataModule.from_config(cfg)
+    if not resume and cfg.train.init:  # its weights (new class heads where the classes differ)
+        from ..models.transfer import start_from
+
+        start_from(module.model, cfg.train.init)
     data.setup("fit")
     if not resume and owner:
         cfg.save(run_dir / "config.yaml", overwrite=True)  # a new run, or one that never saved a checkpoint

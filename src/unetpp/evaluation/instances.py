@@ -21,6 +21,7 @@ from torch import nn
 from ..data.instances import InstanceDataset, open_instances
 from ..inference.instances import detector_label_map, is_detector, semantic_label_map
 from ..metrics.instances import instance_scores, masks_to_label_map, mean_scores
+from ..models.hub import run_folder_of
 from ..utils.atomic import check_output, write_text
 
 COLUMNS = ("iou", "dice", "dsb_score", "ap50", "precision", "recall", "n_true", "n_pred")
@@ -87,7 +88,7 @@ def csv_rows(rows: list[dict[str, Any]]) -> str:
 
 def run_evaluate(model: nn.Module, args: argparse.Namespace) -> int:
     """``unetpp evaluate`` for instances: print the table, write the per-image CSV (checked before any work)."""
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation_instances.csv"
+    out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation_instances.csv"
     check_output(out, args.overwrite)
     channels = model.config["in_channels"] if is_detector(model) else model.in_channels
     data = open_instances(args.layout, args.data, channels={1: "grey", 3: "rgb"}.get(channels, "keep"))

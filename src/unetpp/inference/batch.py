@@ -53,6 +53,9 @@ def _fingerprint(predictor: ImagePredictor, threshold: float, normalize: str) ->
     source = predictor.source
     if source is None:
         return None
+    from ..models.hub import local_model_file
+
+    source = local_model_file(source)  # a Hub id or pretrained folder: its (cached) weights file
     st = source.stat()
     settings = [str(source.resolve()), st.st_size, st.st_mtime_ns, predictor.settings(), threshold, normalize]
     return json.dumps(settings, default=str)

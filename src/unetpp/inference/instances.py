@@ -52,8 +52,11 @@ def is_detector(model: Any) -> bool:
 def is_detector_file(path: PathLike) -> bool:
     """Whether a PyTorch model file (``.pt``, ``.ckpt``, ``.safetensors``) holds a detector; False for other files."""
     from ..models.checkpoint import read_model_file
+    from ..models.hub import pretrained_folder
     from ..models.registry import OTHER_BUILDERS
 
+    if pretrained_folder(path) is not None:  # a save_pretrained folder or a Hub id
+        return read_model_file(path).config.get("name") in OTHER_BUILDERS
     if not str(path).lower().endswith(MODEL_SUFFIXES) or not Path(path).is_file():
         return False
     return read_model_file(path).config.get("name") in OTHER_BUILDERS

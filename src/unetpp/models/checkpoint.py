@@ -7,7 +7,9 @@
   ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
   engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
   before that header existed are converted by :func:`legacy_model_file`;
-* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.deploy.export.export_safetensors`.
+* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.deploy.export.export_safetensors`;
+* a folder of :func:`unetpp.save_pretrained`, or a Hugging Face Hub id (``org/name``, ``hf://org/name``)
+  of one: :mod:`unetpp.models.hub` resolves it to the local snapshot.
 
 ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
 """
@@ -57,8 +59,18 @@ def _serialized(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
+def save(
+    model: NestedUNet,
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+) -> Path:
     """Save config + weights so that :func:`load` rebuilds the model alone.
+
+    `preprocessing` (what prediction repeats) and `record` (plain types: how the model was made, see
+    :mod:`unetpp.models.provenance`) travel with it when given, as ``unetpp prune`` does.
 
     Raises:
         CheckpointError: the file exists and `overwrite` is False.
@@ -67,8 +79,9 @@ def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
     bad = non_finite(state)
     if bad is not None:
         raise CheckpointError(f"{path}: not saved: {bad}; the training diverged, retrain with a lower --lr")
+    extra = {k: v for k, v in (("preprocessing", preprocessing), ("record", record)) if v is not None}
     return torch_save(
-        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path, overwrite
+        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state, **extra}, path, overwrite
     )
 
 
@@ -118,6 +131,11 @@ def read_model_file(path: PathLike) -> ModelFile:
     Raises:
         CheckpointError: missing, corrupt or foreign file (the file is named).
     """
+    from .hub import pretrained_folder, read_pretrained
+
+    folder = pretrained_folder(path)  # a save_pretrained folder or a Hub id (issue 21); None for files
+    if folder is not None:
+        return read_pretrained(folder)
     path = Path(path)
     if path.name.lower().endswith(".safetensors"):
         return _read_safetensors(path)
@@ -207,7 +225,8 @@ def _read_safetensors(path: Path) -> ModelFile:
 
 
 def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
-    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``), or fill `into`.
+    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``, a pretrained folder
+    or Hub id), or fill `into`.
 
     Raises:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
@@ -285,10 +304,17 @@ def _rebuild_fitting(config: dict[str, Any], state: dict[str, torch.Tensor], dam
 
 def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
     """What differs between a model and a state dict, in one short phrase (PyTorch's message is one line per key)."""
-    own = model.state_dict()
+    return "weights: " + (mismatch_text(model.state_dict(), state) or "do not load")
+
+
+def mismatch_text(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], extra: list[str] | None = None) -> str:
+    """What differs between a model's state dict and a file's, in one short phrase ("" when they fit).
+
+    `extra`: the file's keys to report as unexpected (default: those the model does not have).
+    """
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
+    extra = [k for k in state if k not in own] if extra is None else extra
     parts = []
     if shapes:
         k = shapes[0]
@@ -299,4 +325,4 @@ def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
         parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
     if extra:
         parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
-    return "weights: " + "; ".join(parts) if parts else "weights do not load"
+    return "; ".join(parts)

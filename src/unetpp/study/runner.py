@@ -136,7 +136,7 @@ def check_models(spec: StudySpec, train_ids: list[str] | None) -> None:
 
 
 def _epochs_done(folder: Path) -> int:
-    from ..engine.runs import read_run_metrics
+    from ..utils.run_metrics import read_run_metrics
 
     return len({epoch for epoch, _ in read_run_metrics(folder).get("train/loss", [])})
 

@@ -26,7 +26,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "depth": ("model.depth", "an integer >= 1, e.g. depth=2"),
     "ds": ("model.deep_supervision", "true or false, e.g. ds=false"),
     "encoder": ("model.encoder", "a timm backbone name, e.g. encoder=resnet34"),
-    "weights": ("model.encoder_weights", "imagenet or none"),
+    "weights": ("model.encoder_weights", "imagenet, none or a state dict file (.pth, .safetensors)"),
     "widths": ("model.widths", "channels per level joined by '-', e.g. widths=16-32-64"),
     "norm": ("model.norm", "batch, instance or none"),
 }
