@@ -9,8 +9,7 @@ from .errors import CheckpointError, ConfigError, DataError, ExportError, InitEr
 from .losses import DeepSupervisionLoss, HybridLoss
 from .models import GridSpec, NestedUNet, build_model, ensemble, list_models, load, prune, save
 from .models.hub import from_pretrained, save_pretrained
-
-from .utils.version import __version__
+from .utils.version import __version__ as __version__
 
 __all__ = [
     "CheckpointError",

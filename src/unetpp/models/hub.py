@@ -233,8 +233,8 @@ def save_pretrained(
         ExportError: a file exists and `overwrite` is False (nothing is written then).
         CheckpointError: the model file cannot be read.
     """
-    from ..utils.version import __version__
     from ..utils.atomic import atomic_write, check_output
+    from ..utils.version import __version__
     from .card import model_card
     from .checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, load
     from .provenance import model_record
