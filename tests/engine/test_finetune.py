@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from unetpp.visualize import read_run_metrics
 
 import unetpp
 from unetpp.cli import main
@@ -14,9 +13,10 @@ from unetpp.engine.finetune import init_config
 from unetpp.engine.train import fit
 from unetpp.errors import InitError
 from unetpp.models.transfer import start_from
+from unetpp.utils.run_metrics import read_run_metrics
 
+from ..conftest import TINY_RUN
 from ..hub_cache import go_offline, put_in_cache
-from ..tiny_settings import TINY_RUN
 
 OTHER_DATA = [  # the new data set: other synthetic images, in folders, planned as a user's would be
     "--batch-size",

@@ -22,7 +22,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -144,8 +143,11 @@ class Predictor:
         options = options or PredictOptions()
         if isinstance(model, (str, os.PathLike)):
             source, model = model, load_model(model)
+        from ..models.hub import local_model_file
+
         self.options = options
-        self.source = None if source is None else Path(source)
+        # a Hub id or pretrained folder is named by its (cached) weights file: Path() would fold "hf://" into "hf:/"
+        self.source = None if source is None else local_model_file(source)
         describe = getattr(model, "describe", None)
         self.name = str(source) if source is not None else describe() if callable(describe) else type(model).__name__
         heads = tuple(model.spec.heads)

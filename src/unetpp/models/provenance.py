@@ -178,7 +178,7 @@ def _mean_sd(values: list[float]) -> list[float | None]:
 def pruned_record(source: PathLike, rows: list[dict[str, Any]], depth: int, rule: str) -> dict[str, Any]:
     """What ``unetpp prune`` keeps in the pruned file: the source's record and preprocessing, and the pruning.
 
-    `rows` are :func:`unetpp.bench.pruning_table`'s (with ``iou`` where scored); `rule` says how `depth` was
+    `rows` are :func:`unetpp.deploy.bench.pruning_table`'s (with ``iou`` where scored); `rule` says how `depth` was
     chosen ("--depth 2", "--auto (tolerance 0.003)", "--max-latency-ms 150").
     """
     record = model_record(source)
