@@ -1,0 +1,11 @@
+"""A napari plugin: segment with one UNet++ file, the ensemble or any depth, and all depths side by side.
+
+Install with ``pip install 'unetpp[napari]'``; napari finds it through the ``napari.manifest`` entry
+point (``napari.yaml`` beside this file):
+
+* :mod:`.widget`: the dock widget "unetpp: segment" (Qt; imported by napari only);
+* :mod:`.core`: the work without Qt (open a model file, layer -> inputs, segment, compare depths);
+* :mod:`.sample`: the sample data (the demo's synthetic EM image and a tiny UNet++ trained at first use).
+
+``import unetpp`` imports none of this, and ``import unetpp.napari`` imports neither napari nor Qt.
+"""
