@@ -9,3 +9,20 @@ point (``napari.yaml`` beside this file):
 
 ``import unetpp`` imports none of this, and ``import unetpp.napari`` imports neither napari nor Qt.
 """
+
+from pathlib import Path
+
+MANIFEST = Path(__file__).with_name("napari.yaml")
+
+
+def register_manifest() -> None:
+    """Register the plugin with napari's plugin engine (npe2) unless it is already known.
+
+    An installed unetpp is found through its entry point; this is for a source tree on ``PYTHONPATH``
+    (scripts, tests), whose installed metadata may predate the plugin.
+    """
+    from npe2 import PluginManager, PluginManifest
+
+    manager = PluginManager.instance()
+    if "unetpp" not in {m.name for m in manager.iter_manifests()}:
+        manager.register(PluginManifest.from_file(MANIFEST))

@@ -63,7 +63,7 @@ def _dock_widget() -> None:
         import napari
 
         viewer = napari.current_viewer()
-        if viewer is not None and "unetpp: segment" not in str(list(viewer.window.dock_widgets)):
+        if viewer is not None:  # napari docks a plugin's widget once: a second call shows the first
             viewer.window.add_plugin_dock_widget("unetpp", "unetpp: segment")
     except Exception:  # the plugin is not registered (e.g. run from a source tree): the sample still opens
         return
