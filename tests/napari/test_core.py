@@ -219,7 +219,7 @@ def test_cancelling_stops_between_two_forward_passes(run_ckpt) -> None:
 def test_the_sample_model_is_trained_once_then_cached(monkeypatch) -> None:
     monkeypatch.setattr(sample, "STEPS", 2)
     path = sample.sample_model_path()
-    assert path.parent == Path(os.environ["XDG_CACHE_HOME"]) / "unetpp" / "napari"
+    assert path == Path(os.environ["XDG_CACHE_HOME"]) / "unetpp" / "napari" / "v1" / "em-sample.pt"
     path.unlink(missing_ok=True)
     seen = []
     assert sample.ensure_sample_model(lambda done, total, what: seen.append((done, total, what))) == path

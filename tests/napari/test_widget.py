@@ -197,7 +197,7 @@ def test_the_sample_docks_the_widget_and_runs_in_two_clicks(viewer, qtbot, monke
     widget.runtime.setCurrentText("torch")
     assert press(qtbot, widget, widget.run_button) == "ok"  # click 2: Run
     assert sample.sample_model_path().is_file()
-    layer = viewer.layers["synthetic-em-unetpp-v1 ensemble"]
+    layer = viewer.layers["em-sample ensemble"]
     assert layer.data.shape == (256, 256)
     assert "IoU" in widget.status.text()
 

@@ -13,6 +13,7 @@ imports), so a move inside unetpp is one edit here.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,35 @@ from ..errors import ConfigError, DataError, InputShapeError
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # what Predictor(runtime=...) takes
+
+
+_import_lock = threading.Lock()
+
+
+def import_dynamo_safely() -> None:
+    """Import ``torch._dynamo`` without Triton where Mesa's LLVM is loaded (software OpenGL, as under Xvfb).
+
+    torch imports ``torch._dynamo``, and with it Triton when installed (PyPI's torch on Linux brings it),
+    the first time an optimizer is built or a model exported (the sample's training, ``--runtime auto``).
+    Triton's own LLVM kills the process (a segmentation fault) when it loads after Mesa's ``libLLVM``,
+    which napari's OpenGL canvas has loaded by then. Triton compiles GPU kernels, which the plugin never
+    uses: it is hidden from that one import, so torch records it as missing instead of crashing.
+    """
+    if "torch._dynamo" in sys.modules or "triton" in sys.modules:
+        return
+    try:
+        with open("/proc/self/maps") as f:  # Linux; elsewhere there is no Mesa to clash with
+            if "libLLVM" not in f.read():
+                return
+    except OSError:
+        return
+    with _import_lock:
+        sys.modules["triton"] = None  # type: ignore[assignment]  (import triton -> ImportError)
+        try:
+            import torch._dynamo  # noqa: F401
+        finally:
+            if "triton" in sys.modules and sys.modules["triton"] is None:
+                del sys.modules["triton"]
 
 
 class Cancelled(Exception):
@@ -446,6 +476,7 @@ __all__ = [
     "Row",
     "Source",
     "compare_depths",
+    "import_dynamo_safely",
     "mode_name",
     "open_model",
     "scores",

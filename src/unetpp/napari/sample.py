@@ -4,7 +4,7 @@ Nothing is downloaded. The image is image 0 of :func:`unetpp.data.synthetic.make
 256²); the model is a depth-4 UNet++ with deep supervision (widths 4-8-16-32-64, 0.14 M parameters)
 trained on other images of the same generator (seed 1) for :data:`STEPS` steps, seeded, the first time
 the widget runs it (about 10-80 s on 2 cores, in the widget's worker thread with a progress bar), then
-kept in ``$XDG_CACHE_HOME/unetpp/napari/`` (``~/.cache`` when unset) for every later use.
+kept in ``$XDG_CACHE_HOME/unetpp/napari/v1/em-sample.pt`` (``~/.cache`` when unset) for every later use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .core import Cancelled, Progress
 
 IMAGE_NAME = "synthetic EM"
 TRUTH_NAME = "synthetic EM truth"
-VERSION = 1  # in the file name: a change of recipe trains a new model instead of reusing an old one
+VERSION = 1  # in the file's path: a change of recipe trains a new model instead of reusing an old one
 STEPS = 150
 WIDTHS = (4, 8, 16, 32, 64)
 _lock = threading.Lock()  # one training at a time in this process
@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 
 
 def sample_model_path() -> Path:
-    return cache_dir() / f"synthetic-em-unetpp-v{VERSION}.pt"
+    return cache_dir() / f"v{VERSION}" / "em-sample.pt"
 
 
 def sample_image() -> tuple[np.ndarray, np.ndarray]:

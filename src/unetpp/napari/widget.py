@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILTER = "unetpp model files (*.ckpt *.pt *.pth *.safetensors *.onnx);;All files (*)"
 NO_TRUTH = "(none)"
-COLUMNS = ("mode", "parameters", "latency", "IoU", "Dice")
+COLUMNS = ("mode", "parameters", "latency", "IoU", "Dice")  # latency: the model's time on this machine
 GAP = 8  # pixels between the layers of a comparison
+FOREGROUND = "#00d7ff"  # the colour of binary masks
 
 
 def notify_error(error: BaseException) -> str:
@@ -141,6 +143,9 @@ class SegmentWidget(QWidget):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
 
         form = QFormLayout()
         form.addRow("model", model_row)
@@ -230,6 +235,7 @@ class SegmentWidget(QWidget):
 
     def _open(self, path: str) -> core.Opened:
         """The model file, opened once per version of the file (called in the worker thread)."""
+        core.import_dynamo_safely()  # before training the sample or timing runtimes: see its docstring
         p = Path(path).expanduser()
         if p == sample.sample_model_path():
             sample.ensure_sample_model(self._progressed.emit, self._cancel)
@@ -258,7 +264,7 @@ class SegmentWidget(QWidget):
         self._set_heads(opened.heads)
 
     def _set_heads(self, heads: tuple[int, ...]) -> None:
-        if heads:
+        if heads and (self.depth.minimum(), self.depth.maximum()) != (min(heads), max(heads)):
             self.depth.setRange(min(heads), max(heads))
             self.depth.setValue(max(heads))
         self._sync_mode()
@@ -377,7 +383,14 @@ class SegmentWidget(QWidget):
             layer = self.viewer.layers[name]
             layer.data, layer.scale, layer.translate = result.labels, scale, translate
             return layer
-        return self.viewer.add_labels(result.labels, name=name, scale=scale, translate=translate, opacity=0.5)
+        colours = {}
+        if result.classes == 1 and result.mode != "instances":  # one bright colour for the foreground
+            from napari.utils.colormaps import DirectLabelColormap
+
+            colours["colormap"] = DirectLabelColormap(color_dict={None: "transparent", 1: FOREGROUND})
+        return self.viewer.add_labels(
+            result.labels, name=name, scale=scale, translate=translate, opacity=0.55, **colours
+        )
 
     def _put_probabilities(self, name: str, result: core.Result, image: Any) -> None:
         """The foreground probability as an Image layer; one layer per class for several classes."""
@@ -404,6 +417,7 @@ class SegmentWidget(QWidget):
                 )
 
     def _show_result(self, image: Any, opened: core.Opened, result: core.Result, truth: Any) -> None:
+        self._show_model(opened)
         base = f"{opened.name} {result.mode}"
         self._put_probabilities(f"{base} probability", result, image)
         self._put_labels(base, result, image)
@@ -416,10 +430,12 @@ class SegmentWidget(QWidget):
         self.status.setText(text)
 
     def _show_comparison(self, image: Any, opened: core.Opened, rows: list[core.Row]) -> None:
+        self._show_model(opened)
         self.rows = rows
         width = rows[0].result.labels.shape[-1] * float(image.scale[-1])  # the layers' width, side by side
         for k, row in enumerate(rows, start=1):
             self._put_labels(f"{opened.name} {row.result.mode} [compare]", row.result, image, k * (width + GAP))
+        self._put_titles(f"{opened.name} [compare titles]", rows, image, width)
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             cells = (
@@ -434,10 +450,20 @@ class SegmentWidget(QWidget):
                 if c:
                     item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(r, c, item)
-        self.table.resizeColumnsToContents()
         self.status.setText(
-            f"{len(rows)} modes of {opened.name} side by side, left to right: {', '.join(r.result.mode for r in rows)}"
+            f"right of the image, left to right: {', '.join(r.result.mode for r in rows)} ({rows[0].result.runtime})"
         )
+
+    def _put_titles(self, name: str, rows: list[core.Row], image: Any, width: float) -> None:
+        """A title above each layer of the comparison: its mode, and its IoU when there is ground truth."""
+        scale, translate = _geometry(image, rows[0].result.labels.ndim, rows[0].result.spatial_dims)
+        top = translate[-2] - 2 * scale[-2]
+        coords = [[*translate[:-2], top, translate[-1] + k * (width + GAP)] for k in range(1, len(rows) + 1)]
+        titles = [r.result.mode + ("" if r.iou is None else f"  IoU {r.iou:.3f}") for r in rows]
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        text = {"string": "{title}", "color": "white", "size": 10, "anchor": "lower_left"}
+        self.viewer.add_points(np.array(coords), features={"title": titles}, text=text, size=0.01, name=name)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802  (Qt's name)
         self.cancel()
