@@ -36,7 +36,7 @@ def _wait(widget, start, timeout_s: float = 900.0) -> str:  # noqa: ANN001
     return outcome[0]
 
 
-def take(out: Path, viewer=None, size: tuple[int, int] = (1500, 860)) -> Path:  # noqa: ANN001
+def take(out: Path, viewer=None, size: tuple[int, int] = (1500, 780)) -> Path:  # noqa: ANN001
     """Make the screenshot in `viewer` (a new, shown one by default) and save it to `out` (PNG)."""
     import napari
 

@@ -38,7 +38,7 @@ def dock(viewer, model: Path | None = None, qtbot=None):  # noqa: ANN001, ANN201
     widget.runtime.setCurrentText("torch")
     if model is not None:
         widget.model_path.setText(str(model))
-        with qtbot.waitSignal(widget.done, timeout=WAIT_MS) as blocker:
+        with qtbot.waitSignal(widget.inspected, timeout=WAIT_MS) as blocker:
             widget.model_path.editingFinished.emit()  # as when the user presses Enter
         assert blocker.args == ["ok"]
     return widget
@@ -182,6 +182,13 @@ def test_errors_are_one_notification_with_the_cli_line(viewer, qtbot, tmp_path, 
     assert press(qtbot, widget, widget.run_button) == "error"
     assert notifications[-1].startswith("unetpp: error: choose a model file")
     assert len(notifications) == 3  # one each, and no traceback dialog (pytest-qt fails on uncaught errors)
+
+    widget.model_path.setText(str(not_a_model))  # choosing the file already says so
+    with qtbot.waitSignal(widget.inspected, timeout=WAIT_MS) as blocker:
+        widget.model_path.editingFinished.emit()
+    assert blocker.args == ["error"]
+    assert notifications[-1] == notifications[0]
+    assert widget.model_info.text() == notifications[0]
 
 
 def test_the_sample_docks_the_widget_and_runs_in_two_clicks(viewer, qtbot, monkeypatch) -> None:

@@ -68,7 +68,8 @@ def notify_error(error: BaseException) -> str:
 class SegmentWidget(QWidget):
     """The "unetpp: segment" dock widget (see the module docstring)."""
 
-    done = Signal(str)  # "ok", "cancelled" or "error", once per run, after its layers are in the viewer
+    done = Signal(str)  # "ok", "cancelled", "error" or "busy", once per run, after its layers are in the viewer
+    inspected = Signal(str)  # "ok" or "error", once a chosen model file has been read and described
     _progressed = Signal(int, int, str)  # from the worker thread to the progress bar
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -77,6 +78,7 @@ class SegmentWidget(QWidget):
         self._models: dict[tuple[str, int, int], core.Opened] = {}
         self._cancel: threading.Event | None = None
         self.worker: Any = None
+        self._inspector: Any = None
         self.last_error: str | None = None
         self.rows: list[core.Row] = []
         self._build()
@@ -139,13 +141,15 @@ class SegmentWidget(QWidget):
         self.progress.setValue(0)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setMinimumHeight(self.status.fontMetrics().lineSpacing() * 3)  # a wrapped line is not cut
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        for column in (0, 1, 2):  # mode, parameters, latency: as wide as their text; IoU and Dice share the rest
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
 
         form = QFormLayout()
         form.addRow("model", model_row)
@@ -158,6 +162,7 @@ class SegmentWidget(QWidget):
         form.addRow("", self.probabilities)
         form.addRow("ground truth", self.truth)
         layout = QVBoxLayout(self)
+        self.setMinimumWidth(400)  # the table's five columns, readable
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -257,7 +262,21 @@ class SegmentWidget(QWidget):
             self.model_info.setText("tiny UNet++ of the synthetic EM sample: trained on the first run, then cached")
             self._set_heads((1, 2, 3, 4))
             return
-        self._start(lambda: self._open(text), self._show_model, label="opening the model")
+        from napari.qt.threading import create_worker
+
+        self.model_info.setText("opening the model…")
+
+        def opened(model: core.Opened) -> None:
+            if self.model_path.text().strip() == text:  # not a file chosen since
+                self._show_model(model)
+            self.inspected.emit("ok")
+
+        def failed(error: BaseException) -> None:
+            self.model_info.setText(notify_error(error))
+            self.inspected.emit("error")
+
+        # its own worker, not "the running work": Run and Compare stay available while a model is read
+        self._inspector = create_worker(self._open, text, _connect={"returned": opened, "errored": failed})
 
     def _show_model(self, opened: core.Opened) -> None:
         self.model_info.setText(opened.describe())
@@ -327,6 +346,7 @@ class SegmentWidget(QWidget):
 
         if self.worker is not None:
             self.status.setText("busy: wait for the running work or cancel it")
+            self.done.emit("busy")
             return
         self._cancel = threading.Event()
         self._set_busy(True)
@@ -451,18 +471,18 @@ class SegmentWidget(QWidget):
                     item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(r, c, item)
         self.status.setText(
-            f"right of the image, left to right: {', '.join(r.result.mode for r in rows)} ({rows[0].result.runtime})"
+            f"{', '.join(r.result.mode for r in rows)} of {opened.name} on {image.name} ({rows[0].result.runtime})"
         )
 
     def _put_titles(self, name: str, rows: list[core.Row], image: Any, width: float) -> None:
-        """A title above each layer of the comparison: its mode, and its IoU when there is ground truth."""
+        """A title above each layer of the comparison: its mode (the table has the numbers)."""
         scale, translate = _geometry(image, rows[0].result.labels.ndim, rows[0].result.spatial_dims)
         top = translate[-2] - 2 * scale[-2]
         coords = [[*translate[:-2], top, translate[-1] + k * (width + GAP)] for k in range(1, len(rows) + 1)]
-        titles = [r.result.mode + ("" if r.iou is None else f"  IoU {r.iou:.3f}") for r in rows]
+        titles = [r.result.mode for r in rows]
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        text = {"string": "{title}", "color": "white", "size": 10, "anchor": "lower_left"}
+        text = {"string": "{title}", "color": "white", "size": 10, "anchor": "upper_left"}
         self.viewer.add_points(np.array(coords), features={"title": titles}, text=text, size=0.01, name=name)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802  (Qt's name)
