@@ -250,3 +250,12 @@ def test_the_sample_model_learns_the_sample(tmp_path) -> None:
     got = core.segment(core.open_model(path), core.Source(image), runtime="torch")
     iou, _ = core.scores(got.labels, truth, 1)
     assert iou > 0.8  # all-foreground would score the interior fraction, about 0.75
+
+
+def test_runtime_auto_runs_the_fastest_runtime_that_matches_eager(run_ckpt) -> None:
+    image, _ = em_image(64)
+    opened = core.open_model(run_ckpt)
+    eager = core.segment(opened, core.Source(image), runtime="torch", probabilities=True)
+    auto = core.segment(opened, core.Source(image), runtime="auto", probabilities=True)
+    assert auto.runtime in ("torch", "onnxruntime", "openvino")
+    assert np.abs(auto.probabilities - eager.probabilities).max() <= 1e-4  # what auto accepts

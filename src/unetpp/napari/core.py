@@ -306,6 +306,8 @@ def segment(
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime != "torch":
+        import_dynamo_safely()  # exporting for the other runtimes imports torch._dynamo
     if not opened.is_torch:
         runtime = "torch"  # an ONNX file has one runtime, its own: Predictor calls that "torch"
     predictor = Predictor(opened.model, mode, tta=tta, source=str(opened.path), runtime=runtime)

@@ -100,6 +100,9 @@ def train_sample_model(
     import unetpp
 
     from ..data.synthetic import make_synthetic_em
+    from .core import import_dynamo_safely
+
+    import_dynamo_safely()  # the optimizer imports torch._dynamo: in a napari session, without Triton
 
     images, masks = make_synthetic_em(8, 128, seed=1)
     x = images.astype(np.float32)[:, None]
