@@ -3,7 +3,8 @@
 Nothing is downloaded. The image is image 0 of :func:`unetpp.data.synthetic.make_synthetic_em` (seed 0,
 256²); the model is a depth-4 UNet++ with deep supervision (widths 4-8-16-32-64, 0.14 M parameters)
 trained on other images of the same generator (seed 1) for :data:`STEPS` steps, seeded, the first time
-the widget runs it (about 10-80 s on 2 cores, in the widget's worker thread with a progress bar), then
+the widget runs it (80 s to 4 minutes measured on 2 shared cores; in the widget's worker thread, with a
+progress bar), then
 kept in ``$XDG_CACHE_HOME/unetpp/napari/v1/em-sample.pt`` (``~/.cache`` when unset) for every later use.
 """
 
