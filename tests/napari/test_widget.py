@@ -130,6 +130,8 @@ def test_compare_depths_adds_one_layer_per_mode_and_fills_the_table(viewer, qtbo
         assert float(row[4]) == pytest.approx(result.dice, abs=5e-4)
         assert 0 < result.iou <= result.dice <= 1
     assert np.array_equal(viewer.layers["em L1 [compare]"].data, widget.rows[1].result.labels)
+    offered = [widget.truth.itemText(i) for i in range(widget.truth.count())]
+    assert offered == ["(none)", "truth"]  # the widget's own layers are not ground truth
 
 
 def test_cancelling_a_long_run_leaves_the_viewer_usable(viewer, qtbot, run_ckpt) -> None:

@@ -187,7 +187,7 @@ class SegmentWidget(QWidget):
             current = combo.currentText()
             names = extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
             if kind is Labels:  # not the layers this widget made
-                names = [n for n in names if not n.startswith(self._made_prefixes())]
+                names = [n for n in names if n == NO_TRUTH or not _made(self.viewer.layers[n])]
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
@@ -195,9 +195,6 @@ class SegmentWidget(QWidget):
                 combo.setCurrentText(current)
             combo.blockSignals(False)
         self._follow_selection()
-
-    def _made_prefixes(self) -> tuple[str, ...]:
-        return tuple(f"{opened.name} " for opened in self._models.values()) or ("\0",)
 
     def _follow_selection(self, event: Any = None) -> None:
         """An image layer that names its model and ground truth (the sample) fills them in."""
@@ -409,7 +406,13 @@ class SegmentWidget(QWidget):
 
             colours["colormap"] = DirectLabelColormap(color_dict={None: "transparent", 1: FOREGROUND})
         return self.viewer.add_labels(
-            result.labels, name=name, scale=scale, translate=translate, opacity=0.55, **colours
+            result.labels,
+            name=name,
+            scale=scale,
+            translate=translate,
+            opacity=0.55,
+            **colours,
+            metadata={"unetpp": {"made": True}},  # never offered as ground truth
         )
 
     def _put_probabilities(self, name: str, result: core.Result, image: Any) -> None:
@@ -492,6 +495,10 @@ class SegmentWidget(QWidget):
 
 class _UserError(UnetppError):
     """Something to choose in the widget first."""
+
+
+def _made(layer: Any) -> bool:
+    return bool(getattr(layer, "metadata", {}).get("unetpp", {}).get("made"))
 
 
 def _geometry(image: Any, ndim: int, spatial_dims: int) -> tuple[list[float], list[float]]:
