@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  (with Triton, before any viewer: see unetpp.napari.core.import_dynamo_safely)
+import torch._dynamo  # noqa: F401  (with Triton, before any viewer: see unetpp.napari.guard)
 
 import unetpp
 from unetpp.cli import main

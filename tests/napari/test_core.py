@@ -19,7 +19,7 @@ from PIL import Image
 
 import unetpp
 from unetpp.cli import main
-from unetpp.napari import core, sample
+from unetpp.napari import compare, core, sample
 
 from .conftest import MANIFEST, as_stored, cli_predict, em_image
 
@@ -140,7 +140,7 @@ def test_a_detector_gives_the_cli_instance_label_map(detector_file, tmp_path) ->
     assert np.array_equal(got.labels, mask)
     assert got.labels.max() >= 2  # several instances
     with pytest.raises(unetpp.ConfigError, match="not a detector"):
-        core.compare_depths(opened, core.Source(image))
+        compare.compare_depths(opened, core.Source(image))
 
 
 def _cli_error(capsys, *args: str) -> str:
@@ -178,7 +178,7 @@ def test_errors_are_the_cli_lines(run_ckpt, tmp_path, capsys) -> None:
 def test_compare_depths_gives_every_mode_with_parameters_and_scores(run_ckpt) -> None:
     image, truth = em_image(64)
     opened = core.open_model(run_ckpt)
-    rows = core.compare_depths(opened, core.Source(image), runtime="torch", truth=truth)
+    rows = compare.compare_depths(opened, core.Source(image), runtime="torch", truth=truth)
     assert [r.result.mode for r in rows] == ["ensemble", "L1", "L2"]
     params = [r.parameters for r in rows]
     assert params[0] == sum(p.numel() for p in opened.model.parameters())
@@ -188,17 +188,17 @@ def test_compare_depths_gives_every_mode_with_parameters_and_scores(run_ckpt) ->
     assert np.array_equal(rows[2].result.labels, single.labels)
     for row in rows:
         assert row.result.seconds > 0
-        assert (row.iou, row.dice) == pytest.approx(core.scores(row.result.labels, truth, 1))
+        assert (row.iou, row.dice) == pytest.approx(compare.scores(row.result.labels, truth, 1))
         assert 0 <= row.iou <= row.dice <= 1
-    assert core.scores(truth, truth, 1) == (1.0, 1.0)
+    assert compare.scores(truth, truth, 1) == (1.0, 1.0)
     with pytest.raises(unetpp.DataError, match="shape"):
-        core.scores(truth, truth[:10], 1, "truth")
+        compare.scores(truth, truth[:10], 1, "truth")
 
 
 def test_scores_of_several_classes_leave_the_background_out() -> None:
     truth = np.array([[0, 1], [2, 2]])
-    assert core.scores(truth, truth, 3) == (1.0, 1.0)
-    iou, dice = core.scores(np.array([[0, 1], [2, 0]]), truth, 3)
+    assert compare.scores(truth, truth, 3) == (1.0, 1.0)
+    iou, dice = compare.scores(np.array([[0, 1], [2, 0]]), truth, 3)
     assert iou == pytest.approx((1 + 0.5) / 2)
     assert dice == pytest.approx((1 + 2 / 3) / 2)
 
@@ -248,7 +248,7 @@ def test_the_sample_model_learns_the_sample(tmp_path) -> None:
     path = sample.train_sample_model(tmp_path / "m.pt", 30, widths=(4, 8, 16), size=32)
     image, truth = sample.sample_image()
     got = core.segment(core.open_model(path), core.Source(image), runtime="torch")
-    iou, _ = core.scores(got.labels, truth, 1)
+    iou, _ = compare.scores(got.labels, truth, 1)
     assert iou > 0.8  # all-foreground would score the interior fraction, about 0.75
 
 

@@ -239,8 +239,8 @@ def test_training_after_a_viewer_opened_does_not_crash(tmp_path) -> None:
         "v = napari.Viewer(show=False)\n"
         "v.add_image(numpy.zeros((8, 8)))\n"
         "v.window._qt_window.grab()\n"  # draws: the OpenGL context and its driver are loaded
-        "from unetpp.napari import core, sample\n"
-        "core.import_dynamo_safely()\n"
+        "from unetpp.napari import guard, sample\n"
+        "guard.import_dynamo_safely()\n"
         f"sample.train_sample_model(__import__('pathlib').Path({str(tmp_path / 'm.pt')!r}), 1, widths=(4, 8))\n"
         "print('trained')\n"
     )

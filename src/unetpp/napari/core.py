@@ -1,4 +1,4 @@
-"""The plugin's work without Qt: open a model file, turn a layer into model inputs, segment, compare depths.
+"""The plugin's work without Qt: open a model file, turn a layer into model inputs, segment it.
 
 Nothing here imports napari or Qt, so it is tested on machines where Qt cannot start. Prediction is
 ``unetpp predict``'s, on an array instead of a file: the same loader (:func:`unetpp.inference.load_model`),
@@ -7,13 +7,12 @@ the same :class:`~unetpp.inference.Predictor` and the same threshold or argmax, 
 the mask the CLI writes for the same image bit for bit (tested). Detectors go through the CLI's
 instance path (``detector_label_map``).
 
-Every name taken from unetpp outside its public API is imported in this module only (``_seam``
-imports), so a move inside unetpp is one edit here.
+Comparing depths is :mod:`.compare`. Every name taken from unetpp outside its public API is imported
+in this module only (the imports marked ``_seam``), so a move inside unetpp is one edit here.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,35 +27,6 @@ from ..errors import ConfigError, DataError, InputShapeError
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # what Predictor(runtime=...) takes
-
-
-_import_lock = threading.Lock()
-
-
-def import_dynamo_safely() -> None:
-    """Import ``torch._dynamo`` without Triton where Mesa's LLVM is loaded (software OpenGL, as under Xvfb).
-
-    torch imports ``torch._dynamo``, and with it Triton when installed (PyPI's torch on Linux brings it),
-    the first time an optimizer is built or a model exported (the sample's training, ``--runtime auto``).
-    Triton's own LLVM kills the process (a segmentation fault) when it loads after Mesa's ``libLLVM``,
-    which napari's OpenGL canvas has loaded by then. Triton compiles GPU kernels, which the plugin never
-    uses: it is hidden from that one import, so torch records it as missing instead of crashing.
-    """
-    if "torch._dynamo" in sys.modules or "triton" in sys.modules:
-        return
-    try:
-        with open("/proc/self/maps") as f:  # Linux; elsewhere there is no Mesa to clash with
-            if "libLLVM" not in f.read():
-                return
-    except OSError:
-        return
-    with _import_lock:
-        sys.modules["triton"] = None  # type: ignore[assignment]  (import triton -> ImportError)
-        try:
-            import torch._dynamo  # noqa: F401
-        finally:
-            if "triton" in sys.modules and sys.modules["triton"] is None:
-                del sys.modules["triton"]
 
 
 class Cancelled(Exception):
@@ -307,6 +277,8 @@ def segment(
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime != "torch":
+        from .guard import import_dynamo_safely
+
         import_dynamo_safely()  # exporting for the other runtimes imports torch._dynamo
     if not opened.is_torch:
         runtime = "torch"  # an ONNX file has one runtime, its own: Predictor calls that "torch"
@@ -393,95 +365,14 @@ def _instances(
     return Result("instances", out, None, seconds, "torch", 1, 2)
 
 
-# --------------------------------------------------------------------------------------------- comparing
-
-
-@dataclass
-class Row:
-    """One line of the "compare depths" table (the paper's Fig. 5 on the user's image)."""
-
-    result: Result
-    parameters: int | None
-    iou: float | None = None
-    dice: float | None = None
-
-
-def scores(labels: np.ndarray, truth: np.ndarray, classes: int, name: str = "ground truth") -> tuple[float, float]:
-    """IoU and Dice of a label map against ground truth (foreground for one class, mean over classes 1..K-1).
-
-    Raises:
-        DataError: the shapes differ.
-    """
-    import torch
-
-    from ..metrics import dice, iou, one_hot
-
-    truth = np.asarray(truth)
-    if truth.shape != labels.shape:
-        raise DataError(f"{name}: has shape {truth.shape} but the prediction has shape {labels.shape}; choose another")
-    if classes == 1:
-        pred, target = torch.from_numpy(labels > 0)[None, None], torch.from_numpy(truth > 0)[None, None]
-        background = True
-    else:
-        if truth.min(initial=0) < 0 or truth.max(initial=0) >= classes:
-            raise DataError(f"{name}: holds labels outside 0..{classes - 1}, the model's classes; choose another")
-        pred = one_hot(torch.from_numpy(labels.astype(np.int64))[None, None], classes)
-        target = one_hot(torch.from_numpy(truth.astype(np.int64))[None, None], classes)
-        background = False
-    kw = {"include_background": background}
-    return float(iou(pred, target, **kw).mean()), float(dice(pred, target, **kw).mean())
-
-
-def compare_depths(
-    opened: Opened,
-    source: Source,
-    *,
-    threshold: float = 0.5,
-    tta: bool = False,
-    runtime: str = "auto",
-    truth: np.ndarray | None = None,
-    truth_name: str = "ground truth",
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-) -> list[Row]:
-    """The ensemble and every depth of one model on one image, with parameters, latency and (given truth) scores.
-
-    Raises:
-        ConfigError: a detector, which has no depths.
-    """
-    if opened.kind != "semantic":
-        raise ConfigError(f"{opened.path}: compare depths takes a UNet++ with deep supervision, not a detector")
-    modes = ["ensemble"] + ([f"select:{d}" for d in opened.heads] if len(opened.heads) > 1 else [])
-    rows = []
-    for k, mode in enumerate(modes):
-
-        def step(done: int, total: int, what: str, k: int = k) -> None:
-            if progress is not None:
-                progress(k * total + done, len(modes) * total, what)
-
-        result = segment(
-            opened, source, mode, threshold=threshold, tta=tta, runtime=runtime, progress=step, cancel=cancel
-        )
-        depth = None if mode == "ensemble" else int(mode.partition(":")[2])
-        row = Row(result, depth_parameters(opened, depth))
-        if truth is not None:
-            row.iou, row.dice = scores(result.labels, truth, opened.classes, truth_name)
-        rows.append(row)
-    return rows
-
-
 __all__ = [
     "RUNTIMES",
     "Cancelled",
     "Opened",
     "Result",
-    "Row",
     "Source",
-    "compare_depths",
-    "import_dynamo_safely",
     "mode_name",
     "open_model",
-    "scores",
     "segment",
     "split_inputs",
 ]

@@ -101,7 +101,7 @@ def train_sample_model(
     import unetpp
 
     from ..data.synthetic import make_synthetic_em
-    from .core import import_dynamo_safely
+    from .guard import import_dynamo_safely
 
     import_dynamo_safely()  # the optimizer imports torch._dynamo: in a napari session, without Triton
 

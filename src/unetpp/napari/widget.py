@@ -38,7 +38,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import UnetppError
-from . import core, sample
+from . import compare, core, layers, sample
+from .guard import import_dynamo_safely
 
 if TYPE_CHECKING:
     import napari
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 MODEL_FILTER = "unetpp model files (*.ckpt *.pt *.pth *.safetensors *.onnx);;All files (*)"
 NO_TRUTH = "(none)"
 COLUMNS = ("mode", "parameters", "latency", "IoU", "Dice")  # latency: the model's time on this machine
-GAP = 8  # pixels between the layers of a comparison
-FOREGROUND = "#00d7ff"  # the colour of binary masks
 
 
 def notify_error(error: BaseException) -> str:
@@ -80,7 +79,7 @@ class SegmentWidget(QWidget):
         self.worker: Any = None
         self._inspector: Any = None
         self.last_error: str | None = None
-        self.rows: list[core.Row] = []
+        self.rows: list[compare.Row] = []
         self._build()
         self._progressed.connect(self._on_progress)
         for name in ("inserted", "removed", "moved"):
@@ -187,7 +186,7 @@ class SegmentWidget(QWidget):
             current = combo.currentText()
             names = extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
             if kind is Labels:  # not the layers this widget made
-                names = [n for n in names if n == NO_TRUTH or not _made(self.viewer.layers[n])]
+                names = [n for n in names if n == NO_TRUTH or not layers.made_here(self.viewer.layers[n])]
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
@@ -237,7 +236,7 @@ class SegmentWidget(QWidget):
 
     def _open(self, path: str) -> core.Opened:
         """The model file, opened once per version of the file (called in the worker thread)."""
-        core.import_dynamo_safely()  # before training the sample or timing runtimes: see its docstring
+        import_dynamo_safely()  # before training the sample or timing runtimes: see its docstring
         p = Path(path).expanduser()
         if p == sample.sample_model_path():
             sample.ensure_sample_model(self._progressed.emit, self._cancel)
@@ -319,12 +318,12 @@ class SegmentWidget(QWidget):
         settings = {"threshold": self.threshold.value(), "tta": self.tta.isChecked()}
         runtime = self.runtime.currentText()
 
-        def work() -> tuple[core.Opened, list[core.Row]]:
+        def work() -> tuple[core.Opened, list[compare.Row]]:
             opened = self._open(path)
             kw = {"progress": self._progressed.emit, "cancel": self._cancel, "runtime": runtime}
             if truth is not None:
                 kw |= {"truth": truth[1], "truth_name": truth[0]}
-            return opened, core.compare_depths(opened, source, **settings, **kw)
+            return opened, compare.compare_depths(opened, source, **settings, **kw)
 
         self._start(work, lambda out: self._show_comparison(layer, *out), label="comparing depths")
 
@@ -392,73 +391,23 @@ class SegmentWidget(QWidget):
         self.progress.setFormat(f"{what}: %p%")
 
     # ------------------------------------------------------------------------------------------- results
-    def _put_labels(self, name: str, result: core.Result, image: Any, offset: float = 0.0) -> Any:
-        """Add the Labels layer `name`, or replace its data when it exists; placed on `image`'s grid."""
-        scale, translate = _geometry(image, result.labels.ndim, result.spatial_dims)
-        translate[-1] += offset
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data, layer.scale, layer.translate = result.labels, scale, translate
-            return layer
-        colours = {}
-        if result.classes == 1 and result.mode != "instances":  # one bright colour for the foreground
-            from napari.utils.colormaps import DirectLabelColormap
-
-            colours["colormap"] = DirectLabelColormap(color_dict={None: "transparent", 1: FOREGROUND})
-        return self.viewer.add_labels(
-            result.labels,
-            name=name,
-            scale=scale,
-            translate=translate,
-            opacity=0.55,
-            **colours,
-            metadata={"unetpp": {"made": True}},  # never offered as ground truth
-        )
-
-    def _put_probabilities(self, name: str, result: core.Result, image: Any) -> None:
-        """The foreground probability as an Image layer; one layer per class for several classes."""
-        if result.probabilities is None:
-            return
-        maps = {name: result.probabilities}
-        if result.classes > 1:  # (*lead, K, *spatial)
-            maps = {f"{name} {k}": np.take(result.probabilities, k, axis=result.lead) for k in range(result.classes)}
-        scale, translate = _geometry(image, result.labels.ndim, result.spatial_dims)
-        for layer_name, data in maps.items():
-            if layer_name in self.viewer.layers:
-                layer = self.viewer.layers[layer_name]
-                layer.data, layer.scale, layer.translate = data, scale, translate
-            else:
-                self.viewer.add_image(
-                    data,
-                    name=layer_name,
-                    scale=scale,
-                    translate=translate,
-                    colormap="magma",
-                    blending="additive",
-                    contrast_limits=(0.0, 1.0),
-                    opacity=0.6,
-                )
-
     def _show_result(self, image: Any, opened: core.Opened, result: core.Result, truth: Any) -> None:
         self._show_model(opened)
         base = f"{opened.name} {result.mode}"
-        self._put_probabilities(f"{base} probability", result, image)
-        self._put_labels(base, result, image)
+        layers.put_probabilities(self.viewer, f"{base} probability", result, image)
+        layers.put_labels(self.viewer, base, result, image)
         text = (
             f"{base}: {_ms(result.seconds)} on this machine ({result.runtime}{', TTA' if self.tta.isChecked() else ''})"
         )
         if truth is not None and opened.kind == "semantic":
-            iou, dice = core.scores(result.labels, truth[1], opened.classes, truth[0])
+            iou, dice = compare.scores(result.labels, truth[1], opened.classes, truth[0])
             text += f"; IoU {iou:.3f}, Dice {dice:.3f} against {truth[0]}"
         self.status.setText(text)
 
-    def _show_comparison(self, image: Any, opened: core.Opened, rows: list[core.Row]) -> None:
+    def _show_comparison(self, image: Any, opened: core.Opened, rows: list[compare.Row]) -> None:
         self._show_model(opened)
         self.rows = rows
-        width = rows[0].result.labels.shape[-1] * float(image.scale[-1])  # the layers' width, side by side
-        for k, row in enumerate(rows, start=1):
-            self._put_labels(f"{opened.name} {row.result.mode} [compare]", row.result, image, k * (width + GAP))
-        self._put_titles(f"{opened.name} [compare titles]", rows, image, width)
+        layers.put_side_by_side(self.viewer, opened.name, rows, image)
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             cells = (
@@ -477,17 +426,6 @@ class SegmentWidget(QWidget):
             f"{', '.join(r.result.mode for r in rows)} of {opened.name} on {image.name} ({rows[0].result.runtime})"
         )
 
-    def _put_titles(self, name: str, rows: list[core.Row], image: Any, width: float) -> None:
-        """A title above each layer of the comparison: its mode (the table has the numbers)."""
-        scale, translate = _geometry(image, rows[0].result.labels.ndim, rows[0].result.spatial_dims)
-        top = translate[-2] - 2 * scale[-2]
-        coords = [[*translate[:-2], top, translate[-1] + k * (width + GAP)] for k in range(1, len(rows) + 1)]
-        titles = [r.result.mode for r in rows]
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        text = {"string": "{title}", "color": "white", "size": 10, "anchor": "upper_left"}
-        self.viewer.add_points(np.array(coords), features={"title": titles}, text=text, size=0.01, name=name)
-
     def closeEvent(self, event: Any) -> None:  # noqa: N802  (Qt's name)
         self.cancel()
         super().closeEvent(event)
@@ -495,23 +433,6 @@ class SegmentWidget(QWidget):
 
 class _UserError(UnetppError):
     """Something to choose in the widget first."""
-
-
-def _made(layer: Any) -> bool:
-    return bool(getattr(layer, "metadata", {}).get("unetpp", {}).get("made"))
-
-
-def _geometry(image: Any, ndim: int, spatial_dims: int) -> tuple[list[float], list[float]]:
-    """Scale and translate for a layer of `ndim` axes (leading ones, then spatial) over `image`.
-
-    An image with a channel axis before its spatial ones has one axis more than its labels: that one is
-    left out (napari already leaves the colour axis of RGB images out of their scale).
-    """
-    scale, translate = [float(s) for s in image.scale], [float(t) for t in image.translate]
-    if len(scale) > ndim:
-        axis = ndim - spatial_dims
-        del scale[axis], translate[axis]
-    return scale[-ndim:], translate[-ndim:]
 
 
 def _ms(seconds: float) -> str:
