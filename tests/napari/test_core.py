@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_unetpp_imports_neither_napari_nor_qt() -> None:
     code = (
-        "import json, sys, unetpp, unetpp.inference, unetpp.napari, unetpp.napari.core, unetpp.napari.sample\n"
+        "import json, sys, unetpp, unetpp.inference, unetpp.napari, unetpp.napari.core, unetpp.napari.compare\n"
+        "import unetpp.napari.sample, unetpp.napari.guard\n"
         "gui = {'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'vispy', 'magicgui', 'superqt', 'npe2'}\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & gui)))"
     )
