@@ -22,7 +22,7 @@ import torch._dynamo  # noqa: F401  (with Triton, before any viewer: see unetpp.
 import unetpp
 from unetpp.cli import main
 
-from ..tiny_settings import TINY_RUN
+from ..conftest import TINY_RUN
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE.parents[1] / "src" / "unetpp" / "napari" / "napari.yaml"
