@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import unetpp
-from unetpp.bench import interleaved_seconds
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
+from unetpp.profiling import interleaved_seconds
 
 CL = torch.channels_last
 

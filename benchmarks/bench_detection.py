@@ -4,7 +4,7 @@ For each detector: parameters (all, and the pyramid alone), GFLOPs of the backbo
 image (torch.utils.flop_counter; the RPN/RoI part depends on the number of proposals, so it is
 counted separately from a full eval forward), median seconds of an eval forward and of a training
 step (forward + backward + Adam) on a synthetic image with 20 nuclei, timed interleaved
-(``unetpp.bench.interleaved_seconds``), and the peak resident memory of each in a fresh process.
+(``unetpp.deploy.bench.interleaved_seconds``), and the peak resident memory of each in a fresh process.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detection.py --encoder resnet101 --size 512 --reps 5
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unetpp.bench import interleaved_seconds, n_params
 from unetpp.data.instances import make_target
 from unetpp.detection import build_detector
+from unetpp.profiling import interleaved_seconds, n_params
 
 NAMES = ("maskrcnn", "maskrcnn++")
 

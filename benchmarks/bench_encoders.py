@@ -38,10 +38,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import unetpp
-from unetpp.bench import interleaved_seconds, n_params
 from unetpp.losses import DeepSupervisionLoss, HybridLoss
-from unetpp.memory_probe import rss_kib
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
+from unetpp.profiling import interleaved_seconds, n_params, rss_kib
 
 Shape = tuple[int, ...]
 BACKBONES = ["resnet34", "vgg19", "resnet152", "densenet201"]

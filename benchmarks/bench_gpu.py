@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp.bench import interleaved_seconds, train_step
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
+from unetpp.profiling import interleaved_seconds, train_step
 
 Shape = tuple[int, ...]
 
@@ -66,7 +66,7 @@ def infer_step(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> Ca
 
 
 def amp_train_step(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
-    """unetpp.bench.train_step (Adam, hybrid deep-supervision loss) under bf16 autocast, or fp32."""
+    """unetpp.deploy.bench.train_step (Adam, hybrid deep-supervision loss) under bf16 autocast, or fp32."""
     return train_step(model, x, "bf16" if amp == torch.bfloat16 else "32")
 
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 import unetpp
-from unetpp.bench import interleaved_seconds, train_step
-from unetpp.memory_probe import peak_memory_mib
-from unetpp.precision import bf16_supported, cpu_flags
+from unetpp.profiling import interleaved_seconds, peak_memory_mib, train_step
+from unetpp.utils.precision import bf16_supported, cpu_flags
 
 
 def main() -> None:

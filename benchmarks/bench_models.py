@@ -2,7 +2,7 @@
 
 Everything is a ratio against a baseline measured in the same process, interleaved (A, B, A, B,
 ...) so that machine load hits both alike; peak memory is measured in a fresh subprocess per case
-by :func:`unetpp.memory_probe.peak_memory_mib` (the same probe ``unetpp bench`` and the planner use). Run in
+by :func:`unetpp.profiling.peak_memory_mib` (the same probe ``unetpp bench`` and the planner use). Run in
 the bench environment (MONAI is a peer, never a project dependency):
 
     bash benchmarks/setup_bench_env.sh
@@ -10,7 +10,7 @@ the bench environment (MONAI is a peer, never a project dependency):
 
 Model: UNet++ with the paper's widths 32-64-128-256-512, 1 -> 1 channel, deep supervision (4 heads).
 Inference rows include ``--runtime auto`` (the fastest installed runtime whose probabilities match
-eager float32 within 1e-4, :mod:`unetpp.inference.backends`); training rows include memory-efficient
+eager float32 within 1e-4, :mod:`unetpp.deploy.backends`); training rows include memory-efficient
 training and, with ``--compile``, ``torch.compile`` (its compile time reported).
 """
 
@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 import unetpp
-from unetpp.bench import format_table, forward_gflops, interleaved_seconds, pruning_table, train_step
-from unetpp.inference.backends import choose, machine
-from unetpp.inference.runtime_table import runtime_peak_mib
-from unetpp.memory_probe import peak_memory_mib
+from unetpp.deploy.backends import choose, machine
+from unetpp.deploy.bench import format_table, pruning_table
+from unetpp.deploy.runtime_table import runtime_peak_mib
 from unetpp.models import ensemble
-from unetpp.models.inference import fuse_batch_norm
-from unetpp.precision import bf16_supported
+from unetpp.models.fusion import fuse_batch_norm
+from unetpp.profiling import forward_gflops, interleaved_seconds, peak_memory_mib, train_step
+from unetpp.utils.precision import bf16_supported
 
 Shape = tuple[int, ...]
 HERE = Path(__file__).resolve()

@@ -1,7 +1,7 @@
 """Training step in float32 against bf16 autocast, and what the plan picks on this CPU.
 
 The plan trains in bf16 where the CPU computes it natively (AVX512-BF16 or AMX) and keeps float32
-elsewhere (:func:`unetpp.precision.training_precision`). This measures both precisions on the same
+elsewhere (:func:`unetpp.utils.precision.training_precision`). This measures both precisions on the same
 models, interleaved in one process, so the ratio holds whatever else the machine is doing. Run it
 as is, and under a oneDNN/ATen ISA cap to see an AVX2-only CPU on the same machine:
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 import unetpp
-from unetpp.bench import interleaved_seconds, train_step
-from unetpp.inference.backends import machine
-from unetpp.precision import training_precision
+from unetpp.deploy.backends import machine
+from unetpp.profiling import interleaved_seconds, train_step
+from unetpp.utils.precision import training_precision
 
 CASES = {  # name -> build_model keywords, input shape
     "U-Net 2D": ({"name": "unet"}, (16, 1, 96, 96)),

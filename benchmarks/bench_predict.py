@@ -38,9 +38,11 @@ import torch
 from torch import Tensor
 
 import unetpp
-from unetpp.export import export_onnx, quantize_onnx
-from unetpp.inference import OnnxRunner, Predictor, bf16_supported, predict
-from unetpp.models.inference import fuse_batch_norm
+from unetpp import predict
+from unetpp.deploy.backends import predictor
+from unetpp.deploy.export import export_onnx, quantize_onnx
+from unetpp.inference import OnnxRunner, PredictOptions, bf16_supported
+from unetpp.models.fusion import fuse_batch_norm
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)
 WIDTHS_3D = (16, 32, 64, 128, 256)  # the paper's widths in 3D take minutes per volume on 2 cores
@@ -207,7 +209,9 @@ def iou_case(
         "--runtime auto float32": (deployed, "32", "auto"),
     }
     # each engine prepared once (BN folded, runtime chosen on its first window), then timed per image
-    predictors = {k: Predictor(m, roi_size=roi, precision=p, runtime=r) for k, (m, p, r) in engines.items()}
+    predictors = {
+        k: predictor(m, PredictOptions(roi_size=roi, precision=p, runtime=r)) for k, (m, p, r) in engines.items()
+    }
     scores: dict[str, list[float]] = {k: [] for k in engines}
     seconds: dict[str, list[float]] = {k: [] for k in engines}
     indices = [k for k, i in enumerate(test.ids) if ids is None or i in ids]
@@ -221,7 +225,7 @@ def iou_case(
             pred = masks_from_probs(outs[k][None])  # (1, K, H, W) bool: > 0.5 for one class, argmax otherwise
             scores[k].append(float(iou(pred, truth, include_background=False).mean()))
             seconds[k].append(times[k])
-    chosen = predictors["--runtime auto float32"].chosen
+    chosen = predictors["--runtime auto float32"].model.chosen
     return {
         "auto_runtime": None if chosen is None else chosen.runtime,
         "checkpoint": str(checkpoint),

@@ -17,8 +17,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from unetpp.bench import train_step
-from unetpp.inference.backends import machine
+from unetpp.deploy.backends import machine
+from unetpp.profiling import train_step
 
 KINDS = (  # (kind, substrings of ATen op names), first match wins
     ("conv backward", ("convolution_backward",)),

@@ -1,7 +1,7 @@
 """Paper Table V on DSB 2018 nuclei: U-Net, UNet++, Mask R-CNN and Mask R-CNN++ at an equal time budget.
 
 All four train through the project's engine (``unetpp.engine.train.fit``, what ``unetpp train``
-runs) and are scored by ``unetpp.evaluate_instances`` (what ``unetpp evaluate`` prints). Split by
+runs) and are scored by ``unetpp.evaluation.instances`` (what ``unetpp evaluate`` prints). Split by
 image id: every 10th sorted id of ``stage1_train`` is a test image, never trained on; no validation
 split, the last checkpoint is scored (no selection on the test set). Grey input, the same timm
 backbone with random weights for all four, fp32. U-Net and UNet++ train on 96x96 patches with the
@@ -30,7 +30,7 @@ import torch
 from unetpp.config import RunConfig
 from unetpp.data.instances import DSB2018Instances
 from unetpp.engine.train import fit
-from unetpp.evaluate_instances import evaluate_instances
+from unetpp.evaluation.instances import evaluate_instances
 from unetpp.metrics.instances import mean_scores
 from unetpp.models import load
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetpp import build_model, save
+from unetpp import save
 from unetpp.cli import build_parser, main
 from unetpp.data import write_synthetic_dataset
 
@@ -43,9 +43,9 @@ def test_train_with_a_bad_override(tmp_path, capsys) -> None:
     assert "cannot apply 'train.nonsense=1'" in one_line_error(capsys)
 
 
-def test_evaluate_a_saved_model(tmp_path, capsys) -> None:
+def test_evaluate_a_saved_model(tmp_path, capsys, tiny_model) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
-    ckpt = save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
+    ckpt = save(tiny_model(), tmp_path / "model.pt")
     out = tmp_path / "scores.csv"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -75,14 +75,18 @@ def test_a_failed_start_writes_nothing(tmp_path, capsys) -> None:
     assert not run.exists()
 
 
-def tiny_checkpoint(tmp_path, **kw):
-    model = build_model("unet++", depth=2, widths=(4, 8, 16), **kw)
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
+    return lambda **kw: _checkpoint(tmp_path, tiny_model(**kw))
+
+
+def _checkpoint(tmp_path, model):
     return save(model, tmp_path / "model.pt")
 
 
-def test_predict_writes_masks_and_refuses_to_overwrite(tmp_path, capsys) -> None:
+def test_predict_writes_masks_and_refuses_to_overwrite(tmp_path, capsys, tiny_checkpoint) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
-    ckpt, out = tiny_checkpoint(tmp_path), tmp_path / "out"
+    ckpt, out = tiny_checkpoint(), tmp_path / "out"
     args = ["predict", "--checkpoint", str(ckpt), "--inputs", str(data / "images"), "--out", str(out)]
     assert main(args) == 0
     assert len(list(out.glob("*.png"))) >= 2
@@ -96,16 +100,16 @@ def test_predict_writes_masks_and_refuses_to_overwrite(tmp_path, capsys) -> None
     assert note == "unetpp: note: --head is now spelled --depth (as in prune and export)"
 
 
-def test_prune_auto_needs_deep_supervision(tmp_path, capsys) -> None:
-    ckpt = tiny_checkpoint(tmp_path, deep_supervision=False)
+def test_prune_auto_needs_deep_supervision(tmp_path, capsys, tiny_checkpoint) -> None:
+    ckpt = tiny_checkpoint(deep_supervision=False)
     args = ["prune", "--checkpoint", str(ckpt), "--auto", "--out", str(tmp_path / "p.pt"), "--shape", "1x1x16x16"]
     assert main(args) == 2
     assert "--auto needs deep supervision" in one_line_error(capsys)
 
 
-def test_prune_auto_scores_every_depth(tmp_path, capsys) -> None:
+def test_prune_auto_scores_every_depth(tmp_path, capsys, tiny_checkpoint) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
-    ckpt, out = tiny_checkpoint(tmp_path), tmp_path / "pruned.pt"
+    ckpt, out = tiny_checkpoint(), tmp_path / "pruned.pt"
     args = ["prune", "--checkpoint", str(ckpt), "--data", str(data), "--auto", "--out", str(out)]
     assert main([*args, "--shape", "1x1x32x32", "--reps", "1", "--table", str(tmp_path / "t.csv")]) == 0
     printed = capsys.readouterr().out
@@ -116,9 +120,9 @@ def test_prune_auto_scores_every_depth(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
-def test_export(tmp_path, capsys, fmt) -> None:
+def test_export(tmp_path, capsys, fmt, tiny_checkpoint) -> None:
     pytest.importorskip("onnxruntime")
-    ckpt = tiny_checkpoint(tmp_path)
+    ckpt = tiny_checkpoint()
     out = tmp_path / f"m.{fmt}"
     args = ["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(out), "--depth", "1"]
     if fmt == "onnx":  # also a statically quantized copy, calibrated on two images
@@ -130,18 +134,18 @@ def test_export(tmp_path, capsys, fmt) -> None:
     capsys.readouterr()
 
 
-def test_bench_fresh_model(tmp_path, capsys) -> None:
-    ckpt = tiny_checkpoint(tmp_path)
+def test_bench_fresh_model(tmp_path, capsys, tiny_checkpoint) -> None:
+    ckpt = tiny_checkpoint()
     out = tmp_path / "b.json"
     assert main(["bench", "--checkpoint", str(ckpt), "--shapes", "1x1x16x16", "--reps", "1", "--json", str(out)]) == 0
     assert "L1" in capsys.readouterr().out
     assert out.is_file()
 
 
-def test_predict_into_an_unwritable_folder(tmp_path, capsys) -> None:
+def test_predict_into_an_unwritable_folder(tmp_path, capsys, tiny_checkpoint) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_images=1, size=32)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    args = ["predict", "--checkpoint", str(tiny_checkpoint(tmp_path)), "--inputs", str(data / "images")]
+    args = ["predict", "--checkpoint", str(tiny_checkpoint()), "--inputs", str(data / "images")]
     assert main([*args, "--out", str(blocker / "sub")]) == 2
     one_line_error(capsys)

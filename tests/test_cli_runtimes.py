@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from unetpp import build_model, save
+from unetpp import save
 from unetpp.cli import main
 from unetpp.data import write_synthetic_dataset
-from unetpp.inference import backends
+from unetpp.deploy import backends
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +20,17 @@ def torch_only(tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "BUDGET_S", 0.05)
 
 
-def tiny_checkpoint(tmp_path):
-    return save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
+    return save(tiny_model(), tmp_path / "model.pt")
 
 
-def test_bench_runtimes_writes_a_list_of_rows(tmp_path, monkeypatch, capsys) -> None:
-    from unetpp.inference import runtime_table
+def test_bench_runtimes_writes_a_list_of_rows(tmp_path, monkeypatch, capsys, tiny_checkpoint) -> None:
+    from unetpp.deploy import runtime_table
 
     monkeypatch.setattr(runtime_table, "CANDIDATES", backends.CANDIDATES)
     out = tmp_path / "r.json"
-    args = ["bench", "--checkpoint", str(tiny_checkpoint(tmp_path)), "--shapes", "1x1x32x32", "2x1x16x16"]
+    args = ["bench", "--checkpoint", str(tiny_checkpoint), "--shapes", "1x1x32x32", "2x1x16x16"]
     assert main([*args, "--reps", "1", "--runtimes", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert isinstance(rows, list)
@@ -41,9 +42,9 @@ def test_bench_runtimes_writes_a_list_of_rows(tmp_path, monkeypatch, capsys) -> 
     assert "| torch | 32 |" in capsys.readouterr().out
 
 
-def test_predict_with_auto_caches_the_choice(tmp_path, caplog) -> None:
+def test_predict_with_auto_caches_the_choice(tmp_path, caplog, tiny_checkpoint) -> None:
     data = write_synthetic_dataset(tmp_path / "data", n_images=1, size=32)
-    args = ["predict", "--checkpoint", str(tiny_checkpoint(tmp_path)), "--inputs", str(data / "images")]
+    args = ["predict", "--checkpoint", str(tiny_checkpoint), "--inputs", str(data / "images")]
     with caplog.at_level(logging.DEBUG, logger="unetpp"):
         assert main([*args, "--out", str(tmp_path / "a"), "--runtime", "auto"]) == 0
         assert main(["--verbose", *args, "--out", str(tmp_path / "b"), "--runtime", "auto"]) == 0
@@ -53,8 +54,8 @@ def test_predict_with_auto_caches_the_choice(tmp_path, caplog) -> None:
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
 
 
-def test_prune_and_bench_take_a_runtime(tmp_path, capsys) -> None:
-    ckpt = tiny_checkpoint(tmp_path)
+def test_prune_and_bench_take_a_runtime(tmp_path, capsys, tiny_checkpoint) -> None:
+    ckpt = tiny_checkpoint
     assert main(["bench", "--checkpoint", str(ckpt), "--shapes", "1x1x16x16", "--reps", "1", "--runtime", "auto"]) == 0
     assert "(32, auto)" in capsys.readouterr().out
     args = ["prune", "--checkpoint", str(ckpt), "--depth", "1", "--shape", "1x1x16x16", "--reps", "1"]

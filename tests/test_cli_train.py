@@ -10,7 +10,7 @@ import torch
 import unetpp
 from unetpp.cli import main
 from unetpp.data import write_synthetic_dataset
-from unetpp.visualize import read_run_metrics
+from unetpp.utils.run_metrics import read_run_metrics
 
 TINY = [
     "--layout",

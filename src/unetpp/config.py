@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from .data.instances import INSTANCE_LAYOUTS
 from .data.layouts import LAYOUTS
 from .errors import ConfigError
 from .models.registry import build_nested
-from .precision import LIGHTNING_NAMES, Precision, canonical_precision
+from .utils.coerce import coerce as _coerce
+from .utils.precision import LIGHTNING_NAMES, Precision, canonical_precision
 
 
 def _model_default(name: str) -> Any:
@@ -51,7 +51,7 @@ class ModelConfig:
     norm: Literal["batch", "instance"] | None = _model_default("norm")
     dropout: float = _f(_model_default("dropout"), ge=0.0, lt=1.0)
     encoder: str | None = _model_default("encoder")  # a timm backbone name, or None for the paper's encoder
-    encoder_weights: Literal["imagenet"] | None = _model_default("encoder_weights")  # downloaded once, cached
+    encoder_weights: str | None = _model_default("encoder_weights")  # "imagenet" (downloaded once), a .pth/.safetensors
     encoder_freeze: bool = _model_default("encoder_freeze")
     task: Literal["semantic", "instance"] = "semantic"  # instance: Mask R-CNN(++) (name maskrcnn/maskrcnn++)
     pyramid_width: int = _f(256, ge=1)  # instance: channels of the feature pyramid and of the box/mask heads
@@ -86,7 +86,7 @@ class DataConfig:
     mask_threshold: float | None = None  # binarise masks at this value (noisy JPEG masks: 127.5); None: as stored
     target_spacing: tuple[float, ...] | None = _f(None, gt=0.0)  # 3D: resample volumes to this spacing to train
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
-    patches_per_image: int = _f(8, ge=1)  # patches drawn from each training image per epoch
+    patches_per_image: int = _f(8, ge=1, le=100_000)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
     augment: Literal["default", "none"] = "default"
     split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)
@@ -133,7 +133,7 @@ class TrainConfig:
     max_epochs: int = _f(100, ge=1)
     max_minutes: float | None = _f(None, gt=0.0)  # wall-clock budget; training stops cleanly when it is spent
     # training steps per epoch on every data set (nnU-Net: 250); None: data.patches_per_image x images (the paper)
-    steps_per_epoch: int | None = _f(250, ge=1)
+    steps_per_epoch: int | None = _f(250, ge=1, le=1_000_000)
     # learning rate over the run: warm-up, then decay to 0 at the end of --minutes (by time) or --epochs (by steps);
     # "paper": constant Adam at 3e-4. Measured in benchmarks/RESULTS.md ("time to accuracy")
     schedule: Literal["linear", "cosine", "poly", "paper"] = "linear"
@@ -157,6 +157,7 @@ class TrainConfig:
     memory_gb: float | None = _f(None, gt=0.0)  # memory budget of the plan and the guard; None: most of free RAM/GPU
     # torch.compile the training forward: for GPUs; on CPU it measured 0.57x eager at 16x96^2 after 355 s compiling
     compile: bool = False
+    init: str | None = None  # a model file or Hub id to start from (train --init): its architecture and weights
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", canonical_precision(self.precision, where="train.precision"))
@@ -168,6 +169,7 @@ class TrainConfig:
             raise ConfigError(f"train.devices: got {self.devices!r}; expected 'auto', a count like '2' or ids '0,1'")
         if not self.strategy:
             raise ConfigError("train.strategy: got ''; expected 'auto', 'ddp' or another Lightning strategy")
+        _check_strategy(self.strategy)
 
     @property
     def peak_lr(self) -> float:
@@ -231,7 +233,7 @@ class RunConfig:
             dotted, sep, raw = a.partition("=")
             section, _, name = dotted.strip().partition(".")
             if not sep or section not in d or name not in d[section]:
-                raise ConfigError(f"cannot apply {a!r}: expected section.field=value with a field of {_fields()}")
+                raise ConfigError(f"cannot apply {_short(a)}: {_unknown_field(dotted.strip(), sep)}")
             if typing.get_type_hints(_SECTIONS[section])[name] is str:
                 d[section][name] = raw.strip()  # paths and names as typed: "data.root=" is "", not null
                 continue
@@ -247,7 +249,7 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        from .files import write_text
+        from .utils.atomic import write_text
 
         return write_text(path, self.dump(), overwrite, ConfigError)
 
@@ -263,8 +265,21 @@ class RunConfig:
         return cls.from_dict(d or {}, source=str(path))
 
 
-def _fields() -> str:
-    return ", ".join(f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k))
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _unknown_field(dotted: str, sep: str) -> str:
+    """Why ``section.field`` cannot be set, in a short phrase with the closest field name (not all 60 of them)."""
+    if not sep:
+        return "expected section.field=value, e.g. train.lr=1e-3"
+    names = [f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)]
+    close = difflib.get_close_matches(dotted, names, n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(f"{dotted.rpartition('.')[2]}", [n.split(".")[1] for n in names], n=1)
+    if close and "." not in close[0]:
+        close = [n for n in names if n.endswith(f".{close[0]}")][:1]
+    hint = f"did you mean {close[0]}?" if close else "fields are listed in a run folder's config.yaml"
+    return f"unknown field {_short(dotted, 40)}; {hint}"
 
 
 def _plain(value: Any) -> Any:
@@ -292,6 +307,19 @@ def _validate(section: Any, name: str) -> None:
         raise ConfigError(f"data.layout: got {section.layout!r}; expected one of {', '.join(LAYOUTS)}, coco")
 
 
+def _check_strategy(strategy: str) -> None:
+    """A Lightning strategy name (checked here, not as a traceback when the trainer is built)."""
+    if strategy.lower() in ("auto", "ddp"):
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy.lower() not in names:
+        close = difflib.get_close_matches(strategy.lower(), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "e.g. auto, ddp, ddp_spawn, fsdp, deepspeed"
+        raise ConfigError(f"train.strategy: got {strategy!r}; not a Lightning strategy; {hint}")
+
+
 def _check_model_name(model_name: str, task: str = "semantic") -> None:
     from .models import list_models
 
@@ -303,65 +331,6 @@ def _check_model_name(model_name: str, task: str = "semantic") -> None:
         close = difflib.get_close_matches(model_name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"model.name: got {model_name!r}; expected one of {', '.join(names)}{hint}")
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_describe(args[0])}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = ConfigError(f"{where}: got {value!r}; expected {_describe(hint)}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is Literal:
-        if value in args and not isinstance(value, bool):
-            return value
-        raise bad
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return tuple(_coerce(v, args[0], f"{where}[{k}]") for k, v in enumerate(value))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            return float(value)
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):  # ids written as numbers: val_ids=[20, 21]
-            return str(value)
-        raise bad
-    raise bad
 
 
 def _check_range(value: Any, meta: Any, where: str) -> None:

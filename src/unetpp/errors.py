@@ -31,5 +31,9 @@ class ExportError(UnetppError):
     """A model cannot be written in a deployment format (e.g. the output file exists)."""
 
 
+class InitError(UnetppError):
+    """A model to start from (``train --init``) does not fit the data or the options given with it."""
+
+
 class TrainingError(UnetppError):
     """Training cannot go on as configured (e.g. the loss became non-finite: the learning rate is too high)."""

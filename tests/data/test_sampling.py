@@ -95,7 +95,7 @@ def test_transform_is_applied_to_patches() -> None:
         ({"patch_size": (8, 8, 8)}, "patch_size must be 2 positive ints"),
         ({"patch_size": 0}, "patch_size must be 2 positive ints"),
         ({"fg_prob": 1.5}, r"fg_prob must be in \[0, 1\]"),
-        ({"patches_per_image": 0}, "patches_per_image must be an int >= 1"),
+        ({"patches_per_image": 0}, "data.patches_per_image: got 0; expected an integer >= 1"),
         ({"spatial_dims": 4}, "spatial_dims must be 2 or 3"),
     ],
 )

@@ -16,7 +16,7 @@ from unetpp.cli import main
 from unetpp.config import RunConfig
 from unetpp.detection import Detector
 from unetpp.inference.instances import predict_instance_files
-from unetpp.visualize import read_run_metrics
+from unetpp.utils.run_metrics import read_run_metrics
 
 TINY = [
     "--task",
@@ -165,8 +165,8 @@ def test_predict_writes_16_bit_label_maps_in_the_input_format(tmp_path, suffix) 
         predict_instance_files(FixedDetector(), [image], tmp_path / "out")
 
 
-def test_semantic_models_get_the_instance_columns(dsb, tmp_path, capsys) -> None:
-    path = unetpp.save(unetpp.build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "unetpp.pt")
+def test_semantic_models_get_the_instance_columns(dsb, tmp_path, capsys, tiny_model) -> None:
+    path = unetpp.save(tiny_model(), tmp_path / "unetpp.pt")
     out = tmp_path / "scores.csv"
     args = ["evaluate", "--checkpoint", str(path), "--data", str(dsb), "--layout", "dsb2018", "--instances"]
     assert main([*args, "--out", str(out)]) == 0

@@ -10,11 +10,11 @@ from unetpp.config import RunConfig
 from unetpp.engine.module import SegmentationModule
 from unetpp.engine.train import fit
 from unetpp.errors import CheckpointError, ConfigError
-from unetpp.visualize import read_run_metrics
+from unetpp.utils.run_metrics import read_run_metrics
 
-from ..tiny_settings import TINY_RUN
+from ..conftest import TINY_RUN
 
-TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}
+TINY = {"name": "unet++", "depth": 2, "widths": [4, 8, 16]}  # TINY_MODEL as build arguments
 
 
 def tiny_run(*extra: str) -> RunConfig:

@@ -4,6 +4,8 @@
 * ``kill-replace:NAME:K``: SIGKILL this process at the K-th rename of a temporary file onto NAME, i.e. after
   the temporary file is fully written and before it replaces the real one (the moment a crash is most harmful).
 * ``fsize:BYTES``: no file may grow past BYTES (the kernel's RLIMIT_FSIZE: writes fail as on a full disk).
+* ``memory:BYTES``: the process may map at most BYTES (RLIMIT_AS): an allocation past it fails instead of
+  growing until the OOM killer ends the process (or the machine).
 """
 
 from __future__ import annotations
@@ -11,6 +13,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+
+
+def as_from_a_terminal() -> None:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal's foreground, however the test suite was started.
+
+    A suite started in the background (``nohup pytest ... &``) hands its children SIGINT ignored, and Python
+    then leaves it ignored instead of installing the handler that raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def install(fault: str) -> None:
@@ -44,11 +55,16 @@ def install(fault: str) -> None:
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(arg), resource.RLIM_INFINITY))
+    elif kind == "memory":
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(arg), resource.RLIM_INFINITY))
     elif kind:
         raise SystemExit(f"unknown fault {fault!r}")
 
 
 if __name__ == "__main__":
+    as_from_a_terminal()
     install(os.environ.get("UNETPP_FAULT", ""))
     from unetpp.cli import main
 

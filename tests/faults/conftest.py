@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from unetpp import build_model, save
 from unetpp.cli import main
+from unetpp.data import write_synthetic_dataset
 
-from ..tiny_settings import TINY_RUN
+from ..conftest import TINY_RUN
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TINY_TRAIN = ["--set", *TINY_RUN]
@@ -66,3 +68,19 @@ def trained_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("trained") / "run"
     assert main(["train", "--run-dir", str(run), "--epochs", "2", *TINY_TRAIN]) == 0
     return run
+
+
+# address space of a capped child (RLIMIT_AS): a tiny training fits (oneDNN maps generously); 13-31 GB do not
+MEMORY_CAP = 6 * 2**30
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    """A tiny saved model (depth 2, widths 4-8-16)."""
+    return save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """Three generated 32x32 images with masks (``images/``, ``masks/``)."""
+    return write_synthetic_dataset(tmp_path / "data", n_images=3, size=32)

@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetpp import build_model, save
 from unetpp.cli import main
-from unetpp.data import write_synthetic_dataset
-from unetpp.evaluate import Row, evaluate, format_table, summarize
+from unetpp.evaluation.semantic import Row, evaluate, format_table, summarize
 
 from .conftest import snapshot
 
@@ -20,13 +18,8 @@ pytestmark = pytest.mark.bad_input
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    return save(build_model("unet++", depth=2, widths=(4, 8, 16)), tmp_path / "model.pt")
-
-
-@pytest.fixture
-def images(tmp_path):
-    return write_synthetic_dataset(tmp_path / "data", n_images=3, size=32) / "images"
+def images(data):
+    return data / "images"
 
 
 def test_predict_opens_every_input_before_writing_anything(model_file, images, tmp_path, fails) -> None:
@@ -174,8 +167,8 @@ def test_hd95_undefined_on_some_images_is_counted_not_nan() -> None:
     assert "undefined in all 1" in format_table({"m": summarize([Row("b", "ensemble", 0, 0, float("nan"))])})
 
 
-def test_multi_class_results_per_class_and_averaged() -> None:
-    model = build_model("unet++", depth=2, widths=(4, 8, 16), classes=3)
+def test_multi_class_results_per_class_and_averaged(tiny_model) -> None:
+    model = tiny_model(classes=3)
     sample = {"image": torch.randn(1, 32, 32), "mask": torch.randint(0, 3, (1, 32, 32)), "id": "x"}
     modes = {r.mode for r in evaluate(model, [sample], per_class=True)}
     assert {"ensemble", "ensemble class 1", "ensemble class 2"} <= modes

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetpp.visualize import read_run_metrics
+from unetpp.utils.run_metrics import read_run_metrics
 
 from .conftest import TINY_TRAIN, cli
 

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 import unetpp
-from unetpp import ConfigError, InputShapeError
-from unetpp.inference import PRECISIONS, Predictor, predict
-from unetpp.models.inference import fuse_batch_norm
+from unetpp import ConfigError, InputShapeError, predict
+from unetpp.inference import PRECISIONS, PredictOptions, Predictor
+from unetpp.models.fusion import fuse_batch_norm
 
 
 def full_pass(model, x: Tensor) -> Tensor:
@@ -77,7 +77,7 @@ def test_precision_names_follow_lightning_and_the_old_ones_are_deprecated(tiny) 
         old = predict(model, x, precision="bfloat16")
     torch.testing.assert_close(old, predict(model, x, precision="bf16"))
     with pytest.warns(FutureWarning, match="is now spelled '32'"):
-        assert Predictor(model, precision="float32").precision == "32"
+        assert PredictOptions(precision="float32").precision == "32"
 
 
 @pytest.mark.parametrize(
@@ -108,18 +108,12 @@ def test_bad_images(tiny, shape, match) -> None:
 
 
 def test_predictor_is_reusable_and_validates_once(tiny) -> None:
-    predictor = Predictor(tiny(), roi_size=8, tta=True)
+    predictor = Predictor(tiny(), PredictOptions(roi_size=8, tta=True))
     assert predictor(torch.randn(1, 12, 12)).shape == (1, 12, 12)
     assert predictor(torch.randn(3, 1, 9, 20)).shape == (3, 1, 9, 20)
 
 
-def test_unetpp_predict_stays_the_function_after_the_old_module_is_imported(tiny) -> None:
-    with pytest.warns(DeprecationWarning, match="use `from unetpp.inference import predict_files`"):
-        from unetpp.predict import predict_files
-    from unetpp.inference import predict_files as new
-
-    assert predict_files is new
-    assert unetpp.predict is predict  # not the module unetpp/predict.py
+def test_unetpp_predict_is_the_one_liner(tiny) -> None:
     assert unetpp.predict(tiny(), torch.randn(1, 8, 8)).shape == (1, 8, 8)
 
 
@@ -132,8 +126,9 @@ def loaded_modules(code: str, names: tuple[str, ...]) -> list[str]:
 
 def test_import_is_light() -> None:
     heavy = ("unetpp.data", "unetpp.engine", "onnx", "onnxruntime", "safetensors", "PIL", "nibabel", "lightning")
-    assert loaded_modules("import unetpp.inference, unetpp.export, unetpp.bench", heavy) == []
+    assert loaded_modules("import unetpp.inference, unetpp.deploy.export, unetpp.deploy.bench", heavy) == []
 
 
-def test_models_never_import_lightning_or_the_other_layers() -> None:
-    assert loaded_modules("import unetpp.models", ("lightning", "unetpp.engine", "unetpp.data")) == []
+def test_models_never_import_lightning_or_the_image_libraries() -> None:
+    # which unetpp modules may import which is checked statically (tests/test_layers.py); this is about cost
+    assert loaded_modules("import unetpp, unetpp.models", ("lightning", "PIL", "scipy", "torchvision", "onnx")) == []

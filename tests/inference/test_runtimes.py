@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import unetpp
-from unetpp import CheckpointError, ConfigError, InputShapeError, build_model
-from unetpp.inference import OnnxRunner, load_model, predict
+from unetpp import CheckpointError, ConfigError, InputShapeError, predict
+from unetpp.inference import OnnxRunner, load_model
 
-TINY = (4, 8, 16, 32)
 BUILD = {"name": "unet++", "depth": 2, "widths": [4, 8, 16], "classes": 2}  # a run's model_config
 
 
@@ -39,7 +38,7 @@ def run_checkpoint(model, path, *, header: bool = True):
 def onnx_file(tiny, tmp_path_factory):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from unetpp.export import export_onnx
+    from unetpp.deploy.export import export_onnx
 
     model = tiny(classes=2)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
@@ -52,7 +51,7 @@ def onnx_file(tiny, tmp_path_factory):
 
 def test_every_kind_of_model_file_loads_through_one_loader_with_the_same_outputs(onnx_file, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors
+    from unetpp.deploy.export import export_safetensors
 
     model, onnx_path = onnx_file
     files = {
@@ -100,8 +99,8 @@ def test_a_newer_model_file_is_refused(tiny, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_save_load_round_trip(tmp_path, spatial_dims) -> None:
-    model = build_model("unet++", depth=3, widths=TINY, classes=2, spatial_dims=spatial_dims).eval()
+def test_save_load_round_trip(tmp_path, spatial_dims, tiny_model) -> None:
+    model = tiny_model(depth=3, classes=2, spatial_dims=spatial_dims).eval()
     x = torch.randn(1, 1, *(8,) * spatial_dims)
     path = unetpp.save(model, tmp_path / "m.pt")
     loaded = unetpp.load(path).eval()
@@ -110,8 +109,8 @@ def test_save_load_round_trip(tmp_path, spatial_dims) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_pruned_model_round_trip_and_prune_again(tmp_path) -> None:
-    model = unetpp.prune(build_model("unet+", depth=3, widths=TINY), 2).eval()
+def test_pruned_model_round_trip_and_prune_again(tmp_path, tiny_model) -> None:
+    model = unetpp.prune(tiny_model("unet+", depth=3), 2).eval()
     loaded = unetpp.load(unetpp.save(model, tmp_path / "p.pt")).eval()
     assert loaded.spec == model.spec
     x = torch.randn(1, 1, 8, 8)
@@ -120,8 +119,8 @@ def test_pruned_model_round_trip_and_prune_again(tmp_path) -> None:
         unetpp.prune(loaded, 1)
 
 
-def test_save_refuses_to_overwrite(tmp_path) -> None:
-    model = build_model("unet", depth=1, widths=(4, 8))
+def test_save_refuses_to_overwrite(tmp_path, tiny_model) -> None:
+    model = tiny_model("unet", depth=1)
     path = unetpp.save(model, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="file exists; pass --overwrite to replace it"):
         unetpp.save(model, path)
@@ -129,16 +128,16 @@ def test_save_refuses_to_overwrite(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary files left behind
 
 
-def test_load_into_another_model_is_refused(tmp_path) -> None:
-    path = unetpp.save(build_model("unet++", depth=3, widths=TINY), tmp_path / "a.pt")
-    other = build_model("unet+", depth=3, widths=TINY)
+def test_load_into_another_model_is_refused(tmp_path, tiny_model) -> None:
+    path = unetpp.save(tiny_model(depth=3), tmp_path / "a.pt")
+    other = tiny_model("unet+", depth=3)
     with pytest.raises(
         CheckpointError, match=r"a.pt: checkpoint holds unet\+\+ \(dense skips.* but the model is unet\+ \(short skips"
     ):
         unetpp.load(path, into=other)
 
 
-def test_bad_files(tmp_path) -> None:
+def test_bad_files(tmp_path, tiny_model) -> None:
     with pytest.raises(CheckpointError, match=r"missing.pt: no such checkpoint file"):
         unetpp.load(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -150,7 +149,7 @@ def test_bad_files(tmp_path) -> None:
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"list.pt: not a unetpp model file"):
         load_model(tmp_path / "list.pt")
-    good = unetpp.save(build_model("unet", depth=1, widths=(4, 8)), tmp_path / "good.pt")
+    good = unetpp.save(tiny_model("unet", depth=1), tmp_path / "good.pt")
     data = good.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"trunc.pt: not a readable checkpoint"):
@@ -172,7 +171,7 @@ def test_loading_never_unpickles_code(tmp_path) -> None:
 
 def test_safetensors_round_trip(tiny, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors, sidecar
+    from unetpp.deploy.export import export_safetensors, sidecar
 
     model = tiny(classes=3)
     report = export_safetensors(model, tmp_path / "model.safetensors")
@@ -189,7 +188,7 @@ def test_safetensors_round_trip(tiny, tmp_path) -> None:
 
 def test_broken_safetensors_are_refused(tiny, tmp_path) -> None:
     pytest.importorskip("safetensors")
-    from unetpp.export import export_safetensors, sidecar
+    from unetpp.deploy.export import export_safetensors, sidecar
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from unetpp import GridSpec, ensemble
-from unetpp.inference import predict
+from unetpp import GridSpec, ensemble, predict
 from unetpp.inference.window import auto_window, importance_map, sliding_window, window_starts, with_flips
 
 

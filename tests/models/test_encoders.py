@@ -11,7 +11,7 @@ import torch
 import unetpp
 from unetpp import ConfigError, UnetppError, build_model
 from unetpp.models.encoders import backbone_features, fit_depth
-from unetpp.models.inference import fuse_batch_norm
+from unetpp.models.fusion import fuse_batch_norm
 
 timm = pytest.importorskip("timm")
 

@@ -34,9 +34,11 @@ def _grads(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str
         (3, 16, "instance", 0.0),
     ],
 )
-def test_same_gradients_as_normal_training(spatial_dims: int, size: int, norm: str | None, dropout: float) -> None:
+def test_same_gradients_as_normal_training(
+    spatial_dims: int, size: int, norm: str | None, dropout: float, tiny_model
+) -> None:
     torch.manual_seed(0)
-    normal = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16), spatial_dims=spatial_dims, norm=norm)
+    normal = tiny_model(spatial_dims=spatial_dims, norm=norm)
     efficient = copy.deepcopy(normal)
     efficient.memory_efficient = True
     x = torch.randn(3, 1, *(size,) * spatial_dims)  # 3: concatenated in uneven groups of samples (2 + 1)
@@ -72,8 +74,8 @@ def test_stores_less_for_backward() -> None:
     assert 0 < efficient < 0.5 * normal
 
 
-def test_option_reaches_every_block_and_not_inference() -> None:
-    model = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16), memory_efficient=True)
+def test_option_reaches_every_block_and_not_inference(tiny_model) -> None:
+    model = tiny_model(memory_efficient=True)
     blocks = [m for m in model.modules() if isinstance(m, ConvBlock)]
     assert blocks
     assert all(b.memory_efficient for b in blocks)
@@ -91,10 +93,10 @@ def test_option_reaches_every_block_and_not_inference() -> None:
     assert ModelConfig(memory_efficient=True).build_kwargs()["memory_efficient"] is True
 
 
-def test_same_gradients_with_batch_norm_in_eval_mode() -> None:
+def test_same_gradients_with_batch_norm_in_eval_mode(tiny_model) -> None:
     """Fine-tuning with frozen batch-norm statistics (eval mode, gradients on) recomputes from running stats."""
     torch.manual_seed(0)
-    normal = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16))
+    normal = tiny_model()
     _grads(normal, torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32).long())  # move the running stats
     efficient = copy.deepcopy(normal)
     efficient.memory_efficient = True

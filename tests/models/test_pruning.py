@@ -6,10 +6,8 @@ import pytest
 import torch
 
 import unetpp
-from unetpp import ConfigError, build_model
-from unetpp.models.inference import fuse_batch_norm
-
-TINY = (4, 8, 16, 32, 64)
+from unetpp import ConfigError
+from unetpp.models.fusion import fuse_batch_norm
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -19,8 +17,8 @@ def n_params(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("name", ["unet_e", "unet+", "unet++"])
 @pytest.mark.parametrize("d", [1, 2, 3, 4])
 @pytest.mark.parametrize("norm", [None, "batch"])
-def test_pruned_output_equals_the_head(name, d, norm) -> None:
-    full = build_model(name, widths=TINY, norm=norm).eval()
+def test_pruned_output_equals_the_head(name, d, norm, tiny_model) -> None:
+    full = tiny_model(name, depth=4, norm=norm).eval()
     x = torch.randn(2, 1, 32, 32)
     small = unetpp.prune(full, d)
     assert not small.training
@@ -31,35 +29,32 @@ def test_pruned_output_equals_the_head(name, d, norm) -> None:
         assert n_params(small) < n_params(full)
 
 
-def test_pruned_unet_plus_plus_parameter_counts() -> None:
-    full = build_model("unet++", widths=TINY, norm=None)
+def test_pruned_unet_plus_plus_parameter_counts(tiny_model) -> None:
+    full = tiny_model(depth=4, norm=None)
     counts = [n_params(unetpp.prune(full, d)) for d in (1, 2, 3, 4)]
     # A freshly built UNet++ of each depth with one head has exactly these counts.
-    built = [
-        n_params(build_model("unet++", depth=d, widths=TINY[: d + 1], norm=None, deep_supervision=False))
-        for d in (1, 2, 3, 4)
-    ]
+    built = [n_params(tiny_model(depth=d, norm=None, deep_supervision=False)) for d in (1, 2, 3, 4)]
     assert counts == built
     assert counts == sorted(counts)
 
 
-def test_pruned_unet_e_is_a_unet() -> None:
-    full = build_model("unet_e", widths=TINY, norm=None)
+def test_pruned_unet_e_is_a_unet(tiny_model) -> None:
+    full = tiny_model("unet_e", depth=4, norm=None)
     small = unetpp.prune(full, 2)
-    assert small.spec == build_model("unet", depth=2, widths=TINY[:3]).spec
-    assert n_params(small) == n_params(build_model("unet", depth=2, widths=TINY[:3], norm=None))
+    assert small.spec == tiny_model("unet").spec
+    assert n_params(small) == n_params(tiny_model("unet", norm=None))
 
 
-def test_prune_again_and_to_a_missing_head() -> None:
-    full = build_model("unet++", widths=TINY)
+def test_prune_again_and_to_a_missing_head(tiny_model) -> None:
+    full = tiny_model(depth=4)
     with pytest.raises(ConfigError, match=r"cannot prune to depth 2: this model has heads only at depth \[3\]"):
         unetpp.prune(unetpp.prune(full, 3), 2)
     with pytest.raises(ConfigError, match=r"heads only at depth \[1, 2, 3, 4\]"):
         unetpp.prune(full, 5)
 
 
-def test_pruned_model_keeps_training_mode_and_trains() -> None:
-    small = unetpp.prune(build_model("unet++", widths=TINY), 2)
+def test_pruned_model_keeps_training_mode_and_trains(tiny_model) -> None:
+    small = unetpp.prune(tiny_model(depth=4), 2)
     assert small.training
     small(torch.randn(2, 1, 16, 16))[0].mean().backward()
     assert all(p.grad is not None for p in small.parameters())
@@ -67,8 +62,8 @@ def test_pruned_model_keeps_training_mode_and_trains() -> None:
 
 @pytest.mark.parametrize("norm", [None, "batch", "instance"])
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_fused_batch_norm_keeps_the_output(norm, spatial_dims) -> None:
-    model = build_model("unet++", depth=2, widths=TINY[:3], norm=norm, spatial_dims=spatial_dims)
+def test_fused_batch_norm_keeps_the_output(norm, spatial_dims, tiny_model) -> None:
+    model = tiny_model(norm=norm, spatial_dims=spatial_dims)
     x = torch.randn(2, 1, *(8,) * spatial_dims)
     for _ in range(3):  # move the running statistics away from their initial values
         model(torch.randn_like(x) * 3 + 1)

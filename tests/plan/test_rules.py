@@ -9,14 +9,15 @@ import re
 import numpy as np
 import pytest
 
+from unetpp.config import DataConfig
 from unetpp.data import FolderPairs, read_mask, read_with_meta, write_image, write_mask
 from unetpp.data.io import ImageMeta
+from unetpp.data.resample import resample_probabilities, resampled_meta, to_spacing
+from unetpp.data.transforms import normalize_intensity
 from unetpp.errors import ConfigError
-from unetpp.plan.apply import normalize, prepare, restore
 from unetpp.plan.fingerprint import fingerprint
 from unetpp.plan.memory import estimate_peak_bytes
 from unetpp.plan.record import Plan, format_plan, load_plan, save_plan
-from unetpp.plan.resample import resampled_meta
 from unetpp.plan.rules import WORKER_BYTES, make_plan
 
 from .test_fingerprint import _blobs, write_set
@@ -65,7 +66,13 @@ def test_ct_plans_data_set_normalisation(tmp_path) -> None:
     assert plan.normalize == "ct"
     assert plan.intensity_clip is not None
     image = np.array([[[[-1000.0, 0.0, 3000.0]]]], dtype=np.float32)
-    out = normalize(image, plan)
+    stats = DataConfig(
+        normalize="ct",
+        intensity_clip=plan.intensity_clip,
+        intensity_mean=plan.intensity_mean,
+        intensity_std=plan.intensity_std,
+    ).intensity_stats  # what training and prediction normalise with
+    out = normalize_intensity(image, "ct", stats)
     (lo, hi), mean, std = plan.intensity_clip[0], plan.intensity_mean[0], plan.intensity_std[0]
     np.testing.assert_allclose(out[0, 0, 0], [(lo - mean) / std, (0 - mean) / std, (hi - mean) / std], rtol=1e-5)
 
@@ -137,7 +144,7 @@ def test_a_plan_saved_before_memory_efficient_existed_still_loads(tmp_path) -> N
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_is_bf16_only_where_the_cpu_has_it_natively(tmp_path, monkeypatch, native) -> None:
-    from unetpp import precision
+    from unetpp.utils import precision
 
     monkeypatch.setattr(precision, "bf16_supported", lambda: native)
     monkeypatch.setattr(precision, "cpu_flags", lambda: ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
@@ -155,7 +162,7 @@ def test_precision_is_bf16_only_where_the_cpu_has_it_natively(tmp_path, monkeypa
 def test_gpus_train_in_bf16_or_else_float16(monkeypatch, bf16, want) -> None:
     import torch
 
-    from unetpp.precision import training_precision
+    from unetpp.utils.precision import training_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
@@ -224,13 +231,13 @@ def test_anisotropic_volumes_are_resampled_and_come_back_on_the_original_grid(tm
 
     image, meta = read_with_meta(root / "images" / "0.nii.gz")
     labels = read_mask(root / "masks" / "0.nii.gz")
-    train_image, train_labels, train_meta = prepare(image, meta, plan, labels)
+    train_image, train_labels, train_meta = to_spacing(image, meta, plan.target_spacing, labels, max(2, plan.classes))
     assert train_image.shape == (1, 40, 36, 36)
     assert train_labels.shape == (40, 36, 36)
     assert train_meta.spacing == pytest.approx((1.0, 1.0, 1.0))
     # a perfect "prediction" on the training grid, as probabilities, goes back to the input's grid
     probs = np.stack([train_labels == 0, train_labels == 1]).astype(np.float32)
-    back = restore(probs, image.shape[1:]).argmax(0)
+    back = resample_probabilities(probs, image.shape[1:]).argmax(0)
     assert back.shape == shape
     assert (back == labels).mean() > 0.97
     back_meta = resampled_meta(train_meta, train_image.shape[1:], image.shape[1:])

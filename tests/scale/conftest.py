@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import TINY_MODEL
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 HERE = Path(__file__).resolve().parent
 DDP = ["--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"]
@@ -16,8 +18,7 @@ TINY = [
     "--layout",
     "synthetic",
     "--set",
-    "model.depth=2",
-    "model.widths=[4,8,16]",
+    *TINY_MODEL,
     "data.synthetic_images=10",
     "data.synthetic_size=48",
     "data.patch_size=[32,32]",

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unetpp.models import build_model, save
+from unetpp.models import save
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, Path]:
+def cohort(tmp_path_factory, tiny_model) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cohort")
     rng = np.random.default_rng(0)
     for k in range(5):  # odd: the parts and ranks differ in size
         Image.fromarray((rng.random((40, 48)) * 255).astype("uint8")).save(root / f"case{k}.png")
-    model = build_model("unet++", widths=(4, 8, 16), depth=2)
+    model = tiny_model()
     return root, save(model, root.parent / "model.pt")
 
 

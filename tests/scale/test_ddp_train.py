@@ -43,11 +43,13 @@ def test_two_ranks_end_with_identical_weights_and_one_set_of_files(ddp_run: Path
     assert files == [
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
+        "commands.txt",  # the command, for the model card (issue 21)
         "config.yaml",
         "logs/part-000/hparams.yaml",
         "logs/part-000/metrics.csv",
         "plan.yaml",  # rank zero's plan, once
     ], files
+    assert len((ddp_run / "commands.txt").read_text().splitlines()) == 1  # written by rank zero only
 
 
 def single_process_validation(run: Path, ckpt: Path) -> dict[str, float]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from unetpp.data import make_synthetic_em
-from unetpp.demo import next_steps, run_demo
 from unetpp.errors import ConfigError
+from unetpp.study.demo import next_steps, run_demo
 
 
 def test_default_synthetic_images_are_unchanged() -> None:

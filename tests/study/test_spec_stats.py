@@ -111,7 +111,7 @@ def test_study_spec_round_trips_and_names_clashes(tmp_path) -> None:
 
 @pytest.mark.parametrize("native", [True, False])
 def test_a_new_study_fixes_the_machines_precision_once(monkeypatch, native) -> None:
-    from unetpp import precision
+    from unetpp.utils import precision
 
     monkeypatch.setattr(precision, "bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

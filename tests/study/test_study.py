@@ -14,9 +14,10 @@ from unetpp.errors import ConfigError, DataError
 from unetpp.study import StudySpec, compare, runner
 from unetpp.study.report import write_report
 
+from ..conftest import TINY_MODEL
+
 TINY = (
-    "model.widths=[4, 8, 16]",
-    "model.depth=2",
+    *TINY_MODEL,
     "data.synthetic_images=4",
     "data.synthetic_size=32",
     "data.patch_size=[32, 32]",
@@ -76,12 +77,12 @@ def test_parts_train_each_run_exactly_once(study) -> None:
     first, second = ({d for d, _ in study["parts"][k]} for k in (1, 2))
     assert len(first) == len(second) == 2
     assert not first & second
-    assert first | second == {str(r.folder(study["out"])) for r in runner.plan(study["spec"])}
+    assert first | second == {str(r.folder(study["out"])) for r in runner.runs_of(study["spec"])}
     assert study["again"] == []  # a finished study trains nothing
 
 
 def test_parts_are_a_partition() -> None:
-    from unetpp.sharding import parse_part, take_part
+    from unetpp.utils.sharding import parse_part, take_part
 
     runs = list(range(7))
     parts = [take_part(runs, (k, 3)) for k in (1, 2, 3)]
@@ -93,7 +94,7 @@ def test_parts_are_a_partition() -> None:
 
 
 def test_runs_go_seed_by_seed_so_a_stopped_study_compares_every_model() -> None:
-    runs = runner.plan(tiny_spec(models=("unet", "unet++"), seeds=(1, 0)))
+    runs = runner.runs_of(tiny_spec(models=("unet", "unet++"), seeds=(1, 0)))
     assert [(str(r.model), r.seed) for r in runs] == [("unet", 0), ("unet++", 0), ("unet", 1), ("unet++", 1)]
 
 

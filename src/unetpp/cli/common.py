@@ -48,3 +48,11 @@ def labelled_dataset(root: str, layout: str, model: NestedUNet) -> SegmentationD
     channels = {1: "grey", 3: "rgb"}.get(model.in_channels, "keep")
     cfg = DataConfig(root=root, layout=layout, channels=channels, cache=False)
     return open_dataset(cfg, model.spatial_dims, model.classes)
+
+
+def check_option(ok: bool, option: str, value: object, expected: str) -> None:
+    """One line naming the command-line option (not the library argument behind it) when `ok` is False."""
+    from ..errors import ConfigError
+
+    if not ok:
+        raise ConfigError(f"{option}: got {value!r}; expected {expected}")

@@ -8,7 +8,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..data.layouts import LAYOUTS
-from .common import csv_text, examples, labelled_dataset, parse_shape, subcommand
+from ..deploy.bench import AUTO_TOLERANCE
+from .common import check_option, csv_text, examples, labelled_dataset, parse_shape, subcommand
 
 if TYPE_CHECKING:
     from ..models import NestedUNet
@@ -20,19 +21,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.head is not None:
         warnings.warn("--head is now spelled --depth (as in prune and export)", FutureWarning, stacklevel=1)
         depth = args.head if depth is None else depth
-    from ..sharding import parse_part
+    from ..inference import PredictOptions
+    from ..utils.sharding import parse_part
 
-    options = {
-        "mode": "ensemble" if depth is None else f"select:{depth}",
-        "roi_size": args.roi,
-        "overlap": args.overlap,
-        "tta": args.tta,
-        "precision": args.precision,
+    check_option(0 <= args.overlap < 1, "--overlap", args.overlap, "a fraction in [0, 1), e.g. 0.5")
+    check_option(args.roi is None or args.roi >= 1, "--roi", args.roi, "a window size in voxels, e.g. 96")
+    options = PredictOptions(
+        head=depth,
+        roi_size=args.roi,
+        overlap=args.overlap,
+        tta=args.tta,
+        precision=args.precision,
+        runtime=args.runtime,
+    )
+    files = {
         "probabilities": args.probabilities,
         "overlay": not args.no_overlay,
         "overwrite": args.overwrite,
         "part": parse_part(args.part),
-        "runtime": args.runtime,
+        "allow_input_folder": args.allow_input_folder,
     }
     if args.devices > 1 or args.accelerator not in (None, "cpu"):  # Lightning's predict loop, one rank per device
         import logging
@@ -50,28 +57,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.inputs,
             args.out,
+            options,
             devices=args.devices,
             accelerator=args.accelerator or "auto",
-            **options,
+            **files,
         )
         if is_rank_zero():
             print(f"{job.total} input(s) done in {args.out}")
         return 0
-    from ..inference import predict_files
+    from ..deploy.backends import predictor
     from ..inference.instances import is_detector_file, predict_instance_files
 
     if is_detector_file(args.checkpoint):  # Mask R-CNN(++): instance label maps (16-bit) and overlays
         done = predict_instance_files(
-            args.checkpoint, args.inputs, args.out, overlay=not args.no_overlay, overwrite=args.overwrite
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            overlay=not args.no_overlay,
+            overwrite=args.overwrite,
+            allow_input_folder=args.allow_input_folder,
         )
         print(f"wrote {len(done)} instance label map(s) to {args.out}")
         return 0
-    written = predict_files(
-        args.checkpoint,
-        args.inputs,
-        args.out,
-        progress=sys.stderr.isatty(),  # a bar on a terminal; nothing between the lines of a log file
-        **options,
+    # a bar on a terminal; nothing between the lines of a log file
+    written = predictor(args.checkpoint, options).predict_files(
+        args.inputs, args.out, progress=sys.stderr.isatty(), **files
     )
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
@@ -109,6 +119,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument(
+        "--allow-input-folder",
+        action="store_true",
+        help="write into a folder that holds inputs (its earlier outputs are recognised by its manifest)",
+    )
     p.add_argument("--part", help="k/n: only part k of n of the sorted inputs (n independent jobs split a cohort)")
     p.add_argument(
         "--devices", type=int, default=1, help="processes (CPU) or GPUs on this machine, through Lightning (default 1)"
@@ -119,12 +134,15 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- prune
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..bench import choose_depth, format_table, pruning_table
+    from ..deploy.bench import choose_depth, format_table, pruning_table
     from ..errors import ConfigError
-    from ..evaluate import evaluate, summarize
-    from ..files import check_output, write_text
+    from ..evaluation.semantic import evaluate, summarize
     from ..models import load, prune, save
+    from ..plan.memory import check_inference_room
+    from ..utils.atomic import check_output, write_text
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
+    check_option(args.tolerance >= 0, "--tolerance", args.tolerance, "an IoU >= 0, e.g. 0.003")
     check_output(args.out, args.overwrite)
     if args.table:
         check_output(args.table, args.overwrite)
@@ -137,6 +155,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: the model has one head (depth {heads[0]}); --auto needs deep supervision, "
             "train with it or give --depth"
         )
+    check_inference_room(model, parse_shape(args.shape))
     rows = pruning_table(model, parse_shape(args.shape), args.reps, runtime=args.runtime)
     iou: dict[str, float] = {}
     if args.data:
@@ -155,7 +174,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         scores = {r["depth"]: r["iou"] for r in rows if r["depth"] is not None}
         latencies = {r["depth"]: r["latency_ms"] for r in rows if r["depth"] is not None}
         depth = choose_depth(scores, args.tolerance, latencies=latencies, max_latency=args.max_latency_ms)
-    path = save(prune(model, depth), args.out, overwrite=args.overwrite)
+    from ..models.provenance import pruned_record  # the source's record and preprocessing travel with it
+
+    rule = f"--depth {depth}"
+    if args.depth is None:
+        rule = (
+            f"--auto (tolerance {args.tolerance:g} IoU)" if args.auto else f"--max-latency-ms {args.max_latency_ms:g}"
+        )
+    record = pruned_record(args.checkpoint, rows, depth, rule)
+    path = save(prune(model, depth), args.out, overwrite=args.overwrite, **record)
     print(f"pruned to depth {depth}: {path}")
     return 0
 
@@ -179,7 +206,9 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     choice.add_argument("--depth", type=int, help="prune to this depth")
     choice.add_argument("--auto", action="store_true", help="the shallowest depth within --tolerance of the best IoU")
     choice.add_argument("--max-latency-ms", type=float, help="the most accurate depth within this latency")
-    p.add_argument("--tolerance", type=float, default=0.003, help="IoU that --auto may give up (0.003 = 0.3 points)")
+    p.add_argument(
+        "--tolerance", type=float, default=AUTO_TOLERANCE, help="IoU that --auto may give up (0.003 = 0.3 points)"
+    )
     p.add_argument("--shape", default="1x1x512x512", help="input shape to time, B x C x spatial")
     p.add_argument("--reps", type=int, default=5)
     add_runtime(p, "torch")
@@ -191,11 +220,11 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..deploy.export import export_onnx, export_program, export_safetensors, quantize_onnx
     from ..errors import ConfigError, ExportError
-    from ..export import export_onnx, export_program, export_safetensors, quantize_onnx
-    from ..files import check_output
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
     from ..models.checkpoint import sidecar
+    from ..utils.atomic import check_output, remove_temporaries_of
 
     # Every output and input is checked before the first file is written: a bad --calibration leaves no m.onnx.
     int8 = str(args.out).removesuffix(".onnx") + ".int8.onnx"
@@ -208,6 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         outputs.append(sidecar(args.out))
     for out in outputs:
         check_output(out, args.overwrite, ExportError)
+    remove_temporaries_of(outputs)  # what a killed export of these files left beside them
     shape = parse_shape(args.shape) if args.shape else None
     model = load(args.checkpoint)
     if args.depth is not None:
@@ -234,7 +264,7 @@ def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
     from ..data.io import read_image
     from ..data.transforms import normalize_intensity
     from ..inference import find_inputs, match_channels
-    from ..padding import pad_to_multiple
+    from ..utils.padding import pad_to_multiple
 
     images = []
     for path in find_inputs(inputs):
@@ -274,17 +304,21 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from ..bench import format_table, pruning_table
-    from ..files import check_output, write_text
+    from ..deploy.bench import format_table, pruning_table
     from ..models import build_model, load
+    from ..plan.memory import check_inference_room
+    from ..utils.atomic import check_output, write_text
 
+    check_option(args.reps >= 1, "--reps", args.reps, "an integer >= 1")
     if args.json:
         check_output(args.json, args.overwrite)
     shapes = [parse_shape(text) for text in args.shapes]
     model = load(args.checkpoint) if args.checkpoint else build_model(args.model)
+    for shape in shapes:  # every shape fits memory before the first is timed
+        check_inference_room(model, shape, "--shapes")
     if args.runtimes:  # one list of rows, one per runtime, precision and shape
-        from ..inference.backends import machine
-        from ..inference.runtime_table import format_runtime_table, runtime_table
+        from ..deploy.backends import machine
+        from ..deploy.runtime_table import format_runtime_table, runtime_table
 
         rows = []
         print(f"machine: {machine()}")

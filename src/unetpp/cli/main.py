@@ -18,6 +18,8 @@ from ..engine.signals import Terminated
 from ..errors import UnetppError
 from .common import examples
 from .deploy import add_bench, add_export, add_predict, add_prune
+from .encoding import plain_streams
+from .hub import add_push
 from .plan import add_plan
 from .study import add_compare, add_reproduce
 from .train import add_demo, add_evaluate, add_train
@@ -34,9 +36,20 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_prune,
     add_export,
     add_bench,
+    add_push,
     add_compare,
     add_reproduce,
 ]
+
+
+# what Ctrl-C means, per command (a training run says itself where its checkpoint is)
+INTERRUPTED = {
+    "train": "interrupted; a training run resumes with --resume from its last checkpoint",
+    "predict": "interrupted; rerun the same command to finish the rest (outputs already written are kept)",
+    "compare": "interrupted; rerun the same command to continue the study (finished runs are kept)",
+    "reproduce": "interrupted; rerun the same command to continue the study (finished runs are kept)",
+    "demo": "interrupted; remove the --out folder to start the demo again",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic() - _process_age()  # budgets (--minutes) count from the command's start
+    plain_streams()  # an ASCII terminal gets "+/-" for "±", not a UnicodeEncodeError
     args = build_parser().parse_args(argv)
     args.started = started
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a run folder records (commands.txt)
     # progress and results on stdout, problems on stderr (where a failure is exactly one line)
     progress, problems = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
     progress.addFilter(lambda record: record.levelno < logging.WARNING)
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unetpp: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        said = str(e) or "interrupted; a training run resumes with --resume from its last checkpoint"
+        said = str(e) or INTERRUPTED.get(args.command, "interrupted; files are written whole or not at all")
         print(f"unetpp: {said}", file=sys.stderr)
         return 130
     finally:

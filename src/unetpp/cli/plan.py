@@ -20,7 +20,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from ..plan.fingerprint import fingerprint
-    from ..plan.record import format_plan, save_plan
+    from ..plan.record import checked_fields, format_plan, save_plan
     from ..plan.rules import make_plan
 
     overrides = {}
@@ -28,7 +28,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         name, sep, raw = a.partition("=")
         if not sep:
             raise ConfigError(f"cannot apply {a!r}: expected field=value, e.g. batch_size=4 or patch_size=[64,64]")
-        overrides[name.removeprefix("plan.")] = yaml.safe_load(raw)
+        try:
+            overrides[name.strip().removeprefix("plan.")] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            overrides[name.strip().removeprefix("plan.")] = raw  # not YAML: the check names what was expected
+    checked_fields(overrides)  # a bad value fails before the data set is read
     dataset = open_for_plan(args.data, args.layout, args.volumes)
     fp = fingerprint(dataset, max_items=args.max_items, use_cache=not args.no_cache)
     plan = make_plan(fp, args.model, args.memory_gb, args.device, overrides, precision=args.precision)
@@ -42,7 +46,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def open_for_plan(root: str, layout: str, volumes: bool = False) -> SegmentationDataset:
     """The data set at `root` in `layout`, opened only to list its items (raw files are read by the fingerprint)."""
     from ..config import DataConfig
-    from ..plan.configure import open_for_plan as open_data
+    from ..engine.planning import open_for_plan as open_data
 
     return open_data(DataConfig(root=root, layout=layout), 3 if volumes else None)
 

@@ -18,9 +18,9 @@ def _abs(path: str | None) -> str | None:
 
 
 def _finish(spec: Any, out: str, part: str | None) -> int:
-    from ..sharding import parse_part
     from ..study.report import command_line, write_report
     from ..study.runner import run_study
+    from ..utils.sharding import parse_part
     from .quiet import quiet_libraries
 
     with quiet_libraries():

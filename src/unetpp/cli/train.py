@@ -14,7 +14,7 @@ LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import next_steps, run_demo
+    from ..study.demo import next_steps, run_demo
     from .quiet import quiet_libraries
 
     with quiet_libraries(getattr(args, "verbose", False)):
@@ -70,6 +70,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "train.strategy": args.strategy,
         "train.seed": args.seed,
         "train.memory_gb": args.memory_gb,
+        "train.init": args.init,
     }
     return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(args.set or [])
 
@@ -89,9 +90,11 @@ def _assigned_fields(args: argparse.Namespace) -> frozenset[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.distributed import is_rank_zero
+    from ..engine.planning import user_fields_of
+    from ..engine.signals import Terminated
     from ..engine.train import fit
     from ..errors import CheckpointError, ConfigError
-    from ..plan.configure import user_fields_of
+    from ..models.provenance import record_command
     from .quiet import quiet_libraries
 
     if args.plan and args.no_plan:
@@ -107,16 +110,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = None if args.no_plan else (args.plan or "auto")
     user_fields = user_fields_of(cfg, _assigned_fields(args))
     with quiet_libraries(getattr(args, "verbose", False)):
-        best = fit(
-            cfg,
-            run_dir,
-            resume=args.resume,
-            started=getattr(args, "started", None),
-            plan=plan,
-            user_fields=user_fields,
-        )
+        try:
+            best = fit(
+                cfg,
+                run_dir,
+                resume=args.resume,
+                started=getattr(args, "started", None),
+                plan=plan,
+                user_fields=user_fields,
+            )
+        except (Terminated, KeyboardInterrupt):  # saved last.ckpt: the command is part of the run's record
+            if is_rank_zero():
+                record_command(run_dir, getattr(args, "argv", None))
+            raise
     if not is_rank_zero():  # the other ranks of a DDP run: rank zero says it once
         return 0
+    record_command(run_dir, getattr(args, "argv", None))  # commands.txt: the model card's "trained with"
     print(f"best checkpoint: {best}")
     print(f"next: unetpp evaluate --checkpoint {best} --data <held-out images>")
     return 0
@@ -131,6 +140,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
             "unetpp train --data data/em --run-dir runs/em2 --plan runs/em/plan.yaml   # a saved (edited) plan",
             "unetpp train --run-dir runs/em --resume            # continue after an interruption",
             "unetpp train --data Task04_Hippocampus --layout decathlon --run-dir runs/hippo --memory-gb 8",
+            "unetpp train --init runs/em/checkpoints/best.ckpt --data data/new_em --run-dir runs/em_tuned",
         ),
         sub,
     )
@@ -145,8 +155,17 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-channels", type=int)
     p.add_argument("--3d", dest="volumes", action="store_true", help="volumes (3D models and patches)")
     p.add_argument("--no-deep-supervision", action="store_true")
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this trained model (a run's best.ckpt, .pt, .safetensors, a folder or Hub id org/name): "
+        "its architecture and weights; new class heads if the data have other classes",
+    )
     p.add_argument("--encoder", help="a timm backbone, e.g. resnet34")
-    p.add_argument("--encoder-weights", help="'imagenet' for pretrained weights (needs internet)")
+    p.add_argument(
+        "--encoder-weights",
+        help="'imagenet' (timm's download, cached) or a local timm/torchvision state dict (.pth, .safetensors)",
+    )
     p.add_argument("--encoder-freeze", action="store_true")
     p.add_argument("--encoder-lr-scale", type=float)
     p.add_argument("--epochs", type=int)
@@ -182,17 +201,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate, format_table, summarize, write_csv
-    from ..files import check_output
+    from ..evaluation.semantic import evaluate, format_table, summarize, write_csv
     from ..inference.instances import is_detector
     from ..models import load
+    from ..models.hub import run_folder_of
+    from ..utils.atomic import check_output
 
     model = load(args.checkpoint)
     if args.instances or is_detector(model):  # Table V's columns (evaluate_instances.py)
-        from ..evaluate_instances import run_evaluate
+        from ..evaluation.instances import run_evaluate
 
         return run_evaluate(model, args)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / "evaluation.csv"
+    out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation.csv"
     check_output(out, args.overwrite)
     rows = evaluate(model, _evaluation_data(args, model), with_hd95=not args.no_hd95, per_class=True)
     write_csv(rows, out, overwrite=args.overwrite)

@@ -150,7 +150,7 @@ class SegmentationDataset(Dataset):
         mask_threshold: binarise stored mask values ``> mask_threshold`` (noisy JPEG-like masks); the pixels
             changed are counted in :attr:`thresholded` (files, changed, total) for one summary line.
         target_spacing: 3D only: volumes (and masks) are resampled to this voxel spacing before
-            normalisation, as the plan decides for anisotropic data (:func:`unetpp.plan.resample.to_spacing`).
+            normalisation, as the plan decides for anisotropic data (:func:`unetpp.data.resample.to_spacing`).
         transform: applied to the sample dict last (augmentation, see
             :func:`~unetpp.data.transforms.build_transforms`).
         cache: keep decoded arrays in memory (per process: each DataLoader worker has its own).
@@ -195,6 +195,7 @@ class SegmentationDataset(Dataset):
         self.mask_threshold = mask_threshold
         self.target_spacing = None if target_spacing is None else tuple(float(t) for t in target_spacing)
         self.thresholded = [0, 0, 0]  # mask files thresholded, pixels changed, pixels in them
+        self.noisy_masks: list[Path] = []  # the files counted there
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -236,8 +237,10 @@ class SegmentationDataset(Dataset):
         mask = (values > self.mask_threshold).astype(np.int64)
         clean = 255 if self.mask_threshold >= 1 else 1
         changed = int(np.count_nonzero((values != 0) & (values != clean)))
-        files, pixels, total = self.thresholded
-        self.thresholded = [files + 1, pixels + changed, total + values.size]
+        if changed:  # only the noisy files: a clean 0/255 mask is not blamed for the noise of another
+            files, pixels, total = self.thresholded
+            self.thresholded = [files + 1, pixels + changed, total + values.size]
+            self.noisy_masks.append(item.mask)
         return mask
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,24 +262,14 @@ class SegmentationDataset(Dataset):
                 f"{'x'.join(map(str, image.shape[1:]))}; masks must match their image"
             )
         if self.target_spacing is not None and self.spatial_dims == 3:
-            image, mask = self._resample(item, image, mask, spacing)
+            from .resample import on_spacing
+
+            classes = self.label_count or int(mask.max()) + 1
+            image, mask = on_spacing(image, spacing, self.target_spacing, mask, classes)  # type: ignore[assignment]
         image = normalize_intensity(image, self.normalize, self.intensity_stats)
         if self._cache is not None:
             self._cache[index] = (image, mask)
         return image, mask
-
-    def _resample(
-        self, item: Item, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Image (cubic) and mask (one-hot linear) on the target spacing's grid, over the same field of view."""
-        from ..plan.resample import resample_image, resample_labels, target_shape
-
-        assert self.target_spacing is not None
-        shape = target_shape(image.shape[1:], spacing, self.target_spacing)
-        if shape == tuple(image.shape[1:]):
-            return image, mask
-        classes = self.label_count or int(mask.max()) + 1
-        return resample_image(image, shape), resample_labels(mask, shape, classes)
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load(index)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError, DataError
+from ..utils.atomic import first_missing
 from .datasets import SegmentationDataset
 from .layouts import LAYOUTS
 
@@ -182,7 +183,25 @@ def extract(archive: PathLike, folder: PathLike) -> Path:
         DataError: a corrupt archive or an unsafe member path.
     """
     archive, folder = Path(archive), Path(folder)
+    created = first_missing(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extracting-"))  # moved into place only when whole
+    try:
+        _extract_all(archive, staging)
+        for member in sorted(staging.rglob("*")):
+            if member.is_file():
+                (folder / member.relative_to(staging)).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(member, folder / member.relative_to(staging))
+            elif member.is_dir():
+                (folder / member.relative_to(staging)).mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        shutil.rmtree(created if created is not None else staging, ignore_errors=True)  # no half-extracted files
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _extract_all(archive: Path, folder: Path) -> None:
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
@@ -204,7 +223,6 @@ def extract(archive: PathLike, folder: PathLike) -> Path:
         raise DataError(
             f"{archive}: not a readable archive ({type(e).__name__}: {e}); delete it and download again"
         ) from e
-    return folder
 
 
 def _locate(root: Path, layout: str) -> Path | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .limits import check_declared
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,10 @@ def _read_tiff(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, ImageM
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
+            check_declared(path, series.shape, series.dtype)
             arr = series.asarray()
+    except DataError:
+        raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for broken files
         raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); re-export or re-download it") from e
     # drop length-1 axes (except the plane) so that e.g. 'TZCYX' with T=C=1 reads as a plain stack
@@ -279,9 +283,12 @@ def _read_nifti(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, Image
 
     try:
         img = nib.load(path)
+        check_declared(path, img.shape, img.get_data_dtype())  # a lying header must not allocate 13.5 GB
         arr = np.asanyarray(img.dataobj)  # applies scl_slope/inter; a truncated .gz fails here
         affine = np.asarray(img.affine, dtype=np.float64)
         zooms = tuple(float(z) for z in img.header.get_zooms())
+    except DataError:
+        raise
     except Exception as e:  # nibabel raises ImageFileError, EOFError, zlib.error, ValueError...
         raise DataError(
             f"{path}: not a readable NIfTI file ({type(e).__name__}: {e}); re-export or re-download it"
@@ -304,7 +311,12 @@ def _read_nifti(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, Image
 
 def _read_numpy(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, ImageMeta]:
     try:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only (fails when data is short)
+        check_declared(path, header.shape, header.dtype)
+        del header
         arr = np.load(path, allow_pickle=False)  # never unpickle: a .npy from elsewhere could run code
+    except DataError:
+        raise
     except Exception as e:  # ValueError (pickled or truncated), EOFError, OSError...
         raise DataError(f"{path}: not a readable .npy array ({type(e).__name__}: {e}); save it with np.save") from e
     if not isinstance(arr, np.ndarray):
@@ -357,6 +369,17 @@ def _single_channel(arr: np.ndarray, path: Path) -> np.ndarray:
     return first
 
 
+FULL_SCALE = (255, 65535)  # the foreground of a binary mask saved at full scale in 8 or 16 bits
+
+
+def full_scale_binary(values: np.ndarray) -> int | None:
+    """The foreground value when the sorted distinct `values` are {0, M} (or {M}) with M full scale, else None."""
+    top = values[-1].item() if len(values) else None
+    if top in FULL_SCALE and set(values.tolist()) <= {0, top}:
+        return int(top)
+    return None
+
+
 def _class_ids(label: np.ndarray, path: Path, label_count: int | None) -> np.ndarray:
     values = np.unique(label)
     if label.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
@@ -367,10 +390,10 @@ def _class_ids(label: np.ndarray, path: Path, label_count: int | None) -> np.nda
         )
     if values[0] < 0:
         raise DataError(f"{path}: mask has negative values {_listed(values[values < 0])}; class ids start at 0")
-    # 0/255 is the usual way to store a binary mask in an 8-bit file (ISBI: 255 = cell interior)
-    binary_255 = values[-1] == 255 and set(values.tolist()) <= {0, 255}
-    if binary_255 and (label_count is None or label_count <= 255):
-        return (label == 255).astype(np.int64)
+    # 0/255 is the usual way to store a binary mask in an 8-bit file (ISBI: 255 = cell interior), 0/65535 in 16 bits
+    top = full_scale_binary(values)
+    if top is not None and (label_count is None or label_count <= top):
+        return (label == top).astype(np.int64)
     if label_count is not None and values[-1] >= label_count:
         if label_count == 2:
             raise DataError(

@@ -9,10 +9,10 @@ slices) are correlated and are split into contiguous blocks; independent images 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..errors import ConfigError, DataError
 from .datasets import ArrayDataset, FolderPairs, SegmentationDataset
@@ -20,8 +20,30 @@ from .public import DSB2018, ISBI2012, Decathlon
 from .splits import Split, block_split, kfold_split, random_split
 from .synthetic import make_synthetic_em
 
-if TYPE_CHECKING:
-    from ..config import DataConfig
+
+class DataSource(Protocol):
+    """What opening and splitting a data set reads: :class:`unetpp.config.DataConfig` has it all.
+
+    A protocol rather than the config class itself, so that ``data/`` imports nothing above it.
+    """
+
+    root: str
+    layout: str
+    channels: str
+    normalize: str
+    cache: bool
+    mask_threshold: float | None
+    target_spacing: Sequence[float] | None
+    synthetic_images: int
+    synthetic_size: int
+    val_ids: Sequence[str] | None
+    val_fraction: float
+    split: str
+    folds: int
+    fold: int
+
+    @property
+    def intensity_stats(self) -> tuple[tuple[float, float, float, float], ...] | None: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,7 @@ def layout(name: str) -> Layout:
     return LAYOUTS[name]
 
 
-def open_dataset(cfg: DataConfig, spatial_dims: int, classes: int | None) -> SegmentationDataset:
+def open_dataset(cfg: DataSource, spatial_dims: int, classes: int | None) -> SegmentationDataset:
     """The whole data set named by the config, read lazily and checked for pairing.
 
     `classes` is the model's (1 = binary); ``None`` accepts any label ids (to fingerprint a data set).
@@ -135,7 +157,7 @@ def indices_of(wanted: tuple[str, ...], ids: list[str], field: str) -> list[int]
     return [k for k, i in enumerate(ids) if i in chosen]
 
 
-def split_indices(cfg: DataConfig, ids: list[str], seed: int) -> Split:
+def split_indices(cfg: DataSource, ids: list[str], seed: int) -> Split:
     """Training and validation indices: explicit ids, contiguous blocks, random, or one of k folds.
 
     Raises:
@@ -145,6 +167,13 @@ def split_indices(cfg: DataConfig, ids: list[str], seed: int) -> Split:
         val = indices_of(cfg.val_ids, ids, "val_ids")
         return Split([k for k in range(len(ids)) if k not in set(val)], val, [])
     kind = layout(cfg.layout).split if cfg.split == "auto" else cfg.split
+    if len(ids) < 2:  # nothing to split (the splitters' own message speaks of "n")
+        if cfg.val_fraction == 0 and kind != "kfold":
+            return Split(list(range(len(ids))), [], [])
+        raise ConfigError(
+            f"{cfg.root or 'the data set'}: {len(ids)} image(s) cannot be split into training and validation; "
+            "add images, or set data.val_fraction=0 to train without validation"
+        )
     if kind == "block":
         return block_split(len(ids), cfg.val_fraction, seed=seed)
     if kind == "random":

@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..padding import pad_end
+from ..utils.padding import pad_end
+from .limits import check_patch_count
 
 DEFAULT_PATCH = {2: (96, 96), 3: (64, 64, 64)}
 
@@ -84,9 +85,10 @@ class PatchDataset(Dataset):
         if not 0 <= fg_prob <= 1:
             raise ConfigError(f"fg_prob must be in [0, 1], got {fg_prob}")
         if not isinstance(patches_per_image, int) or patches_per_image < 1:
-            raise ConfigError(f"patches_per_image must be an int >= 1, got {patches_per_image!r}")
+            raise ConfigError(f"data.patches_per_image: got {patches_per_image!r}; expected an integer >= 1")
         if num_patches is not None and num_patches < 1:
             raise ConfigError(f"num_patches must be an int >= 1, got {num_patches!r}")
+        check_patch_count(len(dataset), patches_per_image)  # type: ignore[arg-type]
         self.dataset = dataset
         self.spatial_dims = spatial_dims
         self.patch_size = _patch_size(patch_size, spatial_dims)

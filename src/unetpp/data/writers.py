@@ -1,6 +1,6 @@
 """Write images and masks in the formats :mod:`unetpp.data.io` reads, through the one atomic writer.
 
-A crash never leaves half a file, and nothing is overwritten unless asked (:func:`unetpp.files.atomic_write`).
+A crash never leaves half a file, and nothing is overwritten unless asked (:func:`unetpp.utils.atomic.atomic_write`).
 NIfTI outputs keep the affine and spacing of the input they were predicted from (its :class:`ImageMeta`).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from .io import NIFTI_SUFFIXES, NUMPY_SUFFIXES, PILLOW_SUFFIXES, SUFFIXES, TIFF_SUFFIXES, ImageMeta, PathLike, suffix
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from .model import Detector
 
 

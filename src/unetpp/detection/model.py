@@ -44,8 +44,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from ..errors import ConfigError, UnetppError
-from ..models.encoders import ENCODER_WEIGHTS, EncoderWeights, backbone_features, backbone_levels
+from ..errors import ConfigError
+from ..models.encoder_weights import create_timm_backbone
+from ..models.encoders import EncoderWeights, backbone_features, backbone_levels
 from ..models.layers import NormKind
 from .pyramid import NestedPyramid
 
@@ -114,8 +115,6 @@ class Detector(MaskRCNN):
 
 def create_body(encoder: str, in_channels: int, weights: EncoderWeights) -> tuple[nn.Module, list[int]]:
     """timm ``features_only`` body returning C2..C5, and their channels."""
-    if weights not in ENCODER_WEIGHTS:
-        raise ConfigError(f"encoder_weights must be 'imagenet' or None, got {weights!r}")
     _, ladder = backbone_levels(encoder)  # raises ConfigError for unknown names or missing timm
     missing = [level for level in PYRAMID_LEVELS if level not in ladder]
     if missing:
@@ -125,19 +124,7 @@ def create_body(encoder: str, in_channels: int, weights: EncoderWeights) -> tupl
             "(C2..C5); choose a ResNet-style backbone such as resnet50 or resnet101"
         )
     indices = [ladder[level] for level in PYRAMID_LEVELS]
-    import timm
-
-    kwargs = {"in_chans": in_channels, "features_only": True, "out_indices": indices}
-    try:
-        body = timm.create_model(encoder, pretrained=weights == "imagenet", **kwargs)
-    except Exception as e:  # hub, network and cache errors come in many types
-        if weights is None:
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UnetppError(
-            f"cannot get ImageNet weights for encoder {encoder!r} ({type(e).__name__}: {first}); pass "
-            "encoder_weights=None to start from random weights, or fill the Hugging Face cache (HF_HOME) and retry"
-        ) from e
+    body = create_timm_backbone(encoder, weights, in_chans=in_channels, features_only=True, out_indices=indices)
     return body, [int(c) for c in body.feature_info.channels()]
 
 
@@ -164,7 +151,7 @@ def build_detector(
     Args:
         name: "maskrcnn" or "maskrcnn++".
         encoder: timm backbone with features at strides 4..32 (the paper: "resnet101").
-        encoder_weights: "imagenet" or None (random). Not kept in :attr:`Detector.config`.
+        encoder_weights: "imagenet", a local state dict file, or None (random). Not kept in :attr:`Detector.config`.
         in_channels: image channels (timm adapts pretrained RGB weights to 1 channel).
         classes: object classes plus background (2 for nuclei).
         pyramid_width: channels of every pyramid level.

@@ -84,13 +84,14 @@ class SegmentationDataModule(L.LightningDataModule):
         files, changed, total = full.thresholded
         if files:  # one line for the data set, not one per file
             log.warning(
-                "masks thresholded at %g: %d of %d pixels (%.2f%%) in %d mask file(s) were neither background nor "
-                "the foreground value (compression noise) and were set to 0 or 1",
+                "masks thresholded at %g: %d of %d pixels (%.2f%%) in %d mask file(s) (%s) were neither background "
+                "nor the foreground value (compression noise) and were set to 0 or 1",
                 self.cfg.mask_threshold,
                 changed,
                 total,
                 100.0 * changed / max(total, 1),
                 files,
+                ", ".join(str(p) for p in full.noisy_masks[:3]) + (", ..." if files > 3 else ""),
             )
         split = split_indices(self.cfg, [full.ids[k] for k in pool], self.seed)
         train, val = [pool[k] for k in split.train], [pool[k] for k in split.val]

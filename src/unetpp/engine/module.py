@@ -19,9 +19,9 @@ from torch import Tensor
 from ..errors import TrainingError
 from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
-from ..models import build_model, ensemble
+from ..models import build_model, heads_and_ensemble
 from ..models.checkpoint import HEADER_KEY
-from ..padding import pad_to_multiple
+from ..utils.padding import pad_to_multiple
 from .budget import WallClockBudget
 from .checkpoints import add_model_header
 
@@ -118,10 +118,9 @@ class SegmentationModule(L.LightningModule):
         def score(probs: Tensor) -> Tensor:  # per image: mean IoU of the foreground classes
             return iou(masks_from_probs(probs), truth, include_background=self.classes == 1).reshape(n, -1).mean(1)
 
-        probs = [ensemble([h]) for h in heads]
-        scores = {f"val/iou_head{j}": score(p) for j, p in zip(self.heads, probs, strict=True)}
-        if len(heads) > 1:  # the paper's plain mean, and every subset of heads the accurate mode may choose
-            scores["val/iou_ensemble"] = score(torch.stack(probs).mean(0))
+        scores = {f"val/iou_{mode}": score(p) for mode, p in heads_and_ensemble(heads, self.heads).items()}
+        if self._subsets:  # every subset of heads the accurate mode may choose (the plain mean is one of them)
+            probs = [ensemble([h]) for h in heads]
             for subset in self._subsets:
                 picked = [probs[self.heads.index(j)] for j in subset]
                 scores[_subset_key(subset)] = score(torch.stack(picked).mean(0))
@@ -204,7 +203,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a model header, so that unetpp.load reads the model without knowing Lightning's layout; with the
-        # preprocessing that prediction repeats (read by unetpp.inference.files.saved_preprocessing)
+        # preprocessing that prediction repeats (read by unetpp.inference.batch.saved_preprocessing)
         add_model_header(checkpoint, self.model.config)
         if self.hparams.get("preprocessing") is not None:
             checkpoint[HEADER_KEY]["preprocessing"] = dict(self.hparams.preprocessing)

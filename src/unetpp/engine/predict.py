@@ -1,6 +1,6 @@
 """Prediction of files on several processes or GPUs of one machine, through Lightning's predict loop.
 
-Every rank runs the same checks (:func:`unetpp.inference.files.prepare_files`); Lightning's predict
+Every rank runs the same checks (:func:`unetpp.inference.batch.prepare_files`); Lightning's predict
 loop gives each rank a disjoint part of the inputs (an unrepeated distributed sampler), and each rank
 predicts and writes its inputs with the same code as one process (:meth:`FileJob.run_one`), so the
 outputs are those of a one-process run. Nothing is gathered: the outputs are the files. Rank zero
@@ -19,7 +19,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..inference.files import FileJob, prepare_files
+from ..deploy.backends import predictor
+from ..inference import PredictOptions
+from ..inference.batch import FileJob, FileOptions, prepare_files
 from ..inference.outputs import PathLike, Written
 from .distributed import is_rank_zero, watch_children, watch_parent
 
@@ -72,16 +74,18 @@ def predict_files_on(
     model: PathLike,
     inputs: PathLike | Sequence[PathLike],
     out_dir: PathLike,
+    options: PredictOptions | None = None,
     *,
     devices: int,
     accelerator: str = "auto",
-    **options: Any,
+    **files: Any,
 ) -> FileJob:
-    """Predict like :func:`unetpp.inference.predict_files` on `devices` processes (CPU) or GPUs; returns the job.
+    """Predict like :meth:`unetpp.inference.Predictor.predict_files` on `devices` processes (CPU) or GPUs; returns
+    the job. `files` are the fields of :class:`~unetpp.inference.batch.FileOptions` (threshold, overwrite, part...).
 
     With Lightning's launcher the command is run again for ranks 1..N-1 (each prepares the same job).
     """
-    job = prepare_files(model, inputs, out_dir, **options)
+    job = prepare_files(predictor(model, options), inputs, out_dir, FileOptions(**files))
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,

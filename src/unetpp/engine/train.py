@@ -25,8 +25,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError, UnetppError
-from ..files import check_folder, temporaries
 from ..models.checkpoint import torch_save, unreadable_reason
+from ..utils.atomic import check_folder, temporaries
 from .budget import ProgressWithTimeLeft, WallClockBudget
 from .datamodule import SegmentationDataModule
 from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
@@ -207,7 +207,7 @@ def fit(
     folder it created; `cfg.train.max_minutes` counts from `started` (``time.monotonic()`` when the
     command began; default now), data loading and the last validation included.
     `plan` ("auto", a plan.yaml, or None for none) fills the config fields not in `user_fields` from the data
-    (:func:`unetpp.plan.configure.planned_config`; rank zero only: other ranks read the config it resolved);
+    (:func:`unetpp.engine.planning.planned_config`; rank zero only: other ranks read the config it resolved);
     the memory guard runs in every case.
 
     Raises:
@@ -261,6 +261,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
     for tmp in temporaries(ckpts) + temporaries(run_dir):  # a kill mid-write left them; the real files are intact
         tmp.unlink(missing_ok=True)
         log.info("removed %s (left by a killed write)", tmp)
+    remove_unlogged_parts(run_dir / "logs")
     if resume:
         if not last.is_file():
             if best.is_file():
@@ -270,7 +271,7 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             raise CheckpointError(
                 f"{run_dir}: nothing to resume (the run never saved a checkpoint); start it over without --resume"
             )
-        check_resumable(last)
+        check_resumable(last, cfg.train.max_epochs)
         saved = RunConfig.load(run_dir / "config.yaml")
         if saved.model != cfg.model:
             raise ConfigError(
@@ -293,6 +294,14 @@ def _check_run_folder(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             )
 
 
+def remove_unlogged_parts(logs: Path) -> None:
+    """Remove the last ``logs/part-NNN`` folders that hold no metrics.csv (a session killed before it logged);
+    only trailing ones, so that the next session's part number stays one past the last kept."""
+    parts = sorted(p for p in logs.glob("part-*") if p.is_dir())
+    while parts and not (parts[-1] / "metrics.csv").is_file():
+        shutil.rmtree(parts.pop(), ignore_errors=True)
+
+
 def _fit_locked(
     cfg: RunConfig,
     run_dir: Path,
@@ -307,8 +316,12 @@ def _fit_locked(
     chosen = None
     if owner:
         _check_run_folder(cfg, run_dir, resume)
+        if not resume and cfg.train.init:  # issue 21: the architecture of the model to start from
+            from .finetune import init_config
+
+            cfg, user_fields = init_config(cfg, user_fields)
         if not resume and cfg.model.task == "semantic":  # issue 9: the plan fills what the user left unset
-            from ..plan.configure import planned_config
+            from .planning import planned_config
 
             cfg, chosen = planned_config(cfg, plan, user_fields)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -332,6 +345,10 @@ def _fit_locked(
             compile=cfg.train.compile,
         )
         data = SegmentationDataModule.from_config(cfg)
+    if not resume and cfg.train.init:  # its weights (new class heads where the classes differ)
+        from ..models.transfer import start_from
+
+        start_from(module.model, cfg.train.init)
     data.setup("fit")
     if not resume and owner:
         (run_dir / RUN_MARKER).touch()  # this folder is a run: it may be started over until it saves a checkpoint
@@ -382,7 +399,7 @@ def _stopped(by: str, run_dir: Path, last: Path) -> str:
     return f"stopped by {by}; {saved}; continue with: unetpp train --run-dir {run_dir} --resume"
 
 
-def check_resumable(path: Path) -> None:
+def check_resumable(path: Path, max_epochs: int | None = None) -> None:
     """Read a last checkpoint safely before Lightning does, so that a damaged one is one line, not a traceback.
 
     Raises:
@@ -400,3 +417,9 @@ def check_resumable(path: Path) -> None:
     )
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); {fix}")
+    epoch = ckpt["epoch"]
+    if max_epochs is not None and isinstance(epoch, int) and max_epochs <= epoch:  # Lightning: a traceback
+        raise ConfigError(
+            f"--epochs {max_epochs} (train.max_epochs): the run is already in epoch {epoch + 1}; "
+            f"give --epochs {epoch + 2} or more to continue it"
+        )

@@ -52,8 +52,11 @@ def is_detector(model: Any) -> bool:
 def is_detector_file(path: PathLike) -> bool:
     """Whether a PyTorch model file (``.pt``, ``.ckpt``, ``.safetensors``) holds a detector; False for other files."""
     from ..models.checkpoint import read_model_file
+    from ..models.hub import pretrained_folder
     from ..models.registry import OTHER_BUILDERS
 
+    if pretrained_folder(path) is not None:  # a save_pretrained folder or a Hub id
+        return read_model_file(path).config.get("name") in OTHER_BUILDERS
     if not str(path).lower().endswith(MODEL_SUFFIXES) or not Path(path).is_file():
         return False
     return read_model_file(path).config.get("name") in OTHER_BUILDERS
@@ -90,10 +93,10 @@ def semantic_label_map(model: NestedUNet, image: Tensor | np.ndarray, threshold:
     (z-scores do not depend on how the image was scaled). Uses the ensemble when the model has one.
     """
     from ..data.transforms import normalize_intensity
-    from .predictor import predict
+    from .predictor import Predictor
 
     x = normalize_intensity(np.asarray(image, dtype=np.float32), "zscore")
-    probs = predict(model, x)
+    probs = Predictor(model)(x)
     fg = probs[0] > threshold if probs.shape[0] == 1 else probs.argmax(dim=0) > 0
     return label_components(fg)
 
@@ -116,6 +119,7 @@ def predict_instance_files(
     threshold: float = SCORE_THRESHOLD,
     overlay: bool = True,
     overwrite: bool = False,
+    allow_input_folder: bool = False,
 ) -> list[Written]:
     """Write an instance label map (and an overlay) for every 2-D input image (see the module docstring).
 
@@ -123,17 +127,21 @@ def predict_instance_files(
         CheckpointError: the model file is missing, corrupt, foreign or not a detector.
         DataError: unreadable input, an output that exists (without `overwrite`), or an image the model cannot take.
     """
+    from ..data.overlay import instance_overlay
     from ..data.writers import write_image
     from ..detection import load
-    from ..visualize import instance_overlay
+    from ..utils.atomic import write_text
+    from . import manifest
 
     if not isinstance(model, torch.nn.Module):
         model = load(model)
     out_dir = Path(out_dir)
-    files = find_inputs(inputs, exclude_outputs_in=out_dir)
+    files = manifest.without_outputs(find_inputs(inputs), out_dir, allow_input_folder)
     plans = [plan_outputs(p, out_dir, 2, overlay, False) for p in files]
     check_outputs(plans, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [out for plan in plans for out in plan.paths()]  # listed: a rerun never takes them as inputs
+    write_text(out_dir / manifest.MANIFEST, manifest.text(out_dir, None, outputs), overwrite=True)
     written = []
     for plan in plans:
         t0 = time.perf_counter()

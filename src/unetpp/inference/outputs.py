@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from . import manifest
 
 PathLike = str | os.PathLike[str]
 
@@ -33,23 +34,20 @@ class Written:
         return [p for p in (self.mask, self.overlay, self.probabilities) if p is not None]
 
 
-OUTPUT_TAGS = ("_mask", "_overlay", "_prob")  # suffixes of the names predict_files writes
-
-
 def find_inputs(inputs: PathLike | Sequence[PathLike], exclude_outputs_in: Path | None = None) -> list[Path]:
     """Files to predict: a folder (its readable images, sorted), a glob pattern, one file, or a list of those.
 
     Raises:
         DataError: a missing file, an empty folder, or a pattern that matches nothing.
     """
-    from ..data.io import is_supported, stem
+    from ..data.io import is_supported
 
     if isinstance(inputs, (str, os.PathLike)):
         path = Path(inputs)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and is_supported(p))
-            if exclude_outputs_in is not None and path.resolve() == exclude_outputs_in.resolve():
-                found = [p for p in found if not stem(p).endswith(OUTPUT_TAGS)]  # our own earlier outputs
+            if exclude_outputs_in is not None:  # our own earlier outputs, as the folder's manifest lists them
+                found = manifest.without_outputs(found, exclude_outputs_in, allow_input_folder=True)
             if not found:
                 raise DataError(f"{path}: folder has no readable images (PNG, JPEG, TIFF, NIfTI, .npy)")
             return found
@@ -57,6 +55,8 @@ def find_inputs(inputs: PathLike | Sequence[PathLike], exclude_outputs_in: Path 
             return [path]
         if glob.has_magic(str(inputs)):
             found = sorted(Path(p) for p in glob.glob(str(inputs), recursive=True) if Path(p).is_file())
+            if exclude_outputs_in is not None:
+                found = manifest.without_outputs(found, exclude_outputs_in, allow_input_folder=True)
             if not found:
                 raise DataError(f"{inputs}: pattern matches no files; check the pattern and quote it in a shell")
             return found

@@ -1,30 +1,40 @@
-"""The paper's inference modes on images of any size: ``Predictor`` (prepared once) and ``predict``.
+"""The paper's inference modes on images of any size: :class:`PredictOptions`, checked once, and :class:`Predictor`.
 
 UNet++ (Zhou et al., "UNet++: Redesigning Skip Connections to Exploit Multiscale Features in Image
 Segmentation", IEEE TMI 2019, doi:10.1109/TMI.2019.2959609) trains one model with a head on every
-X^{0,j}. At inference it serves an accurate mode, the mean of the heads' probabilities
-(``mode="ensemble"``, :func:`unetpp.ensemble`), and fast modes that run only the nodes one head needs
-(``head=d``, or a model pruned with :func:`unetpp.prune`). This module prepares a model once (batch
-norm folded, mode and options checked) and runs it through :mod:`unetpp.inference.window`.
+X^{0,j}. At inference it serves an accurate mode, the mean of the heads' probabilities (``head=None``,
+:func:`unetpp.ensemble`), and fast modes that run only the nodes one head needs (``head=d``, or a model
+pruned with :func:`unetpp.prune`). As MONAI's ``SlidingWindowInferer`` and nnU-Net's ``nnUNetPredictor``
+do, how a model runs is one value (:class:`PredictOptions`: head, window, blending, TTA, precision,
+runtime) apart from the model and the files; a :class:`Predictor` prepares a model once (batch norm
+folded, options checked against it) and runs it through :mod:`unetpp.inference.window`, on arrays or on
+files (:meth:`Predictor.predict_files`).
 
 Precision names follow Lightning's spelling, as training does: ``"32"`` and ``"bf16"`` (the
 convolutions under CPU/GPU autocast after folding batch norm; blending and the returned probabilities
-stay float32). The older ``"float32"`` / ``"bfloat16"`` still work, with a ``DeprecationWarning``.
+stay float32). The older ``"float32"`` / ``"bfloat16"`` still work, with a ``FutureWarning``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputShapeError
-from ..models import GridSpec, NestedUNet, ensemble
-from ..models.inference import fuse_batch_norm
-from ..precision import bf16_supported, canonical_precision
+from ..models import NestedUNet, ensemble
+from ..models.fusion import fuse_batch_norm
+from ..utils.precision import bf16_supported, canonical_precision
+from .batch import FileOptions, prepare_files, run_files
+from .outputs import PathLike, Written
+from .runtimes import load_model
+from .segmenter import RUNTIMES, Runtime, Segmenter
 from .window import Blend, auto_window, check_window_args, sliding_window, window_size, with_flips
 
 if TYPE_CHECKING:
@@ -36,118 +46,135 @@ Precision = Literal["32", "bf16"]
 PRECISIONS = ("32", "bf16")
 
 
-class Segmenter(Protocol):
-    """What prediction needs from a model: NestedUNet and :class:`~unetpp.inference.runtimes.OnnxRunner` fit.
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a model runs on one image: everything except the model and the files. Every check is made here, once.
 
-    ``__call__(x, head=None)`` returns the logits of every head (or of head ``head`` only) as a list of
-    ``(B, classes, *spatial)`` tensors.
-    """
-
-    spec: GridSpec
-    in_channels: int
-    classes: int
-    spatial_dims: int
-
-    def __call__(self, x: Tensor, head: int | None = None) -> list[Tensor]: ...
-
-
-def parse_mode(mode: str | int, head: int | None = None) -> int | None:
-    """``"ensemble"`` -> None; ``"select:d"``, ``"head:d"``, ``d`` or ``head=d`` -> d.
+    Args:
+        head: run only head d and the nodes it needs (UNet++ L^d); ``None``: the ensemble, the mean of every
+            head's probabilities (one head's model: that head).
+        roi_size: sliding-window size per spatial axis, divisible by 2^depth; ``None`` predicts the whole image in
+            one pass up to 1024² pixels or 128³ voxels, and larger inputs through 512² or 96³ windows
+            (:func:`~unetpp.inference.window.auto_window`), so that memory stays bounded.
+        overlap: window overlap in [0, 1).
+        blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
+        sw_batch_size: windows per forward pass (more uses more memory, and is often faster).
+        tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D).
+        precision: ``"32"`` or ``"bf16"`` (autocast; fast on CPUs with AVX512-BF16 or AMX).
+        runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the fastest installed one whose
+            probabilities match eager float32). A runtime other than torch is composed by the caller
+            (:func:`unetpp.deploy.backends.predictor`, which :func:`unetpp.predict` and the CLI use).
 
     Raises:
-        ConfigError: an unknown mode, or `mode` and `head` that disagree.
+        ConfigError: a value out of range, with the value in the message.
+
+    Example:
+        >>> PredictOptions(head=2, roi_size=96, tta=True).overlap
+        0.5
     """
-    chosen: int | None
-    if isinstance(mode, int) and not isinstance(mode, bool):
-        chosen = mode
-    elif mode == "ensemble":
-        chosen = None
-    elif isinstance(mode, str) and mode.partition(":")[0] in ("select", "head") and mode.partition(":")[2].isdigit():
-        chosen = int(mode.partition(":")[2])
-    else:
-        raise ConfigError(f"mode must be 'ensemble' or 'select:<depth>' (e.g. 'select:3'), got {mode!r}")
-    if head is not None:
-        if chosen is not None and chosen != head:
-            raise ConfigError(f"mode={mode!r} and head={head!r} disagree; give one of them")
-        chosen = head
-    return chosen
+
+    head: int | None = None
+    roi_size: int | tuple[int, ...] | None = None
+    overlap: float = 0.5
+    blend: Blend = "gaussian"
+    sw_batch_size: int = 4
+    tta: bool = False
+    precision: Precision = "32"
+    runtime: Runtime = "torch"
+
+    def __post_init__(self) -> None:
+        if self.head is not None and (isinstance(self.head, bool) or not isinstance(self.head, int) or self.head < 1):
+            raise ConfigError(f"head must be a depth >= 1, or None for the ensemble; got {self.head!r}")
+        if self.roi_size is not None and not isinstance(self.roi_size, int):
+            object.__setattr__(self, "roi_size", tuple(self.roi_size))  # a list from YAML or argparse
+        check_window_args(self.overlap, self.blend, self.sw_batch_size)
+        if not isinstance(self.tta, bool):
+            raise ConfigError(f"tta must be True or False, got {self.tta!r}")
+        object.__setattr__(self, "precision", canonical_precision(self.precision, PRECISIONS))
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision == "bf16" and self.runtime == "onnxruntime":
+            raise ConfigError("precision bf16 runs on torch or openvino; for ONNX Runtime quantize to int8 instead")
+
+
+def parse_mode(mode: str) -> int | None:
+    """The paper's mode names, as :func:`unetpp.predict` takes them: ``"ensemble"`` -> None, ``"select:d"`` -> d.
+
+    Raises:
+        ConfigError: any other mode.
+    """
+    name, _, depth = mode.partition(":") if isinstance(mode, str) else ("", "", "")
+    if mode == "ensemble":
+        return None
+    if name == "select" and depth.isdigit():
+        return int(depth)
+    raise ConfigError(f"mode must be 'ensemble' or 'select:<depth>' (e.g. 'select:3'), got {mode!r}")
 
 
 class Predictor:
-    """A model prepared once for inference, callable on many images.
+    """A model prepared once for inference, callable on many images and files.
 
-    Preparation folds batch norm into the convolutions (:func:`~unetpp.models.inference.fuse_batch_norm`,
-    which returns an eval-mode copy, so the caller's model is untouched) and checks the mode.
+    Preparation folds batch norm into the convolutions (:func:`~unetpp.models.fusion.fuse_batch_norm`,
+    which returns an eval-mode copy, so the caller's model is untouched) and checks the options against the
+    model (its heads, the window against 2^depth).
 
     Args:
-        model: a NestedUNet, a pruned one, or an :class:`~unetpp.inference.runtimes.OnnxRunner`.
-        mode: ``"ensemble"`` (mean of the heads' probabilities) or ``"select:d"``.
-        head: run only head `d` and the nodes it needs (same as ``mode="select:d"``).
-        roi_size: sliding-window size per spatial axis; ``None`` predicts the whole image in one pass up to
-            1024² pixels or 128³ voxels, and larger inputs through 512² or 96³ windows (:func:`auto_window`).
-        overlap: window overlap in [0, 1).
-        blend: ``"gaussian"`` or ``"constant"``.
-        sw_batch_size: windows per forward pass.
-        tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D).
-        precision: ``"32"`` or ``"bf16"`` (autocast; fast on CPUs with AVX512-BF16 or AMX).
-        source: what to name in error messages (e.g. the checkpoint file).
-        runtime: ``"torch"`` (default), ``"onnxruntime"``, ``"openvino"``, or ``"auto"``: the fastest
-            installed one whose probabilities match eager float32, measured on the first batch of windows
-            and cached per machine (:mod:`unetpp.inference.backends`). For NestedUNet models.
+        model: a NestedUNet, a pruned one, an :class:`~unetpp.inference.runtimes.OnnxRunner`, a model in
+            another runtime (:class:`unetpp.deploy.backends.RuntimeModel`), or a model file (any kind:
+            :func:`~unetpp.inference.runtimes.load_model`).
+        options: how it runs (default: the ensemble, whole images up to a size, float32).
+        source: the model file `model` was loaded from, when it was: named in messages, its preprocessing
+            repeated and its outputs recognised by :meth:`predict_files`.
 
     Raises:
-        ConfigError: unknown head or mode, or an option the model cannot run (bf16 on ONNX Runtime).
+        CheckpointError: a model file that cannot be read.
+        ConfigError: a head the model does not have, a window it cannot take, or an option it cannot run
+            (bf16 on ONNX Runtime; a runtime other than torch given a model that does not run in it).
+
+    Example:
+        >>> predictor = Predictor(model, PredictOptions(head=2, roi_size=96))
+        >>> predictor(torch.randn(1, 300, 200)).shape
+        torch.Size([1, 300, 200])
     """
 
     def __init__(
-        self,
-        model: Segmenter,
-        mode: str | int = "ensemble",
-        *,
-        head: int | None = None,
-        roi_size: int | Sequence[int] | None = None,
-        overlap: float = 0.5,
-        blend: Blend = "gaussian",
-        sw_batch_size: int = 4,
-        tta: bool = False,
-        precision: Precision = "32",
-        source: str | None = None,
-        runtime: str = "torch",
+        self, model: Segmenter | PathLike, options: PredictOptions | None = None, *, source: PathLike | None = None
     ) -> None:
-        self.source = source or (model.describe() if isinstance(model, NestedUNet) else type(model).__name__)
-        self.head = parse_mode(mode, head)
+        options = options or PredictOptions()
+        if isinstance(model, (str, os.PathLike)):
+            source, model = model, load_model(model)
+        from ..models.hub import local_model_file
+
+        self.options = options
+        # a Hub id or pretrained folder is named by its (cached) weights file: Path() would fold "hf://" into "hf:/"
+        self.source = None if source is None else local_model_file(source)
+        describe = getattr(model, "describe", None)
+        self.name = str(source) if source is not None else describe() if callable(describe) else type(model).__name__
         heads = tuple(model.spec.heads)
-        if self.head is not None and self.head not in heads:
-            raise ConfigError(f"{self.source}: head={self.head} does not exist; the model has heads {list(heads)}")
-        if len(heads) == 1:  # a pruned or single-head model: ensemble and its head are the same thing
-            self.head = None
-        precision = canonical_precision(precision, PRECISIONS)  # type: ignore[assignment]
-        if precision == "bf16" and not isinstance(model, torch.nn.Module):
+        if options.head is not None and options.head not in heads:
+            raise ConfigError(f"{self.name}: head={options.head} does not exist; the model has heads {list(heads)}")
+        # a pruned or single-head model: the ensemble and its head are the same thing
+        self.head = None if len(heads) == 1 else options.head
+        runs_in = getattr(model, "runtime", "torch")
+        if options.runtime != runs_in:
             raise ConfigError(
-                f"{self.source}: bf16 runs on PyTorch models only; for ONNX Runtime quantize to int8 instead"
+                f"{self.name}: runtime {options.runtime!r} is chosen where models are deployed: "
+                "Predictor(unetpp.deploy.backends.with_runtime(model, options), options), or "
+                "unetpp.deploy.backends.predictor(model, options); unetpp.predict and the CLI do it for you"
             )
-        if precision == "bf16" and not bf16_supported():
+        if options.precision == "bf16" and runs_in == "torch" and not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"{self.name}: bf16 runs on PyTorch models only; for ONNX Runtime quantize to int8 instead"
+            )
+        if options.precision == "bf16" and not bf16_supported():
             logger.warning("this CPU has no native bfloat16; bf16 inference will be emulated and slow")
         if isinstance(model, NestedUNet):
             model = fuse_batch_norm(model)  # a new eval-mode model
         elif isinstance(model, torch.nn.Module):
-            logger.warning("%s is not a NestedUNet: running it as given (call .eval() yourself)", self.source)
+            logger.warning("%s is not a NestedUNet: running it as given (call .eval() yourself)", self.name)
         self.model = model
-        self.runtime, self.chosen = runtime, None  # the runner, chosen on the first batch (see _forward)
-        if runtime != "torch":
-            from .backends import RUNTIMES
-
-            if runtime not in RUNTIMES:
-                raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-            if not isinstance(model, NestedUNet):
-                raise ConfigError(
-                    f"{self.source}: --runtime {runtime} takes a PyTorch model file, not {type(model).__name__}"
-                )
-        self.roi_size, self.overlap, self.blend = roi_size, overlap, blend
-        self.sw_batch_size, self.tta, self.precision = sw_batch_size, tta, precision
         self.multiple = 2**model.spec.depth
-        check_window_args(overlap, blend, sw_batch_size, self.multiple)  # once here, not per image
-        window_size((1,) * model.spatial_dims, roi_size, self.multiple)
+        window_size((1,) * model.spatial_dims, options.roi_size, self.multiple)  # once here, not per image
 
     @property
     def device(self) -> torch.device:
@@ -155,29 +182,66 @@ class Predictor:
             return next(self.model.parameters()).device
         return torch.device("cpu")
 
-    def _forward(self, x: Tensor) -> Tensor:
-        if self.runtime != "torch":
-            if self.chosen is None:
-                from .backends import choose
+    def settings(self) -> dict[str, object]:
+        """What decides the probabilities (not how fast they come): the options, less runtime and window batch."""
+        settings = dataclasses.asdict(self.options)
+        del settings["runtime"], settings["sw_batch_size"]  # the same probabilities (runtimes: within 1e-4)
+        return {**settings, "head": self.head}
 
-                self.chosen = choose(self.model, x, self.head, self.precision, self.runtime)  # type: ignore[arg-type]
-            return ensemble(self.chosen.runner(x, head=self.head))
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+    def _forward(self, x: Tensor) -> Tensor:
+        # other runtimes run their own precision; autocast is PyTorch's
+        bf16 = self.options.precision == "bf16" and isinstance(self.model, torch.nn.Module)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = self.model(x, head=self.head)
         return ensemble(logits)
 
     def __call__(self, image: Tensor | np.ndarray) -> Tensor:
         """Probabilities: (B, classes, *spatial) for a batch (B, C, *spatial), (classes, *spatial) for (C, *spatial).
 
+        Float32, whatever the precision: sigmoid of the foreground for one class, softmax over classes otherwise.
+
         Raises:
             InputShapeError: wrong rank or channel count (the shape is in the message).
         """
+        o = self.options
         x, batched = self._as_batch(image)
-        fn = with_flips(self._forward, self.model.spatial_dims) if self.tta else self._forward
-        roi = self.roi_size if self.roi_size is not None else auto_window(x.shape[2:], self.multiple)
+        fn = with_flips(self._forward, self.model.spatial_dims) if o.tta else self._forward
+        roi = o.roi_size if o.roi_size is not None else auto_window(x.shape[2:], self.multiple)
         with torch.inference_mode():
-            out = sliding_window(fn, x, roi, self.overlap, self.blend, self.sw_batch_size, multiple=self.multiple)
+            out = sliding_window(fn, x, roi, o.overlap, o.blend, o.sw_batch_size, multiple=self.multiple)
         return out if batched else out[0]
+
+    def predict_files(
+        self, inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, progress: bool = True, **files: Any
+    ) -> list[Written]:
+        """Predict every input file and write its mask in the input's format, plus an overlay for 2D images.
+
+        For ``case.png`` it writes ``case_mask.png`` and ``case_overlay.png`` (and ``case_prob.npy`` with
+        `probabilities`); TIFF gives ``case_mask.tif``; NIfTI gives ``case_mask.nii.gz`` with the input's
+        affine and spacing (and ``case_prob.nii.gz``); ``.npy`` gives ``case_mask.npy``. JPEG and BMP inputs
+        get PNG masks. Binary masks are stored 0/255 except in NIfTI and ``.npy`` (0/1); multi-class masks
+        hold class ids (argmax). Every output is checked before any work starts, so an existing file stops
+        the run at once instead of after hours.
+
+        Args:
+            inputs: a folder, a glob pattern (``"scans/*.nii.gz"``), one file, or a list of files.
+            out_dir: created if missing.
+            progress: a tqdm bar when tqdm is installed, otherwise one debug log line per file.
+            **files: the fields of :class:`~unetpp.inference.batch.FileOptions`: ``threshold``, ``normalize``,
+                ``probabilities``, ``overlay``, ``overwrite``, ``part``.
+
+        Returns:
+            One :class:`~unetpp.inference.outputs.Written` per input still to do, in order.
+
+        Raises:
+            ConfigError: a bad file option.
+            DataError: unreadable input, output exists (without `overwrite`), output folder not writable,
+                or an image the model cannot take; every message names the file.
+
+        Example:
+            >>> predictor.predict_files("scans/*.png", "masks", threshold=0.4, overwrite=True, part=(1, 4))
+        """
+        return run_files(prepare_files(self, inputs, out_dir, FileOptions(**files)), progress)
 
     def _as_batch(self, image: Tensor | np.ndarray) -> tuple[Tensor, bool]:
         x = image if isinstance(image, Tensor) else torch.from_numpy(_contiguous(image))
@@ -204,71 +268,27 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32) if arr.dtype in (np.uint16, np.uint32, np.uint64, np.float16, bool) else arr
 
 
-def predict(
-    model: Segmenter,
-    image: Tensor | np.ndarray,
-    mode: str | int = "ensemble",
-    *,
-    head: int | None = None,
-    roi_size: int | Sequence[int] | None = None,
-    overlap: float = 0.5,
-    blend: Blend = "gaussian",
-    sw_batch_size: int = 4,
-    tta: bool = False,
-    precision: Precision = "32",
-) -> Tensor:
-    """Probabilities of a (normalised) image or volume of any size, with the paper's inference modes.
-
-    Args:
-        model: a NestedUNet (with deep supervision for ``"ensemble"`` and ``head=``), a pruned model,
-            or an :class:`~unetpp.inference.runtimes.OnnxRunner`. It is not modified (batch norm is
-            folded in a copy).
-        image: ``(C, *spatial)`` or ``(B, C, *spatial)``, a tensor or a NumPy array, normalised as in
-            training (e.g. :func:`unetpp.data.transforms.normalize_intensity`).
-        mode: ``"ensemble"`` (mean of every head's probabilities, the paper's accurate mode) or
-            ``"select:d"`` (head d only, running only the nodes with i + j <= d).
-        head: the same as ``mode="select:<head>"``.
-        roi_size: sliding-window size per spatial axis, divisible by 2^depth; ``None`` predicts the whole
-            image in one pass up to 1024² pixels or 128³ voxels, and larger inputs through 512² or 96³
-            windows, so that memory stays bounded. Sizes the model cannot take are padded and cropped back.
-        overlap: window overlap in [0, 1).
-        blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
-        sw_batch_size: windows per forward pass (more uses more memory, and is often faster).
-        tta: average over flips of every spatial axis.
-        precision: ``"32"`` or ``"bf16"``.
-
-    Returns:
-        float32 probabilities ``(B, classes, *spatial)`` or ``(classes, *spatial)``, following `image`:
-        sigmoid of the foreground for one class, softmax over classes otherwise.
-
-    Raises:
-        ConfigError: unknown head or mode, or a bad window argument.
-        InputShapeError: wrong rank or channel count.
+def predict_files(
+    model: Segmenter | PathLike,
+    inputs: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    options: PredictOptions | None = None,
+    **files: Any,
+) -> list[Written]:
+    """``Predictor(model, options).predict_files(inputs, out_dir, **files)``: see :meth:`Predictor.predict_files`.
 
     Example:
-        >>> m = unetpp.build_model("unet++", depth=2, widths=(4, 8, 16))
-        >>> unetpp.predict(m, torch.randn(1, 97, 61), roi_size=32, tta=True).shape
-        torch.Size([1, 97, 61])
+        >>> predict_files("runs/em/checkpoints/best.ckpt", "scans/*.png", "masks", PredictOptions(head=2))
     """
-    return Predictor(
-        model,
-        mode,
-        head=head,
-        roi_size=roi_size,
-        overlap=overlap,
-        blend=blend,
-        sw_batch_size=sw_batch_size,
-        tta=tta,
-        precision=precision,
-    )(image)
+    return Predictor(model, options).predict_files(inputs, out_dir, **files)
 
 
 __all__ = [
     "PRECISIONS",
+    "PredictOptions",
     "Precision",
     "Predictor",
-    "Segmenter",
     "bf16_supported",
     "parse_mode",
-    "predict",
+    "predict_files",
 ]

@@ -8,7 +8,6 @@ resample predictions to, so masks are written on the input's own grid with its o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError
@@ -38,21 +37,13 @@ def match_channels(image: np.ndarray, in_channels: int, path: PathLike) -> np.nd
 def saved_preprocessing(path: PathLike) -> dict[str, Any] | None:
     """The preprocessing a training checkpoint records (channels, normalisation, target spacing), or None.
 
-    Written by the training engine in the model header (``checkpoint["unetpp"]["preprocessing"]``); model
-    files without it (``.pt`` from :func:`unetpp.save`, ``.safetensors``, ``.onnx``, old runs) give None.
+    Written by the training engine in the model header (``checkpoint["unetpp"]["preprocessing"]``), carried
+    into pruned ``.pt`` files by ``unetpp prune`` and into ``config.json`` by :func:`unetpp.save_pretrained`
+    (folders and Hub ids too); other files (``.safetensors``, ``.onnx``, old runs) give None.
     """
-    import torch
+    from ..models.provenance import recorded_preprocessing
 
-    name = Path(path).name.lower()
-    if not name.endswith((".ckpt", ".pt", ".pth")) or not Path(path).is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # the model loader reports unreadable files; no preprocessing here
-        return None
-    header = ckpt.get("unetpp") if isinstance(ckpt, dict) else None
-    prep = header.get("preprocessing") if isinstance(header, dict) else None
-    return dict(prep) if isinstance(prep, dict) else None
+    return recorded_preprocessing(path)
 
 
 def prepare_input(
@@ -63,19 +54,18 @@ def prepare_input(
     Returns the image and the shape to resample predictions back to (None when not resampled).
     """
     from ..data.datasets import convert_channels
+    from ..data.resample import on_spacing
     from ..data.transforms import normalize_intensity
-    from ..plan.resample import resample_image, target_shape
 
     channels = prep.get("channels", "keep")
     image = convert_channels(raw, channels, meta.path) if channels in ("grey", "rgb") else raw
     image = match_channels(image, in_channels, meta.path)
     back = None
     target = prep.get("target_spacing")
-    if target is not None and meta.spatial_dims == 3:
-        shape = target_shape(image.shape[1:], meta.spacing, target)
-        if shape != tuple(image.shape[1:]):
-            back = tuple(image.shape[1:])
-            image = resample_image(image, shape)
+    if target is not None and meta.spatial_dims == 3:  # resampled as training did (SegmentationDataset.load)
+        resampled, _ = on_spacing(image, meta.spacing, target)
+        back = None if resampled is image else tuple(image.shape[1:])
+        image = resampled
     stats = None
     if normalize == "ct":
         clip, mean, std = prep.get("intensity_clip"), prep.get("intensity_mean"), prep.get("intensity_std")

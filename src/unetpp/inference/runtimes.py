@@ -4,7 +4,7 @@
 
 * ``.pt`` (:func:`unetpp.save`), a run's ``best.ckpt``/``last.ckpt`` and ``.safetensors`` (+ JSON
   sidecar) are PyTorch models: :func:`unetpp.load` reads them all;
-* ``.onnx`` (:func:`unetpp.export.export_onnx`, int8 copies too) runs in ONNX Runtime through
+* ``.onnx`` (:func:`unetpp.deploy.export.export_onnx`, int8 copies too) runs in ONNX Runtime through
   :class:`OnnxRunner`, which looks like a model to :func:`unetpp.predict`.
 
 onnxruntime is imported only when an ONNX file is opened.
@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError, InputShapeError
 from ..models import GridSpec, load
 from ..models.checkpoint import CONFIG_KEY
-from .predictor import Segmenter
+from .segmenter import Segmenter
 
 PathLike = str | os.PathLike[str]
 ONNX_FORMAT = "unetpp.onnx"
@@ -42,7 +42,7 @@ def load_model(path: PathLike) -> Segmenter:
 
 
 class OnnxRunner:
-    """Runs an ONNX file written by :func:`unetpp.export.export_onnx` with the model's interface.
+    """Runs an ONNX file written by :func:`unetpp.deploy.export.export_onnx` with the model's interface.
 
     ``runner(x, head=None)`` returns the logits of every head, or of head `head`, as a list of
     ``(B, classes, *spatial)`` tensors, and ``spec``, ``in_channels``, ``classes`` and ``spatial_dims``
@@ -51,7 +51,7 @@ class OnnxRunner:
     only head d is wanted.
 
     Args:
-        path: the ``.onnx`` file (float32, or int8 from :func:`unetpp.export.quantize_onnx`).
+        path: the ``.onnx`` file (float32, or int8 from :func:`unetpp.deploy.export.quantize_onnx`).
         threads: intra-op threads; default ``torch.get_num_threads()``, so both engines compare fairly.
         providers: ONNX Runtime execution providers.
 

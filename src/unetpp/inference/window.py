@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputShapeError
-from ..padding import pad_end
+from ..utils.padding import pad_end
 
 Blend = Literal["gaussian", "constant"]
 BLENDS = ("gaussian", "constant")

@@ -3,7 +3,7 @@
 from .checkpoint import load, save
 from .grid import GridSpec
 from .nested import NestedUNet
-from .pruning import ensemble, prune
+from .pruning import ensemble, heads_and_ensemble, prune
 from .registry import build_model, list_models, register_model
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "NestedUNet",
     "build_model",
     "ensemble",
+    "heads_and_ensemble",
     "list_models",
     "load",
     "prune",

@@ -6,8 +6,10 @@
 * a training checkpoint (a run's ``best.ckpt``/``last.ckpt``): any dict with ``"state_dict"`` and a
   ``"unetpp"`` header ``{"format", "version", "config", "state_dict_prefix"}``, which the training
   engine writes, so this file needs to know nothing of the trainer's layout. Checkpoints written
-  before that header existed are converted by :func:`unetpp.engine.checkpoints.legacy_model_file`;
-* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.export.export_safetensors`.
+  before that header existed are converted by :func:`legacy_model_file`;
+* ``.safetensors`` (+ a JSON sidecar) from :func:`unetpp.deploy.export.export_safetensors`;
+* a folder of :func:`unetpp.save_pretrained`, or a Hugging Face Hub id (``org/name``, ``hf://org/name``)
+  of one: :mod:`unetpp.models.hub` resolves it to the local snapshot.
 
 ONNX files are not PyTorch models; :func:`unetpp.inference.runtimes.load_model` opens every kind.
 """
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 from .nested import NestedUNet
 from .registry import OTHER_BUILDERS, build_model
 
@@ -31,6 +33,7 @@ PathLike = str | os.PathLike[str]
 FORMAT = "unetpp.model"
 VERSION = 1
 HEADER_KEY = "unetpp"  # where a training checkpoint keeps its model header
+TRAINING_PREFIX = "model."  # the engine's SegmentationModule keeps the network as `self.model`
 SAFETENSORS_FORMAT = "unetpp.safetensors"
 CONFIG_KEY = "unetpp.config"  # the model config in safetensors and ONNX metadata
 
@@ -56,21 +59,52 @@ def _serialized(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-def save(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> Path:
+def save(
+    model: NestedUNet,
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+) -> Path:
     """Save config + weights so that :func:`load` rebuilds the model alone.
+
+    `preprocessing` (what prediction repeats) and `record` (plain types: how the model was made, see
+    :mod:`unetpp.models.provenance`) travel with it when given, as ``unetpp prune`` does.
 
     Raises:
         CheckpointError: the file exists and `overwrite` is False.
     """
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: not saved: {bad}; the training diverged, retrain with a lower --lr")
+    extra = {k: v for k, v in (("preprocessing", preprocessing), ("record", record)) if v is not None}
     return torch_save(
-        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state}, path, overwrite
+        {"format": FORMAT, "version": VERSION, "config": model.config, "state_dict": state, **extra}, path, overwrite
     )
 
 
 def model_header(config: dict[str, Any], state_dict_prefix: str = "") -> dict[str, Any]:
     """The header that makes any checkpoint dict a model file (see the module docstring)."""
     return {"format": FORMAT, "version": VERSION, "config": config, "state_dict_prefix": state_dict_prefix}
+
+
+def legacy_model_file(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The model header of a training checkpoint written before the header existed; None if it is not one.
+
+    Such runs hold the model only as ``hyper_parameters.model_config`` (the keyword arguments of
+    :func:`~unetpp.models.registry.build_model`) with weights under ``state_dict`` prefixed ``model.``.
+    """
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model_config"), dict):
+        return None
+    kwargs = dict(hparams["model_config"])
+    if "encoder_weights" in kwargs:  # the weights come from the checkpoint, not from a download
+        kwargs["encoder_weights"] = None
+    # Only the config is needed, but the build kwargs have to go through the builder to become one.
+    model = build_model(kwargs.pop("name"), **kwargs)
+    return model_header(model.config, TRAINING_PREFIX)
 
 
 def unreadable_reason(path: Path, error: BaseException) -> str:
@@ -97,6 +131,11 @@ def read_model_file(path: PathLike) -> ModelFile:
     Raises:
         CheckpointError: missing, corrupt or foreign file (the file is named).
     """
+    from .hub import pretrained_folder, read_pretrained
+
+    folder = pretrained_folder(path)  # a save_pretrained folder or a Hub id (issue 21); None for files
+    if folder is not None:
+        return read_pretrained(folder)
     path = Path(path)
     if path.name.lower().endswith(".safetensors"):
         return _read_safetensors(path)
@@ -105,7 +144,7 @@ def read_model_file(path: PathLike) -> ModelFile:
     if path.name.lower().endswith(".onnx"):
         raise CheckpointError(
             f"{path}: an ONNX file; this command needs the PyTorch model it was exported from (.pt, .ckpt, "
-            ".safetensors); predict and bench run .onnx files"
+            ".safetensors); predict runs .onnx files as they are"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -117,9 +156,7 @@ def read_model_file(path: PathLike) -> ModelFile:
         raise CheckpointError(f"{path}: not a unetpp model file (no '{FORMAT}' header); save models with unetpp.save")
     header = ckpt.get(HEADER_KEY, ckpt)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        # an older training checkpoint carries only its trainer's hyper-parameters: the engine converts it
-        from ..engine.checkpoints import legacy_model_file
-
+        # an older training checkpoint carries only its trainer's hyper-parameters
         try:
             header = legacy_model_file(ckpt)
         except (ConfigError, TypeError, KeyError) as e:
@@ -188,12 +225,18 @@ def _read_safetensors(path: Path) -> ModelFile:
 
 
 def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
-    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``), or fill `into`.
+    """Rebuild the model saved in `path` (``.pt``, a run's ``.ckpt``, ``.safetensors``, a pretrained folder
+    or Hub id), or fill `into`.
 
     Raises:
         CheckpointError: missing, corrupt or foreign file, or a checkpoint of another model than `into`.
     """
     saved = read_model_file(path)
+    bad = non_finite(saved.state_dict)
+    if bad is not None:  # a diverged training's weights predict nothing; never score them silently
+        raise CheckpointError(
+            f"{path}: {bad}; the training diverged, use an earlier checkpoint or retrain (lower --lr)"
+        )
     if saved.config.get("name") in OTHER_BUILDERS:  # a detector (Mask R-CNN / Mask R-CNN++): same file format
         config = dict(saved.config)
         if into is not None and getattr(into, "config", None) != config:
@@ -207,14 +250,15 @@ def load(path: PathLike, into: NestedUNet | None = None) -> NestedUNet:
         and {**into.config, "encoder_freeze": False} != {**config, "encoder_freeze": False}
     ):
         try:
-            held = NestedUNet.from_config(config).describe()
+            with torch.device("meta"):  # a tampered config must not allocate what it claims
+                held = NestedUNet.from_config(config).describe()
         except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{damaged} ({e}); the file is damaged") from e
         raise CheckpointError(
             f"{path}: checkpoint holds {held} but the model is {into.describe()}; build it with unetpp.load(path)"
         )
     try:
-        model = into if into is not None else _rebuild(config)
+        model = into if into is not None else _rebuild_fitting(config, saved.state_dict, damaged)
     except (ConfigError, TypeError, KeyError, ValueError, AttributeError) as e:
         if "needs timm" in str(e):  # a timm encoder without timm installed: say so, not "damaged"
             raise CheckpointError(f"{path}: cannot rebuild the saved model: {e}") from e
@@ -235,12 +279,42 @@ def _rebuild(config: dict[str, Any]) -> NestedUNet:
     return NestedUNet.from_config(config)
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """Which weights hold NaN or infinite values, in a short phrase; None when every one is finite."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return None
+    return f"{len(bad)} weight tensor(s) hold NaN or infinite values, e.g. {bad[0]}"
+
+
+def _rebuild_fitting(config: dict[str, Any], state: dict[str, torch.Tensor], damaged: str) -> NestedUNet:
+    """:func:`_rebuild`, after the config is built on the meta device (no memory) and compared with the stored
+    tensors' shapes: a tampered config claiming widths of 16384 fails in one line instead of allocating 31 GiB."""
+    try:
+        with torch.device("meta"):
+            skeleton = _rebuild(config)
+    except (NotImplementedError, RuntimeError):  # an operation without a meta kernel: no shortcut, build it
+        skeleton = None
+    if skeleton is not None:
+        own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        if own != {k: tuple(v.shape) for k, v in state.items()}:
+            raise CheckpointError(f"{damaged} ({_weights_mismatch(skeleton, state)}); the file is damaged")
+    return _rebuild(config)
+
+
 def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
     """What differs between a model and a state dict, in one short phrase (PyTorch's message is one line per key)."""
-    own = model.state_dict()
+    return "weights: " + (mismatch_text(model.state_dict(), state) or "do not load")
+
+
+def mismatch_text(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], extra: list[str] | None = None) -> str:
+    """What differs between a model's state dict and a file's, in one short phrase ("" when they fit).
+
+    `extra`: the file's keys to report as unexpected (default: those the model does not have).
+    """
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
+    extra = [k for k in state if k not in own] if extra is None else extra
     parts = []
     if shapes:
         k = shapes[0]
@@ -251,4 +325,4 @@ def _weights_mismatch(model: NestedUNet, state: dict[str, torch.Tensor]) -> str:
         parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
     if extra:
         parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
-    return "weights: " + "; ".join(parts) if parts else "weights do not load"
+    return "; ".join(parts)

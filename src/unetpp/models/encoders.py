@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from functools import cache
 from types import ModuleType
 from typing import Literal
@@ -24,11 +25,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, UnetppError
+from ..errors import ConfigError
 from .blocks import ConvBlock
+from .encoder_weights import check_encoder_weights, create_timm_backbone
 from .layers import NormKind, max_pool_cls
 
-EncoderWeights = Literal["imagenet"] | None
+EncoderWeights = Literal["imagenet"] | str | os.PathLike[str] | None  # or a local state dict (encoder_weights.py)
 ENCODER_WEIGHTS: tuple[str | None, ...] = ("imagenet", None)
 
 # A backbone whose first feature is at stride 2 (most CNNs) or 4 (ConvNeXt, many hybrids) gets
@@ -185,12 +187,14 @@ class TimmEncoder(nn.Module):
         levels: number of levels X^{0..levels-1,0} to supply (depth + 1).
         widths: the grid's widths; only those of the plain levels below the backbone's first
             stride are used.
-        weights: "imagenet" for timm's default pretrained weights of `name`, None for random.
+        weights: "imagenet" for timm's default pretrained weights of `name`, the path of a local state dict
+            (:mod:`~unetpp.models.encoder_weights`), None for random.
         norm: normalisation of the plain blocks (the backbone keeps its own).
         dropout: dropout of the plain blocks.
 
     Raises:
         ConfigError: unknown backbone, too many levels for its strides, or bad `weights`.
+        CheckpointError: a weights file that does not fit the backbone (one line naming the keys).
         UnetppError: the pretrained weights cannot be downloaded or found in the cache.
 
     Example:
@@ -210,11 +214,7 @@ class TimmEncoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if weights not in ENCODER_WEIGHTS:
-            raise ConfigError(
-                f"encoder_weights must be 'imagenet' (timm's default pretrained weights) or None, got {weights!r}; "
-                "for other weights name them in the encoder, e.g. encoder='resnet50.a1_in1k'"
-            )
+        check_encoder_weights(weights)
         first, ladder = backbone_levels(name)
         if levels - 1 > max(ladder):
             fit_depth(name, levels - 1)  # raises, naming the strides and valid depths
@@ -267,16 +267,5 @@ class TimmEncoder(nn.Module):
 
 
 def _create_backbone(name: str, in_channels: int, indices: list[int], weights: EncoderWeights) -> nn.Module:
-    timm = _timm()
     kwargs = {"in_chans": in_channels, "features_only": True, "feature_cls": "getter", "out_indices": indices}
-    if weights is None:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    try:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as e:  # hub, network, cache and "no weights" errors come in many types
-        first_line = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UnetppError(
-            f"cannot get ImageNet weights for encoder {name!r} ({type(e).__name__}: {first_line}); pass "
-            "encoder_weights=None to start from random weights, or connect to the network (or fill the "
-            "Hugging Face cache, HF_HOME) and retry"
-        ) from e
+    return create_timm_backbone(name, weights, **kwargs)

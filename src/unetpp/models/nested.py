@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
-from .blocks import ConvBlock, Head, UpSample, recompute_outputs, set_memory_efficient
+from .blocks import ConvBlock, Head, UpSample, set_memory_efficient
 from .encoders import EncoderWeights, PlainEncoder, TimmEncoder
 from .grid import GridSpec, Node
 from .layers import NORMS, NormKind, check_spatial_dims
+from .recompute import recompute_outputs
 
 
 def key(node: Node) -> str:
@@ -112,7 +113,7 @@ class NestedUNet(nn.Module):
 
     @property
     def memory_efficient(self) -> bool:
-        """Recompute concatenations and norm + ReLU in backward (see :mod:`unetpp.models.blocks`); settable."""
+        """Recompute concatenations and norm + ReLU in backward (see :mod:`unetpp.models.recompute`); settable."""
         return self._memory_efficient
 
     @memory_efficient.setter
@@ -222,9 +223,9 @@ class NestedUNet(nn.Module):
         self.check_input(x)
         x = x.contiguous(memory_format=self.memory_format)
         heads = self.spec.heads if head is None else (self._check_head(head),)
-        levels, plan = _plan(self.spec, heads)
+        levels, schedule = _schedule(self.spec, heads)
         feats: dict[Node, Tensor] = {(i, 0): f for i, f in enumerate(self.encoder(x, levels))}
-        for node, preds, release in plan:
+        for node, preds, release in schedule:
             up = self.ups[key(node)](feats[preds[0]])
             feats[node] = self.nodes[key(node)]([up, *(feats[p] for p in preds[1:])])  # concatenated there
             for done in release:  # free what no later node reads (lowers inference peak memory)
@@ -260,10 +261,10 @@ class NestedUNet(nn.Module):
 
 
 @cache
-def _plan(
+def _schedule(
     spec: GridSpec, heads: tuple[int, ...]
 ) -> tuple[int, tuple[tuple[Node, tuple[Node, ...], tuple[Node, ...]], ...]]:
-    """Encoder levels and the ordered (node, inputs, nodes-to-free-after) steps the heads need."""
+    """The forward schedule: encoder levels and the ordered (node, inputs, nodes-to-free-after) steps the heads need."""
     needed = frozenset().union(*(spec.ancestors((0, j)) for j in heads))
     order = [n for n in spec.order() if n in needed]
     inputs = {n: tuple(spec.predecessors(n)) for n in order}
@@ -273,5 +274,5 @@ def _plan(
             last_use[p] = step
     keep = {(0, j) for j in heads}
     release = {step: tuple(p for p, s in last_use.items() if s == step and p not in keep) for step in range(len(order))}
-    plan = tuple((n, inputs[n], release[s]) for s, n in enumerate(order))
-    return spec.encoder_levels(needed), plan
+    schedule = tuple((n, inputs[n], release[s]) for s, n in enumerate(order))
+    return spec.encoder_levels(needed), schedule

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -33,3 +35,15 @@ def ensemble(logits: list[Tensor]) -> Tensor:
     """
     probs = [y.float().sigmoid() if y.shape[1] == 1 else y.float().softmax(dim=1) for y in logits]
     return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+
+
+def heads_and_ensemble(logits: list[Tensor], heads: Sequence[int]) -> dict[str, Tensor]:
+    """Probabilities of every head, ``"head{j}"``, and with several heads of their ensemble, ``"ensemble"``.
+
+    What evaluation and validation score: each head alone (the pruned models' accuracy, the paper's Fig. 5)
+    and the ensemble (its accurate mode). `heads` are the j of the heads whose `logits` these are.
+    """
+    probs = {f"head{j}": ensemble([y]) for j, y in zip(heads, logits, strict=True)}
+    if len(logits) > 1:
+        probs["ensemble"] = ensemble(logits)
+    return probs

@@ -24,14 +24,22 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import ArrayDataset, Item, SegmentationDataset
-from ..data.io import PILLOW_SUFFIXES, TIFF_SUFFIXES, read_mask_values, read_with_meta, stem, suffix
-from ..errors import DataError
-from ..files import atomic_write
+from ..data.io import (
+    PILLOW_SUFFIXES,
+    TIFF_SUFFIXES,
+    full_scale_binary,
+    read_mask_values,
+    read_with_meta,
+    stem,
+    suffix,
+)
+from ..errors import ConfigError, DataError
+from ..utils.atomic import atomic_write
 from . import labels
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: 0/65535 masks are binary, sparse label maps refused (older caches are recomputed)
 VOXELS_PER_IMAGE = 10_000  # foreground voxels sampled per image for intensity statistics (nnU-Net's number)
 
 
@@ -85,11 +93,17 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fingerprint:
+        from .cached import check_fields
+
+        if not isinstance(d, dict):
+            raise DataError(f"fingerprint is a {type(d).__name__}, not a mapping; delete the cached file to rebuild it")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise DataError(f"fingerprint has unknown field(s) {sorted(unknown)}; delete the cached file to rebuild it")
-        return cls(**{k: _tuples(v) for k, v in d.items()})
+        values = {k: _tuples(v) for k, v in d.items()}
+        check_fields(cls, values)  # a damaged cache must fail here, not as a TypeError inside the plan rules
+        return cls(**values)
 
 
 def _tuples(x: Any) -> Any:
@@ -130,6 +144,8 @@ def fingerprint(
     Raises:
         DataError: an empty source, or an unreadable file (naming it).
     """
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+        raise ConfigError(f"--max-items: got {max_items!r}; expected an integer >= 1 (images to read)")
     reader = _Reader(source, spatial_dims)
     if not reader.items:
         raise DataError(f"{reader.source}: the data set has no items; check the path and layout")
@@ -139,13 +155,16 @@ def fingerprint(
         try:
             return Fingerprint.from_dict(json.loads(cache.read_text()))
         except (OSError, ValueError, TypeError, DataError) as e:
-            logger.debug("ignoring unreadable cached fingerprint %s: %s", cache, e)
+            reason = str(e).split(";")[0][:120] if isinstance(e, DataError) else type(e).__name__
+            logger.warning(
+                "unetpp: note: %s: cached fingerprint unreadable (%s); rebuilt from the files", cache, reason
+            )
     fp = dataclasses.replace(_compute(reader, max_items), key=key)
     if cache is not None:
         try:
             text = json.dumps(fp.to_dict())
             atomic_write(cache, lambda tmp: tmp.write_text(text), overwrite=True)
-        except OSError as e:  # a read-only home must not stop a run
+        except (OSError, DataError) as e:  # a read-only home (or a folder in the cache's place) must not stop a run
             logger.debug("could not cache the fingerprint in %s: %s", cache, e)
     return fp
 
@@ -217,6 +236,9 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
     lowest, highest = np.inf, -np.inf
     samples: list[tuple[np.ndarray, np.ndarray | None]] = []  # sampled voxels (C, k) and their stored mask values
     masks: list[np.ndarray | None] = []
+    tops: list[tuple[str, float]] = []  # per mask file: its largest value (read as class ids)
+    stored: Counter = Counter()  # mask values as stored (0/255 files not read as 0/1)
+    raw: dict[int, np.ndarray] = {}  # masks of full-scale binary files as stored, by position in `masks`
     for k in picks:
         item = reader.items[k]
         image, spacing = reader.image(item)
@@ -240,12 +262,17 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
             if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
                 soft_values = True
             u, c = np.unique(mask, return_counts=True)
-            if u[-1] == 255 and set(u.tolist()) <= {0, 255}:  # 0/255 means 0/1, file by file, as read_mask reads it
-                mask, u = (mask == 255).astype(np.uint8), (u == 255).astype(u.dtype)
+            if len(stored) <= 4 * labels.MAX_LABELS:
+                stored.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
+            top = full_scale_binary(u)  # 0/255 (0/65535) means 0/1, file by file, as read_mask reads it
+            if top is not None:
+                raw[len(masks)] = labels.compact(mask)  # as stored: a threshold applies to these values
+                mask, u = (mask == top).astype(np.uint8), (u == top).astype(np.uint8)
                 n255 += 1
+            tops.append((_mask_name(item), u[-1].item()))
             if len(values) <= 4 * labels.MAX_LABELS:
                 values.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
-        samples.append(_sample_voxels(image, mask, rng))
+        samples.append(_sample_voxels(image, raw.get(len(masks), mask), rng))  # stored values: any threshold applies
         masks.append(None if mask is None else labels.compact(mask))
     if len(channel_counts) > 1:
         raise DataError(
@@ -255,8 +282,13 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
     channels = channel_counts.pop()
     labelled = sum(m is not None for m in masks)
     label_kind, threshold, noisy = labels.label_kind(values, soft_values, labelled > 0)
+    if threshold is not None and 0 < n255 < labelled:  # clean 0/255 files among noisy ones: they are not noise
+        label_kind, threshold, noisy = labels.label_kind(stored, soft_values, True)
+        masks = [raw.get(k, m) for k, m in enumerate(masks)]  # thresholded as stored, like the noisy ones
     if label_kind == "binary" and n255 == labelled:
         label_kind = "binary-255"
+    if label_kind == "label-map":  # mask values are class ids: refuse what would be hundreds of empty classes
+        labels.check_label_map(values, tops)
     class_masks = [None if m is None else labels.class_ids(m, threshold) for m in masks]
     intensity = _intensity(samples, threshold, channels)
     classes, freqs = labels.class_frequencies(class_masks)
@@ -291,6 +323,10 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         objects=labels.objects(class_masks, classes),
         bytes_per_item=float(np.mean(nbytes)),
     )
+
+
+def _mask_name(item: Item) -> str:
+    return str(item.mask if isinstance(item.mask, Path) else item.image)
 
 
 def _is_colour_file(item: Item, image: np.ndarray) -> bool:

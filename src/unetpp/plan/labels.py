@@ -43,6 +43,31 @@ def label_kind(values: Counter, soft: bool, labelled: bool) -> tuple[str, float 
     return "label-map", None, 0.0
 
 
+MAX_CLASSES = 256  # a label map with more class ids than this is refused (a 16-bit value is not a class)
+
+
+def check_label_map(values: Counter, tops: list[tuple[str, float]]) -> None:
+    """Refuse mask values that would make a model of many empty classes, naming the mask files to fix.
+
+    `tops` holds each mask file's largest value. A label map whose largest id is far above its number of
+    distinct values (0/1000, 0/10/20/30, an "ignore" value 255, one 0/127/254 file among 0/255 ones, whose
+    values are read as 0/1) or above MAX_CLASSES would silently train hundreds of classes.
+
+    Raises:
+        DataError: one line naming (up to three of) the files holding the largest value and what to save instead.
+    """
+    vals = sorted(values)
+    top, k = int(vals[-1]), len(vals)
+    if top + 1 > MAX_CLASSES or top + 1 > 2 * k + 2:
+        files = [name for name, t in tops if t == vals[-1]]
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        listed = ", ".join(f"{v:g}" for v in vals[:6]) + (", ..." if k > 6 else "")
+        raise DataError(
+            f"{shown}: mask values {{{listed}}} would be {top + 1} classes for {k} values; save class ids "
+            f"0..{k - 1} (binary masks as 0/1, 0/255 or 0/65535)"
+        )
+
+
 def class_ids(mask: np.ndarray, threshold: float | None) -> np.ndarray:
     """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it."""
     return (mask > threshold).astype(np.int64) if threshold is not None else mask.astype(np.int64)

@@ -18,7 +18,7 @@ The model of a training step's peak, above the process's state before the model 
 
 Inference (``training=False``) is the weights plus the largest set of feature maps alive at once as
 the forward loop runs and frees them (see ``NestedUNet.forward``), plus a runtime constant; checked
-against :func:`unetpp.memory_probe.peak_memory_mib`.
+against :func:`unetpp.profiling.peak_memory_mib`.
 
 The last three constants were fitted to peaks measured with :func:`measure_peak_bytes` on this
 project's CPU machine: UNet++ and U-Net, widths 8-512, 2D 64²-128² (batch 4-16) and 3D 32³-48³
@@ -172,7 +172,7 @@ def _inference_live(model: Any, patch: tuple[int, ...]) -> int:
     return 4 * (peak + heads)
 
 
-def recompute_question(
+def needs_recompute(
     model_config: Any, patch: Sequence[int], batch: int, budget: float, precision: str = "32", device: str = "cpu"
 ) -> tuple[bool, int, int]:
     """Whether `batch` at `patch` needs memory-efficient training to fit `budget` (bytes), with both peaks.
@@ -208,10 +208,16 @@ def fit_batch(
         raise ConfigError(f"the batch size cap must be >= 1, got {cap}")
     one = estimate_peak_bytes(model_config, patch, 1, True, precision, device) + reserved
     if one > budget_bytes:
+        if one - reserved <= budget_bytes:  # the model fits; the data loading around it does not (--workers 48)
+            fix = (
+                f"{reserved / GB:.2f} GB of it is data loading (worker processes, cached images): lower --workers "
+                "(data.num_workers) or set data.cache=false"
+            )
+        else:
+            fix = _what_fits(model_config, patch, budget_bytes - reserved, precision, device)
         raise ConfigError(
             f"training {_describe(model_config)} on {'x'.join(map(str, patch))} patches needs about "
-            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; "
-            f"{_what_fits(model_config, patch, budget_bytes - reserved, precision, device)}"
+            f"{one / GB:.2f} GB at batch 1, over the memory budget of {budget_bytes / GB:.2f} GB; {fix}"
         )
     two = estimate_peak_bytes(model_config, patch, 2, True, precision, device) + reserved
     step = two - one  # the estimate is linear in the batch
@@ -252,12 +258,12 @@ def measure_peak_bytes(
 ) -> int | None:
     """Measured peak resident memory (bytes) of `steps` CPU training steps, in a fresh subprocess.
 
-    :func:`unetpp.memory_probe.peak_memory_mib` in training mode (forward + hybrid deep-supervision loss +
+    :func:`unetpp.profiling.peak_memory_mib` in training mode (forward + hybrid deep-supervision loss +
     backward + Adam step), counted from before the model is loaded, so weights, gradients and Adam's
     state are included. ``None`` off Linux or when the probe fails (logged).
     """
-    from ..memory_probe import peak_memory_mib
     from ..models import build_model
+    from ..profiling import peak_memory_mib
 
     kw = model_kwargs(model_config)
     if kw.get("widths") is not None:
@@ -266,3 +272,26 @@ def measure_peak_bytes(
     shape = (batch, model.in_channels, *(int(p) for p in patch))
     mib = peak_memory_mib(model, shape, training=True, with_weights=True, steps=steps, threads=threads)
     return None if mib is None else int(mib * MIB)
+
+
+def check_inference_room(model: Any, shape: Sequence[int], option: str = "--shape") -> None:
+    """Refuse an input `shape` ``(B, C, *spatial)`` whose inference pass would not fit the memory there is.
+
+    For a built NestedUNet (others are not estimated): input, weights and the largest set of live feature maps.
+
+    Raises:
+        ConfigError: naming `option`, the shape, the estimate and the memory available.
+    """
+    from ..utils.system import memory_budget_bytes
+
+    if not hasattr(model, "spec") or len(shape) < 3:
+        return
+    batch, patch = int(shape[0]), tuple(int(s) for s in shape[2:])
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    need = INFERENCE_RUNTIME_BYTES["cpu"] + weights + 4 * math.prod(shape) + batch * _inference_live(model, patch)
+    room = memory_budget_bytes("cpu")
+    if need > room:
+        raise ConfigError(
+            f"{option} {'x'.join(map(str, shape))}: one pass needs about {need / GB:.1f} GB, over the "
+            f"{room / GB:.1f} GB available; use a smaller batch or size"
+        )

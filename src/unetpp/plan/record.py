@@ -7,13 +7,16 @@ read it through this module only.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..files import atomic_write
-from ..precision import OLD_NAMES
+from ..utils.atomic import atomic_write
+from ..utils.coerce import coerce
+from ..utils.precision import OLD_NAMES, Precision
 from .fingerprint import Fingerprint
 
 
@@ -22,23 +25,24 @@ class Plan:
     """A training plan: config fields (``model.*``, ``data.*``) and why each was chosen (``reasons``)."""
 
     model: str
-    spatial_dims: int
+    spatial_dims: Literal[2, 3]
     in_channels: int
-    channels: str  # data.channels: "grey", "rgb" or "keep"
+    channels: Literal["grey", "rgb", "keep"]  # data.channels
     classes: int
     mask_threshold: float | None  # data.mask_threshold: binarise masks at this value (noisy JPEG-like masks)
     depth: int
     widths: tuple[int, ...]
     patch_size: tuple[int, ...]
     batch_size: int
-    normalize: str  # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
+    # "zscore" (per image) or "ct" (clip to intensity_clip, then intensity_mean/std)
+    normalize: Literal["zscore", "percentile", "ct", "none"]
     intensity_clip: tuple[tuple[float, float], ...] | None
     intensity_mean: tuple[float, ...] | None
     intensity_std: tuple[float, ...] | None
     target_spacing: tuple[float, ...] | None  # resample volumes to this spacing for training; None: as stored
     cache: bool
-    device: str
-    precision: str  # "32", "bf16" or "16": train.precision
+    device: Literal["cpu", "cuda"]
+    precision: Precision  # "32", "bf16" or "16": train.precision
     memory_budget_gb: float
     estimated_peak_gb: float
     memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
@@ -49,19 +53,19 @@ class Plan:
         return {k: _lists(v) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+    def from_dict(cls, d: Mapping[str, Any], source: str = "") -> Plan:
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown plan field(s) {sorted(unknown)}; fields are {', '.join(names)}")
+        unknown = unknown_field(set(d), names, source)
+        if unknown is not None:
+            raise unknown
         optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
         optional |= {"reasons"}  # plans saved before a field with a default existed still load
         missing = [n for n in names if n not in d and n not in optional]
         if missing:
-            raise ConfigError(f"plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
+            raise ConfigError(f"{source}plan lacks field(s) {missing}; write it with `unetpp plan` or add them")
         if str(d.get("precision")) in OLD_NAMES:  # plans written before the project's own spelling
             d = {**d, "precision": OLD_NAMES[str(d["precision"])]}
-        return cls(**{k: (dict(v) if k == "reasons" else as_tuples(v)) for k, v in d.items()})
+        return cls(**checked_fields(d, source))
 
 
 def _lists(x: Any) -> Any:
@@ -94,11 +98,12 @@ def load_plan(path: str | Path) -> Plan:
 
     try:
         d = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the plan ({e}); check the path or rerun `unetpp plan`") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise ConfigError(f"{path}: cannot read the plan ({reason}); check the path or rerun `unetpp plan`") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: a plan is a mapping of fields; rerun `unetpp plan`")
-    return Plan.from_dict(d)
+    return Plan.from_dict(d, f"{path}: ")
 
 
 def sizes_text(sizes: Any) -> str:
@@ -150,3 +155,50 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
 def _values(values: tuple[float, ...]) -> str:
     shown = [f"{v:g}" for v in values[:8]]
     return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
+
+
+# numeric fields (or every item of a list field) that must be positive
+POSITIVE = frozenset(
+    {"in_channels", "classes", "depth", "widths", "patch_size", "batch_size"}
+    | {"intensity_std", "target_spacing", "memory_budget_gb"}
+)
+
+
+def unknown_field(names: set[str], known: list[str], source: str = "") -> ConfigError | None:
+    """One short line for names that are not plan fields (with the closest field, if one is close)."""
+    unknown = sorted(names - set(known))
+    if not unknown:
+        return None
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "`unetpp plan --help` lists them"
+    return ConfigError(f"{source}unknown plan field {unknown[0]!r}; {hint}")
+
+
+def checked_fields(values: Mapping[str, Any], source: str = "") -> dict[str, Any]:
+    """`values` (plan field -> value, lists as read from YAML) converted to the Plan's types.
+
+    `source` starts every message (a file: ``"plan.yaml: "``).
+
+    Raises:
+        ConfigError: an unknown field, or a value of the wrong type or range (one line naming the field).
+    """
+    known = [f.name for f in dataclasses.fields(Plan)]
+    problem = unknown_field(set(values), known, source)
+    if problem is not None:
+        raise problem
+    hints = typing.get_type_hints(Plan)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        where = f"{source}plan.{name}"
+        if name == "reasons":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: got {value!r}; expected a mapping of field to text")
+            out[name] = {str(k): str(v) for k, v in value.items()}
+            continue
+        got = coerce(as_tuples(value), hints[name], where)
+        if name in POSITIVE:
+            items = got if isinstance(got, tuple) else (got,)
+            if any(v is not None and v <= 0 for v in items):
+                raise ConfigError(f"{where}: got {value!r}; expected values > 0")
+        out[name] = got
+    return out

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..precision import canonical_precision, training_precision
+from ..utils.precision import canonical_precision, training_precision
+from ..utils.system import memory_budget_bytes
 from .fingerprint import Fingerprint
-from .memory import GB, estimate_peak_bytes, fit_batch, recompute_question
-from .record import Plan, as_tuples, sizes_text
-from .system import memory_budget_bytes
+from .memory import GB, estimate_peak_bytes, fit_batch, needs_recompute
+from .record import Plan, as_tuples, checked_fields, sizes_text
 
 MAX_DEPTH = 4  # the paper's L
 MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
@@ -62,60 +62,18 @@ def make_plan(
         ConfigError: an unknown or invalid override, or a memory budget too small for batch 1 at the
             smallest reasonable patch (one line: the estimate, the budget and what would fit).
     """
-    over = dict(overrides or {})
-    names = {f.name for f in dataclasses.fields(Plan)}
-    unknown = set(over) - names
-    if unknown:
-        raise ConfigError(f"unknown plan field(s) {sorted(unknown)} to override; fields are {', '.join(sorted(names))}")
+    over = checked_fields(overrides or {})  # types and ranges: batch_size=abc is one line naming the field
     why: dict[str, str] = dict.fromkeys(over, "set by you")
     model_name = str(over.get("model", model_name))
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
     dims = fp.spatial_dims
-    if precision is None:
-        precision, why["precision"] = training_precision(dev)
-    else:
-        precision, why["precision"] = canonical_precision(precision, where="precision"), "set by you"
-
-    channels, in_channels, why_c = _channels(fp)
-    channels = over.get("channels", channels)
-    in_channels = int(over.get("in_channels", {"grey": 1, "rgb": 3}.get(channels, in_channels)))
-    why.setdefault("channels", why_c)
-    classes, threshold, why_l = _labels(fp)
-    classes, threshold = int(over.get("classes", classes)), over.get("mask_threshold", threshold)
-    why.setdefault("classes", why_l)
-
-    target = _target_spacing(fp)
-    target = over.get("target_spacing", target)
-    if target is not None:
-        ratio = f"ratio {fp.anisotropy:.1f} >= {ANISOTROPY:g}"
-        why.setdefault(
-            "target_spacing", f"voxels {sizes_text(fp.median_spacing)} ({ratio}): resampled, predictions back"
-        )
-    shape = _grid_shape(fp.median_shape, fp.median_spacing, target)
-
-    ceiling = PATCH_CEILING[(dims, dev)]
-    depth = int(over.get("depth", 0)) or _fit_depth(shape, ceiling)
-    patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
-    _check_patch(patch, depth, dims)
-    widths = tuple(int(w) for w in over.get("widths", ())) or _default_widths(model_name, depth)
-    why.setdefault(
-        "depth", f"each level >= {MIN_BOTTLENECK} voxels on a {sizes_text(patch)} patch (at most {MAX_DEPTH})"
-    )
-    why.setdefault(
-        "patch_size", f"median image {sizes_text(shape)}, at most {ceiling} per axis, divisible by {2**depth}"
-    )
-
-    normalize, clip, mean, std, why_n = _normalisation(fp)
-    normalize = over.get("normalize", normalize)
-    why.setdefault("normalize", why_n)
-
-    budget = float(memory_gb) * GB if memory_gb is not None else memory_budget_bytes(dev)
-    # decoded as trained: `in_channels` float32 channels (grey DSB: 1 of its 4 stored) and an int64 mask
-    per_voxel = (4 * in_channels + 8) / (4 * fp.channels + 8)
-    data_bytes = fp.n_items * fp.bytes_per_item * _grid_growth(fp, target) * per_voxel
-    cache = bool(over.get("cache", data_bytes * DATA_COPIES <= CACHE_SHARE * budget))
-    why.setdefault("cache", f"decoded data set about {data_bytes / GB:.2f} GB per copy")
-    other = WORKER_BYTES * workers + (data_bytes * DATA_COPIES if cache else 0)
+    precision = _precision(precision, dev, why)
+    channels, in_channels = _input(fp, over, why)
+    classes, threshold = _classes(fp, over, why)
+    target, shape = _grid(fp, over, why)
+    depth, patch, widths = _network(shape, dims, dev, model_name, over, why)
+    normalize, clip, mean, std = _intensities(fp, over, why)
+    budget, cache, other = _memory(fp, in_channels, target, memory_gb, dev, workers, over, why)
     model_cfg = {
         "name": model_name,
         "in_channels": in_channels,
@@ -125,23 +83,8 @@ def make_plan(
         "spatial_dims": dims,
     }
     cap = _batch_cap(fp, patch, shape)
-    wanted = int(over.get("batch_size", min(MIN_USEFUL_BATCH, cap)))
-    efficient = over.get("memory_efficient")
-    if efficient is None:
-        efficient, why["memory_efficient"] = _recompute(model_cfg, patch, wanted, budget - other, precision, dev)
-    model_cfg["memory_efficient"] = bool(efficient)
-    if "batch_size" in over:
-        batch = int(over["batch_size"])
-        need = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
-        if need > budget:
-            fits = fit_batch(model_cfg, patch, budget, batch, precision, dev, reserved=other)
-            raise ConfigError(
-                f"batch_size={batch} needs about {need / GB:.2f} GB, over the memory budget of {budget / GB:.2f} GB; "
-                f"batch_size={fits} fits, or raise --memory-gb"
-            )
-    else:
-        patch, batch = _fit_patch_and_batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over)
-        why.setdefault("batch_size", f"largest <= {cap} within the budget")
+    patch, batch = _batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over, why)
+    efficient = model_cfg["memory_efficient"]
     peak = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
     why.setdefault("memory_budget_gb", "given" if memory_gb is not None else f"most of the free {dev} memory now")
     plan = Plan(
@@ -177,6 +120,134 @@ _DERIVED = frozenset(
     {"model", "channels", "in_channels", "classes", "mask_threshold", "target_spacing", "depth", "patch_size"}
     | {"widths", "normalize", "cache", "batch_size", "memory_efficient"}
 )
+
+
+# --------------------------------------------------------------------------------------------- steps
+# Each step derives a few plan fields from the fingerprint, lets the user's overrides win, and writes its reason
+# into `why` unless the user set the field.
+
+
+def _precision(precision: str | None, dev: str, why: dict[str, str]) -> str:
+    """bf16 where the device computes it natively, else float32 (float16 on a GPU); a given one is checked."""
+    if precision is None:
+        precision, why["precision"] = training_precision(dev)
+    else:
+        precision, why["precision"] = canonical_precision(precision, where="precision"), "set by you"
+    return precision
+
+
+def _input(fp: Fingerprint, over: dict[str, Any], why: dict[str, str]) -> tuple[str, int]:
+    """Channel mode and input channels (``--channels rgb`` gives 3)."""
+    channels, in_channels, reason = _channels(fp)
+    channels = over.get("channels", channels)
+    in_channels = int(over.get("in_channels", {"grey": 1, "rgb": 3}.get(channels, in_channels)))
+    why.setdefault("channels", reason)
+    return channels, in_channels
+
+
+def _classes(fp: Fingerprint, over: dict[str, Any], why: dict[str, str]) -> tuple[int, float | None]:
+    """Classes (binary or a label map) and the mask threshold of noisy masks."""
+    classes, threshold, reason = _labels(fp)
+    classes, threshold = int(over.get("classes", classes)), over.get("mask_threshold", threshold)
+    why.setdefault("classes", reason)
+    return classes, threshold
+
+
+def _grid(
+    fp: Fingerprint, over: dict[str, Any], why: dict[str, str]
+) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:
+    """The target spacing of anisotropic volumes (None: as stored) and the median image shape on that grid."""
+    target = over.get("target_spacing", _target_spacing(fp))
+    if target is not None:
+        ratio = f"ratio {fp.anisotropy:.1f} >= {ANISOTROPY:g}"
+        why.setdefault(
+            "target_spacing", f"voxels {sizes_text(fp.median_spacing)} ({ratio}): resampled, predictions back"
+        )
+    return target, _grid_shape(fp.median_shape, fp.median_spacing, target)
+
+
+def _network(
+    shape: tuple[int, ...], dims: int, dev: str, model_name: str, over: dict[str, Any], why: dict[str, str]
+) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """Depth, patch and widths: as deep as the median image allows, the patch at most the device's ceiling."""
+    ceiling = PATCH_CEILING[(dims, dev)]
+    depth = int(over.get("depth", 0)) or _fit_depth(shape, ceiling)
+    patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
+    _check_patch(patch, depth, dims)
+    widths = tuple(int(w) for w in over.get("widths", ())) or _default_widths(model_name, depth)
+    why.setdefault(
+        "depth", f"each level >= {MIN_BOTTLENECK} voxels on a {sizes_text(patch)} patch (at most {MAX_DEPTH})"
+    )
+    why.setdefault(
+        "patch_size", f"median image {sizes_text(shape)}, at most {ceiling} per axis, divisible by {2**depth}"
+    )
+    return depth, patch, widths
+
+
+def _intensities(fp: Fingerprint, over: dict[str, Any], why: dict[str, str]) -> tuple[str, Any, Any, Any]:
+    """The normalisation: per-image z-scores, or CT's data-set statistics."""
+    normalize, clip, mean, std, reason = _normalisation(fp)
+    normalize = over.get("normalize", normalize)
+    why.setdefault("normalize", reason)
+    return normalize, clip, mean, std
+
+
+def _memory(
+    fp: Fingerprint,
+    in_channels: int,
+    target: tuple[float, ...] | None,
+    memory_gb: float | None,
+    dev: str,
+    workers: int,
+    over: dict[str, Any],
+    why: dict[str, str],
+) -> tuple[float, bool, float]:
+    """The budget (bytes), whether the decoded data set is cached, and the bytes other than the model's."""
+    budget = float(memory_gb) * GB if memory_gb is not None else memory_budget_bytes(dev)
+    # decoded as trained: `in_channels` float32 channels (grey DSB: 1 of its 4 stored) and an int64 mask
+    per_voxel = (4 * in_channels + 8) / (4 * fp.channels + 8)
+    data_bytes = fp.n_items * fp.bytes_per_item * _grid_growth(fp, target) * per_voxel
+    cache = bool(over.get("cache", data_bytes * DATA_COPIES <= CACHE_SHARE * budget))
+    why.setdefault("cache", f"decoded data set about {data_bytes / GB:.2f} GB per copy")
+    other = WORKER_BYTES * workers + (data_bytes * DATA_COPIES if cache else 0)
+    return budget, cache, other
+
+
+def _batch(
+    model_cfg: dict[str, Any],
+    patch: tuple[int, ...],
+    depth: int,
+    budget: float,
+    other: float,
+    cap: int,
+    precision: str,
+    dev: str,
+    over: dict[str, Any],
+    why: dict[str, str],
+) -> tuple[tuple[int, ...], int]:
+    """Memory-efficient training (set in `model_cfg`), then the patch and batch that fit the budget.
+
+    Raises:
+        ConfigError: a batch the user set that does not fit (naming the estimate, the budget and what fits).
+    """
+    wanted = int(over.get("batch_size", min(MIN_USEFUL_BATCH, cap)))
+    efficient = over.get("memory_efficient")
+    if efficient is None:
+        efficient, why["memory_efficient"] = _recompute(model_cfg, patch, wanted, budget - other, precision, dev)
+    model_cfg["memory_efficient"] = bool(efficient)
+    if "batch_size" not in over:
+        patch, batch = _fit_patch_and_batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over)
+        why.setdefault("batch_size", f"largest <= {cap} within the budget")
+        return patch, batch
+    batch = int(over["batch_size"])
+    need = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
+    if need > budget:
+        fits = fit_batch(model_cfg, patch, budget, batch, precision, dev, reserved=other)
+        raise ConfigError(
+            f"batch_size={batch} needs about {need / GB:.2f} GB, over the memory budget of {budget / GB:.2f} GB; "
+            f"batch_size={fits} fits, or raise --memory-gb"
+        )
+    return patch, batch
 
 
 def _channels(fp: Fingerprint) -> tuple[str, int, str]:
@@ -299,7 +370,7 @@ def _recompute(
     model_cfg: dict[str, Any], patch: tuple[int, ...], batch: int, budget: float, precision: str, device: str
 ) -> tuple[bool, str]:
     """Whether to train memory-efficiently: only when `batch` at `patch` does not fit otherwise, and why."""
-    over, stored, recomputed = recompute_question(model_cfg, patch, batch, budget, precision, device)
+    over, stored, recomputed = needs_recompute(model_cfg, patch, batch, budget, precision, device)
     if not over:
         return False, f"batch {batch} fits without recomputation"
     return True, (

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sharding import parse_part
+from ..utils.sharding import parse_part
 from .report import write_report
 from .reproduce import PRESETS, list_presets, load_preset
 from .runner import run_study

@@ -49,7 +49,7 @@ def epoch_seconds(folder: Path) -> dict[int, float]:
 
 def learning_curves(results: Sequence[RunResult], path: Path) -> Path:
     """Validation IoU and training loss per epoch and per wall-clock minute; one colour per model, a line per seed."""
-    from ..visualize import read_run_metrics
+    from ..utils.run_metrics import read_run_metrics
 
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))

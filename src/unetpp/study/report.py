@@ -19,13 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..deploy.bench import AUTO_TOLERANCE
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
+from ..utils.tables import markdown_table
 from . import plots, stats
 from .runner import Run, RunResult, load_results
 from .spec import ModelSpec, StudySpec
-
-AUTO_TOLERANCE = 0.003  # as `unetpp prune --auto`'s default: 0.3 IoU points
 
 
 def _pct(v: float, sd: float | None = None) -> str:
@@ -48,7 +48,7 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
     import torch
 
-    from ..precision import cpu_flags
+    from ..utils.precision import cpu_flags
 
     out["threads"] = str(torch.get_num_threads())
     out["cpu_flags"] = " ".join(cpu_flags())
@@ -60,89 +60,83 @@ def versions() -> dict[str, str]:
 def main_table(rows: Sequence[dict], spec: StudySpec) -> str:
     """The terminal's table (Markdown): one line per model, the reference first."""
     paper = spec.paper or {}
-    head = (
-        "| model | mode | IoU % | Dice % | HD95 | Δ IoU | p (Welch, seeds) | p (paired, images) "
-        "| epochs | s/epoch | patches/s |" + (" paper IoU % |" if paper else "")
-    )
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if paper else "")]
+    headers = ["model", "mode", "IoU %", "Dice %", "HD95", "Δ IoU", "p (Welch, seeds)", "p (paired, images)"]
+    headers += ["epochs", "s/epoch", "patches/s"] + (["paper IoU %"] if paper else [])
     ref = spec.reference_model
+    cells = []
     for r in sorted(rows, key=lambda r: r["model"] != ref):
         name = r["model"] + (" (reference)" if r["model"] == ref else "")
         delta = "–" if r["model"] == ref else f"{100 * r['delta_iou']:+.2f}"
-        line = (
-            f"| {name} | {r['mode']} | {_pct(r['iou'], r['iou_sd'])} | {_pct(r['dice'], r['dice_sd'])} "
-            f"| {_num(r['hd95'], '{:.2f}')} | {delta} | {stats.format_p(r['p_welch'])} "
-            f"| {stats.format_p(r['p_paired'])} | {_num(r['epochs'], '{:.0f}')} | {_num(r['seconds_per_epoch'])} "
-            f"| {_num(r['patches_per_second'])} |"
-        )
-        lines.append(line + (f" {_num(paper.get(r['model']), '{:.2f}')} |" if paper else ""))
-    return "\n".join(lines)
+        row = [name, r["mode"], _pct(r["iou"], r["iou_sd"]), _pct(r["dice"], r["dice_sd"]), _num(r["hd95"], "{:.2f}")]
+        row += [delta, stats.format_p(r["p_welch"]), stats.format_p(r["p_paired"]), _num(r["epochs"], "{:.0f}")]
+        row += [_num(r["seconds_per_epoch"]), _num(r["patches_per_second"])]
+        cells.append(row + ([_num(paper.get(r["model"]), "{:.2f}")] if paper else []))
+    return markdown_table(headers, cells, "ll" + "r" * (len(headers) - 2))
 
 
 def _heads_md(rows: Sequence[dict]) -> str:
-    lines = ["| model | mode | IoU % | Dice % |", "|---|---|---:|---:|"]
-    lines += [
-        f"| {r['model']} | {r['mode']} | {_pct(r['iou'], r['iou_sd'])} | {_pct(r['dice'], r['dice_sd'])} |"
-        for r in rows
-    ]
-    return "\n".join(lines)
+    cells = [[r["model"], r["mode"], _pct(r["iou"], r["iou_sd"]), _pct(r["dice"], r["dice_sd"])] for r in rows]
+    return markdown_table(["model", "mode", "IoU %", "Dice %"], cells, "llrr")
 
 
 def _classes_md(rows: Sequence[dict]) -> str:
-    lines = ["| model | mode | class | Dice % | IoU % |", "|---|---|---:|---:|---:|"]
-    lines += [
-        f"| {r['model']} | {r['mode'].split(' class ')[0]} | {r['class']} | {_pct(r['dice'], r['dice_sd'])} "
-        f"| {_pct(r['iou'], r['iou_sd'])} |"
+    cells = [
+        [
+            r["model"],
+            r["mode"].split(" class ")[0],
+            r["class"],
+            _pct(r["dice"], r["dice_sd"]),
+            _pct(r["iou"], r["iou_sd"]),
+        ]
         for r in rows
     ]
-    return "\n".join(lines)
+    return markdown_table(["model", "mode", "class", "Dice %", "IoU %"], cells, "llrrr")
 
 
 def _groups_md(groups: dict, reference: str) -> str:
     if not groups.get("groups"):
         return ""
     models = list(groups["groups"][0]["models"])
-    lines = [
-        "| object size | objects | "
-        + " | ".join(f"{m} IoU %" + ("" if m == reference else " (p)") for m in models)
-        + " |",
-        "|---|---:|" + "---:|" * len(models),
-    ]
+    headers = ["object size", "objects"] + [f"{m} IoU %" + ("" if m == reference else " (p)") for m in models]
+    cells = []
     for g in groups["groups"]:
-        cells = []
-        for m in models:
-            s = g["models"][m]
-            cells.append(_pct(s["iou"]) + ("" if m == reference else f" ({stats.format_p(s['p'])})"))
+        scores = [g["models"][m] for m in models]
+        row = [
+            _pct(s["iou"]) + ("" if m == reference else f" ({stats.format_p(s['p'])})")
+            for m, s in zip(models, scores, strict=True)
+        ]
         high = "∞" if math.isinf(g["high"]) else f"{g['high']:.0f}"
-        lines.append(f"| {g['low']:.0f}–{high} | {g['count']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells.append([f"{g['low']:.0f}–{high}", g["count"], *row])
+    return markdown_table(headers, cells)
 
 
 def _fig6_md(rows: Sequence[dict]) -> str:
     if not rows:
         return ""
-    lines = ["| depth | embedded IoU % | isolated IoU % | p (Welch) |", "|---|---:|---:|---:|"]
-    lines += [
-        f"| L{r['depth']} | {_pct(r['embedded'], r['embedded_sd'])} | {_pct(r['isolated'], r['isolated_sd'])} "
-        f"| {stats.format_p(r['p'])} |"
+    cells = [
+        [
+            f"L{r['depth']}",
+            _pct(r["embedded"], r["embedded_sd"]),
+            _pct(r["isolated"], r["isolated_sd"]),
+            stats.format_p(r["p"]),
+        ]
         for r in rows
     ]
-    return "\n".join(lines)
+    return markdown_table(["depth", "embedded IoU %", "isolated IoU %", "p (Welch)"], cells)
 
 
 def pruning(results: Sequence[RunResult], heads: Sequence[dict]) -> list[dict]:
     """Fig. 5 for each deeply supervised model (its first seed): every pruning level's test IoU (mean over
     seeds), params, GFLOPs and latency on a small input, and the depth `prune --auto` would choose."""
-    import unetpp
-
-    from ..bench import choose_depth, format_table, pruning_table
+    from ..deploy.bench import choose_depth, format_table, pruning_table
+    from ..models import load
 
     out = []
     for model, runs in stats.by_model(results).items():
         modes = {r["mode"] for r in runs[0].scores}
         if "ensemble" not in modes:
             continue
-        net = unetpp.load(runs[0].folder / "checkpoints" / runs[0].info["checkpoint"])
+        net = load(runs[0].folder / "checkpoints" / runs[0].info["checkpoint"])
         side = 2**net.depth * (2 if net.spatial_dims == 3 else 8)
         rows = pruning_table(net, (1, net.in_channels, *[side] * net.spatial_dims), reps=3, memory=False)
         iou = {h["mode"]: h["iou"] for h in heads if h["model"] == model}

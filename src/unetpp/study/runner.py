@@ -29,8 +29,8 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import atomic_write
-from ..sharding import take_part
+from ..utils.atomic import atomic_write, check_folder
+from ..utils.sharding import take_part
 from . import testset
 from .spec import ModelSpec, StudySpec
 
@@ -51,7 +51,7 @@ class Run:
         return f"{self.model} seed {self.seed}"
 
 
-def plan(spec: StudySpec) -> list[Run]:
+def runs_of(spec: StudySpec) -> list[Run]:
     """Every run of the study in a fixed order: seed by seed, every model within a seed.
 
     A study stopped part-way (the session's time, a killed job) then holds every model at the seeds
@@ -73,7 +73,7 @@ def open_study(spec: StudySpec, out: Path) -> StudySpec:
     Raises:
         ConfigError: the folder holds a study with other run-defining settings (one line, naming the field).
     """
-    out = Path(out)
+    out = check_folder(out, ConfigError)  # a file, or a folder that cannot be written: one line, now
     saved = StudySpec.saved_in(out)
     spec = spec.with_precision(saved)
     if saved is not None:
@@ -107,7 +107,7 @@ def check_runs(spec: StudySpec, out: Path, train_ids: list[str] | None) -> None:
     """
     import yaml
 
-    for run in plan(spec):
+    for run in runs_of(spec):
         path = run.folder(out) / "config.yaml"
         if not path.is_file():
             continue
@@ -118,8 +118,25 @@ def check_runs(spec: StudySpec, out: Path, train_ids: list[str] | None) -> None:
             raise ConfigError(f"{path}: {problem}; use the study's saved settings or another --out")
 
 
+def check_models(spec: StudySpec, train_ids: list[str] | None) -> None:
+    """Build every run's config and model on the meta device (no memory): a bad model fails before a file is written.
+
+    Raises:
+        ConfigError: a config or model of the study that cannot be built (one line naming the model).
+    """
+    from ..models import build_model
+
+    for run in runs_of(spec):
+        kw = {**spec.run_config(run.model, run.seed, train_ids).model.build_kwargs(), "encoder_weights": None}
+        try:
+            with torch.device("meta"):
+                build_model(**kw)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ConfigError(f"model {str(run.model)!r}: {e}") from None
+
+
 def _epochs_done(folder: Path) -> int:
-    from ..visualize import read_run_metrics
+    from ..utils.run_metrics import read_run_metrics
 
     return len({epoch for epoch, _ in read_run_metrics(folder).get("train/loss", [])})
 
@@ -183,18 +200,19 @@ def _middle_slice(x: torch.Tensor) -> torch.Tensor:
 def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[dict]) -> None:
     """Score the best checkpoint on the test set: per-image rows of every head and the ensemble,
     objects by size (binary masks), overlays; then ``run.json`` and, last, ``scores.csv``."""
-    import unetpp
-
-    from ..evaluate import evaluate
+    from ..data.overlay import overlay, save_png
+    from ..evaluation.semantic import evaluate
+    from ..inference import PredictOptions, Predictor
     from ..metrics import masks_from_labels, masks_from_probs, object_scores
-    from ..visualize import overlay, save_png
+    from ..models import load
 
-    model = unetpp.load(best)
+    model = load(best)
     rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True)  # multi-class: "<mode> class <c>" rows too
     mode = _main_mode([m for m in dict.fromkeys(r.mode for r in rows) if " class " not in m])
     objects: list[list] = []
+    predictor = Predictor(model, PredictOptions(head=None if mode == "ensemble" else int(mode[4:])))
     for k, sample in enumerate(test):
-        probs = unetpp.predict(model, sample["image"], mode="ensemble" if mode == "ensemble" else f"select:{mode[4:]}")
+        probs = predictor(sample["image"])
         pred = masks_from_probs(probs[None])
         truth = masks_from_labels(sample["mask"][None], model.classes)
         if model.classes == 1:
@@ -247,9 +265,10 @@ def run_study(spec: StudySpec, out: str | Path, *, part: tuple[int, int] | None 
     out = Path(out)
     spec = open_study(spec, out)
     train_ids, test = testset.split(spec)  # a missing data folder or bad test ids fail before anything is saved
+    check_models(spec, train_ids)  # as would a bad model spec (widths that do not fit the depth...)
     spec.save(out)
     check_runs(spec, out, train_ids)
-    mine = [r for r in take_part(plan(spec), part) if not is_finished(r.folder(out))]
+    mine = [r for r in take_part(runs_of(spec), part) if not is_finished(r.folder(out))]
     for k, run in enumerate(mine, 1):
         log.info("[%d/%d] %s", k, len(mine), run)
         folder = run.folder(out)
@@ -283,7 +302,7 @@ def _read_csv(path: Path) -> list[dict]:
 def load_results(spec: StudySpec, out: str | Path) -> tuple[list[RunResult], list[Run]]:
     """The finished runs of the study, and the runs still missing."""
     done, missing = [], []
-    for run in plan(spec):
+    for run in runs_of(spec):
         folder = run.folder(Path(out))
         if not is_finished(folder):
             missing.append(run)

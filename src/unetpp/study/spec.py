@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..utils.atomic import atomic_write
 
 # option -> (config field, parser of the string value, what is valid)
 _OPTIONS: dict[str, tuple[str, str]] = {
     "depth": ("model.depth", "an integer >= 1, e.g. depth=2"),
     "ds": ("model.deep_supervision", "true or false, e.g. ds=false"),
     "encoder": ("model.encoder", "a timm backbone name, e.g. encoder=resnet34"),
-    "weights": ("model.encoder_weights", "imagenet or none"),
+    "weights": ("model.encoder_weights", "imagenet, none or a state dict file (.pth, .safetensors)"),
     "widths": ("model.widths", "channels per level joined by '-', e.g. widths=16-32-64"),
     "norm": ("model.norm", "batch, instance or none"),
 }
@@ -198,7 +199,15 @@ class StudySpec:
         if self.epochs is None and self.minutes is None:
             raise ConfigError("a study needs a budget: --epochs N (the fair unit, as the paper) and/or --minutes M")
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"--epochs: got {self.epochs}; expected an integer >= 1 (epochs per run)")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError(f"--minutes: got {self.minutes}; expected a number > 0 (minutes per run)")
+        bins = list(self.size_bins)
+        if bins and (len(bins) < 2 or any(b >= c for b, c in zip(bins, bins[1:], strict=False)) or bins[0] < 0):
+            raise ConfigError(
+                f"--size-bins {' '.join(f'{b:g}' for b in bins)}: expected two or more increasing object sizes "
+                "(voxels), e.g. --size-bins 0 100 1000"
+            )
         tests = [t for t in (self.test_folder, self.test_ids, self.test_fraction) if t is not None]
         if len(tests) != 1:
             raise ConfigError(
@@ -266,7 +275,7 @@ class StudySpec:
     def with_precision(self, saved: StudySpec | None = None) -> StudySpec:
         """This spec with its runs' precision fixed: the user's, else the saved study's, else this machine's.
 
-        A new study takes what the plan would (:func:`unetpp.precision.training_precision`: bf16 where
+        A new study takes what the plan would (:func:`unetpp.utils.precision.training_precision`: bf16 where
         the CPU or GPU computes it natively), once: it is saved with the study, so that runs resumed or
         added later, on this machine or another, train alike. Studies saved without it keep float32.
         """
@@ -275,8 +284,8 @@ class StudySpec:
         if saved is not None:
             kept = tuple(o for o in saved.overrides if o.startswith("train.precision="))
             return dataclasses.replace(self, overrides=(*self.overrides, *kept))
-        from ..plan.configure import device_of
-        from ..precision import training_precision
+        from ..engine.planning import device_of
+        from ..utils.precision import training_precision
 
         precision, _ = training_precision(device_of(RunConfig().override(list(self.overrides))))
         return dataclasses.replace(self, overrides=(*self.overrides, f"train.precision={precision}"))
@@ -291,14 +300,17 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "study spec") -> StudySpec:
+        if not isinstance(d, dict):
+            kind = type(d).__name__
+            raise ConfigError(f"{source}: a study spec is a mapping of fields, got a {kind}; use another --out")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        values = dict(d)
-        for k in ("models", "seeds", "test_ids", "overrides", "size_bins"):
-            if values.get(k) is not None:
-                values[k] = tuple(values[k])
+        from ..config import _coerce
+
+        hints = typing.get_type_hints(cls)  # types checked here: `epochs: ten` is one line, not a TypeError later
+        values = {k: v if k == "paper" else _coerce(v, hints[k], f"{source}: {k}") for k, v in d.items()}
         return cls(**values)
 
     def save(self, folder: Path) -> Path:
@@ -321,8 +333,9 @@ class StudySpec:
         path = Path(folder) / "study.yaml"
         try:
             d = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read the study spec ({e}); check the path or start a new --out") from e
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise ConfigError(f"{path}: cannot read the study spec ({reason}); fix it or start a new --out") from None
         return cls.from_dict(d, str(path))
 
     def clash(self, saved: StudySpec) -> str | None:

@@ -125,7 +125,7 @@ def head_table(results: Sequence[RunResult], *, per_class: bool = False) -> list
     """Every head and the ensemble of every model: IoU and Dice mean ± s.d. over seeds.
 
     `per_class`: instead, each foreground class of the model's main mode (multi-class studies; the rows
-    ``"<mode> class <c>"`` that :func:`unetpp.evaluate.evaluate` adds), with ``"class"`` in each row.
+    ``"<mode> class <c>"`` that :func:`unetpp.evaluation.semantic.evaluate` adds), with ``"class"`` in each row.
     """
     rows = []
     for model, runs in by_model(results).items():

@@ -1,0 +1,193 @@
+"""What a model file, and the run folder around it, record about how the model came to be.
+
+A model card (:mod:`unetpp.models.card`) and ``config.json`` of :func:`unetpp.save_pretrained` are
+written from this record, so that a shared model says what it was trained on and how well it did.
+Everything is read, never guessed; what a file does not record is left out:
+
+- ``preprocessing``: channels, normalisation (with CT statistics), target spacing, mask threshold: a
+  training checkpoint's model header, a pruned ``.pt`` (``unetpp prune`` carries it over), or a
+  pretrained folder's ``config.json``;
+- ``training``: for a run's ``checkpoints/*.ckpt``, the run folder's ``config.yaml`` (data set and
+  settings), ``plan.yaml`` (the plan and why), ``commands.txt`` (the commands that trained it, written
+  by ``unetpp train``), the epoch and step of the checkpoint, and the command that reproduces it;
+- ``scores``: validation IoU per head and ensemble at the saved epoch (the run's CSV logs), and the
+  held-out scores of ``scores.csv`` (``unetpp compare``'s test set) or ``evaluation.csv``
+  (``unetpp evaluate``) per head and ensemble;
+- ``pruning``: for a model written by ``unetpp prune``, its table and the depth chosen, with the rule.
+
+Files are read with ``weights_only=True`` (nothing unpickled) and plain YAML/CSV/JSON readers.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PathLike = str | os.PathLike[str]
+COMMANDS = "commands.txt"  # in a run folder: one line per `unetpp train` session (the first and each resume)
+HELD_OUT = (("scores.csv", "unetpp compare (held-out test set)"), ("evaluation.csv", "unetpp evaluate"))
+
+
+def record_command(run_dir: PathLike, argv: list[str] | None = None) -> None:
+    """Append the command line of this process (``unetpp train ...``) to the run's ``commands.txt``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return
+    line = shlex.join(["unetpp", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        with (run_dir / COMMANDS).open("a") as f:
+            f.write(line + "\n")
+    except OSError:  # a record, not the result: the training itself is done
+        pass
+
+
+def model_record(path: PathLike) -> dict[str, Any]:
+    """The record of the model file `path` (see the module docstring): keys present only when known."""
+    from .hub import pretrained_folder, read_config_json
+
+    folder = pretrained_folder(path)
+    if folder is not None:  # a pretrained folder or Hub id: its config.json says it all
+        info = read_config_json(folder)
+        return {**(info.get("record") or {}), "preprocessing": info.get("preprocessing")}
+    path = Path(path)
+    header = _header(path)
+    record: dict[str, Any] = dict(header.get("record") or {})
+    if header.get("preprocessing") is not None:
+        record["preprocessing"] = dict(header["preprocessing"])
+    run = path.parent.parent
+    if path.suffix == ".ckpt" and (run / "config.yaml").is_file():
+        record["training"] = _training(run, header)
+        scores = {"validation": _validation(run, header.get("epoch")), "held_out": held_out_scores(run)}
+        record["scores"] = {k: v for k, v in scores.items() if v}
+    return record
+
+
+def recorded_preprocessing(path: PathLike) -> dict[str, Any] | None:
+    """The preprocessing a model file records (see the module docstring), or None."""
+    from .hub import pretrained_folder, read_config_json
+
+    folder = pretrained_folder(path)
+    if folder is not None:
+        prep = read_config_json(folder).get("preprocessing")
+    else:
+        prep = _header(Path(path)).get("preprocessing")
+    return dict(prep) if isinstance(prep, dict) else None
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """A PyTorch model file's header: a training checkpoint's ``["unetpp"]`` (+ its epoch and step), or a
+    ``.pt``'s top level; {} for other or unreadable files (the model loader reports those)."""
+    if not path.name.lower().endswith((".ckpt", ".pt", ".pth")) or not path.is_file():
+        return {}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged files are the loader's to report
+        return {}
+    if not isinstance(ckpt, dict):
+        return {}
+    header = ckpt.get("unetpp", ckpt)
+    if not isinstance(header, dict):
+        return {}
+    out = {k: header[k] for k in ("preprocessing", "record") if isinstance(header.get(k), dict)}
+    for k in ("epoch", "global_step"):
+        if isinstance(ckpt.get(k), int):
+            out[k] = ckpt[k]
+    return out
+
+
+def _training(run: Path, header: dict[str, Any]) -> dict[str, Any]:
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    data = config.get("data") or {}
+    root = str(data.get("root") or "")
+    training: dict[str, Any] = {
+        "run": run.name,
+        "data": {"name": Path(root).name or data.get("layout", ""), "root": root, "layout": data.get("layout")},
+        "config": config,
+        "reproduce": f"unetpp train --config config.yaml --no-plan --run-dir runs/{run.name}",
+    }
+    if isinstance(header.get("epoch"), int):
+        training["epochs"] = header["epoch"] + 1
+    if isinstance(header.get("global_step"), int):
+        training["steps"] = header["global_step"]
+    if (run / "plan.yaml").is_file():
+        training["plan"] = yaml.safe_load((run / "plan.yaml").read_text())
+    if (run / COMMANDS).is_file():
+        training["commands"] = [c for c in (run / COMMANDS).read_text().splitlines() if c.strip()]
+    return training
+
+
+def _validation(run: Path, epoch: object) -> dict[str, dict[str, float]]:
+    """Validation IoU per head and ensemble at the checkpoint's epoch, from the run's CSV logs."""
+    from ..utils.run_metrics import read_run_metrics
+
+    series = read_run_metrics(run)
+    out: dict[str, dict[str, float]] = {}
+    for name, points in series.items():
+        if not name.startswith("val/iou_"):
+            continue
+        at = [v for e, v in points if e == epoch] or ([points[-1][1]] if epoch is None and points else [])
+        if at:
+            out[name.removeprefix("val/iou_")] = {"iou": at[-1]}
+    return out
+
+
+def held_out_scores(run: PathLike) -> dict[str, Any]:
+    """Mean and s.d. of IoU, Dice and HD95 per mode (head, ensemble, class) from the run's held-out CSV."""
+    for name, source in HELD_OUT:
+        path = Path(run) / name
+        if path.is_file():
+            return summarize_csv(path, source)
+    return {}
+
+
+def summarize_csv(path: Path, source: str) -> dict[str, Any]:
+    """``{"source", "file", "images", "modes": {mode: {metric: [mean, sd]}}}`` of a per-image score CSV."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    modes: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for metric in ("iou", "dice", "hd95"):
+            try:
+                value = float(row[metric])
+            except (KeyError, TypeError, ValueError):
+                continue
+            modes.setdefault(row["mode"], {}).setdefault(metric, []).append(value)
+    summary = {mode: {m: _mean_sd(v) for m, v in metrics.items()} for mode, metrics in modes.items()}
+    images = len({row.get("image") for row in rows})
+    return {"source": source, "file": path.name, "images": images, "modes": summary}
+
+
+def _mean_sd(values: list[float]) -> list[float | None]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return [None, None]
+    mean = sum(finite) / len(finite)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
+    return [mean, sd]
+
+
+def pruned_record(source: PathLike, rows: list[dict[str, Any]], depth: int, rule: str) -> dict[str, Any]:
+    """What ``unetpp prune`` keeps in the pruned file: the source's record and preprocessing, and the pruning.
+
+    `rows` are :func:`unetpp.deploy.bench.pruning_table`'s (with ``iou`` where scored); `rule` says how `depth` was
+    chosen ("--depth 2", "--auto (tolerance 0.003)", "--max-latency-ms 150").
+    """
+    record = model_record(source)
+    prep = record.pop("preprocessing", None)
+    keep = ("mode", "depth", "iou", "params", "gflops", "latency_ms", "peak_mib")
+    table = [{k: _plain(r.get(k)) for k in keep} for r in rows]
+    record["pruning"] = {"source": Path(str(source)).name, "depth": depth, "rule": rule, "table": table}
+    return {"preprocessing": prep, "record": record}
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if isinstance(value, float) else value
