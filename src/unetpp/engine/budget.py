@@ -56,6 +56,8 @@ class WallClockBudget(Callback):
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
         self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
         self.val_spent = 0.0
+        self.trained_s = 0.0  # the training loop's time: steps and loading their batches, warm-up included
+        self._loop_mark = 0.0
         self.validations = 0
         self.train_start = 0.0
         self.last_val_end = 0.0
@@ -90,6 +92,9 @@ class WallClockBudget(Callback):
         return {
             "budget_s": self.total_s,
             "used_s": used,
+            "setup_s": self.train_start - (self.deadline - self.total_s),
+            "training_s": self.trained_s,
+            "training_share": self.trained_s / self.total_s,
             "validations": float(self.validations),
             "validating_s": self.val_spent,
             "validating_share": self.val_spent / self.total_s,
@@ -112,6 +117,7 @@ class WallClockBudget(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_of_epoch = True
         self._epoch_val_s = 0.0
+        self._loop_mark = time.monotonic()
         trainer.check_val_every_n_epoch = 1 if self._validate_this_epoch(trainer) else NEVER
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -123,13 +129,18 @@ class WallClockBudget(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         now = time.monotonic()
         self._batches_seen += 1
+        self.trained_s += now - self._loop_mark
         if self._batches_seen > WARMUP_STEPS and not self._first_of_epoch:
             self.steps.append(now - self._batch_start)
         if self._batches_seen == 1 and self.val_s is None:
             self._probe_validation(trainer, pl_module)
         self._first_of_epoch = False
-        self._train_end = time.monotonic()
-        self._decide(trainer, self.left() < self.step_s() + self.final_reserve())
+        self._train_end = self._loop_mark = time.monotonic()  # the probe, if it ran, is not training
+        batch_idx = args[-1] if args else -1
+        last_of_epoch = batch_idx + 1 == trainer.num_training_batches
+        # decided at the epoch's last batch, where stopping still runs the final validation (after it, it would not)
+        boundary = self.gap_s if last_of_epoch else 0.0
+        self._decide(trainer, self.left() < boundary + self.step_s() + self.final_reserve())
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.monotonic()
@@ -151,9 +162,12 @@ class WallClockBudget(Callback):
         if trainer.is_global_zero:
             s = self.summary()
             log.info(
-                "budget: %.0f of %.0f s used; %d validation(s) took %.0f s (%.1f%%); steady step %.3f s",
+                "budget: %.0f of %.0f s used; training %.0f s (%.1f%%); %d validation(s) took %.0f s (%.1f%%); "
+                "steady step %.3f s",
                 s["used_s"],
                 s["budget_s"],
+                s["training_s"],
+                100 * s["training_share"],
                 self.validations,
                 s["validating_s"],
                 100 * s["validating_share"],

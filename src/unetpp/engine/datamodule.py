@@ -50,7 +50,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.train_set: PatchDataset | None = None
         self.val_set: Dataset | None = None
-        self._val_subset: list[int] | None = None  # a fixed part of the validation set (a time budget's choice)
+        self._val_view: ValidationView | None = None
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> SegmentationDataModule:
@@ -125,8 +125,11 @@ class SegmentationDataModule(L.LightningDataModule):
         from .budget import evenly_spaced
 
         assert self.val_set is not None
-        self._val_subset = evenly_spaced(len(self.val_set), keep)
-        return self._val_subset
+        chosen = evenly_spaced(len(self.val_set), keep)
+        if self._val_view is None:
+            self._val_view = ValidationView(self.val_set)
+        self._val_view.indices = chosen
+        return chosen
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
@@ -153,7 +156,10 @@ class SegmentationDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        images = self.val_set if self._val_subset is None else Subset(self.val_set, self._val_subset)
+        # a view the budget can cut after Lightning has built this loader (it does so before the first step)
+        if self._val_view is None:
+            self._val_view = ValidationView(self.val_set)
+        images = self._val_view
         trainer = getattr(self, "trainer", None)
         sampler = None
         if trainer is not None and trainer.world_size > 1:  # Lightning keeps a DistributedSampler it is given
@@ -161,3 +167,17 @@ class SegmentationDataModule(L.LightningDataModule):
                 images, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         return DataLoader(images, batch_size=1, num_workers=0, sampler=sampler, pin_memory=self._on_cuda())
+
+
+class ValidationView(Dataset):
+    """The validation images, or the fixed subset a time budget keeps: its length is read each time it is iterated."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+        self.indices: list[int] = list(range(len(images)))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.images[self.indices[k]]

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..errors import TrainingError
 from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
-from ..models import build_model, heads_and_ensemble
+from ..models import build_model, ensemble, heads_and_ensemble
 from ..models.checkpoint import HEADER_KEY
 from ..utils.padding import pad_to_multiple
 from .budget import WallClockBudget

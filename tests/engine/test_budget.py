@@ -1,0 +1,75 @@
+"""`--minutes` spent on training: a slow first batch and a slow validation must not end the run (issue 19)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from unetpp.config import RunConfig
+from unetpp.engine.budget import MIN_VAL_IMAGES, evenly_spaced
+from unetpp.engine.module import SegmentationModule, head_subsets, lr_factor
+from unetpp.engine.train import fit
+
+from ..conftest import TINY_RUN
+
+
+def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget(tmp_path, monkeypatch) -> None:
+    # 40 whole validation images at 0.4 s each (16 s a pass, 40% of the budget), and a first step that takes 4 s:
+    # the old reserve ((validation batches + 2) x first batch) stopped such a run after its first step.
+    train_step, val_step = SegmentationModule.training_step, SegmentationModule.validation_step
+    calls = {"train": 0}
+
+    def slow_first(self, batch, i):
+        calls["train"] += 1
+        if calls["train"] == 1:
+            time.sleep(4.0)
+        return train_step(self, batch, i)
+
+    def slow_validation(self, batch, i):
+        time.sleep(0.4)
+        return val_step(self, batch, i)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", slow_first)
+    monkeypatch.setattr(SegmentationModule, "validation_step", slow_validation)
+    budget_s = 40.0
+    cfg = (
+        RunConfig()
+        .override([*TINY_RUN, "data.synthetic_images=60", "data.val_fraction=0.67", "train.max_epochs=1000"])
+        .override([f"train.max_minutes={budget_s / 60}", "train.steps_per_epoch=100"])
+    )
+    started = time.monotonic()
+    fit(cfg, tmp_path / "run", started=started)
+    took = time.monotonic() - started
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    spent = last["callbacks"]["WallClockBudget"]
+    assert took < budget_s + 3.0  # the wall clock holds, the last validation and checkpoint included
+    assert last["global_step"] > 100  # it trained, not one step
+    assert spent["validating_share"] <= 0.12  # validation kept to its share (a subset, validated less often)
+    # the rest: the data, the probe, the final validation, checkpoints and a fixed 2 s margin (5% of 40 s)
+    assert spent["training_share"] >= 0.7
+    assert spent["validations"] >= 1  # the final validation always runs
+
+
+def test_the_validation_subset_is_evenly_spaced_and_fixed() -> None:
+    assert evenly_spaced(10, 4) == [0, 3, 6, 9]
+    assert evenly_spaced(3, 5) == [0, 1, 2]
+    assert evenly_spaced(100, 7) == evenly_spaced(100, 7)
+    assert MIN_VAL_IMAGES >= 1
+
+
+def test_the_schedule_warms_up_then_lands_at_zero() -> None:
+    for shape in ("linear", "cosine", "poly"):
+        f = lr_factor(shape, 0.02)
+        assert 0.09 < f(0.0) < 0.11  # warm-up starts at a tenth of the peak
+        assert abs(f(0.02) - 1.0) < 1e-9  # the peak after the warm-up
+        assert f(0.5) < 1.0
+        assert abs(f(1.0)) < 1e-9  # zero exactly at the end of the budget
+
+
+def test_the_accurate_mode_chooses_among_every_subset_of_heads() -> None:
+    subsets = head_subsets([1, 2, 3, 4])
+    assert len(subsets) == 15
+    assert (1, 2, 3, 4) in subsets
+    assert (3,) in subsets
+    assert head_subsets([4]) == []
