@@ -182,3 +182,14 @@ def test_repeated_set_flags_all_apply() -> None:
 
     args = build_parser().parse_args(["train", "--run-dir", "r", "--set", "train.lr=0.1", "--set", "train.seed=3"])
     assert _train_overrides(args)[-2:] == ["train.lr=0.1", "train.seed=3"]
+
+
+def test_a_log_file_gets_the_plan_and_one_line_per_epoch_not_progress_bar_redraws(tmp_path) -> None:
+    # stdout and stderr are pipes here, as in a batch job's log: the bar (asked for) stays off
+    done = cli(["train", "--run-dir", tmp_path / "run", "--epochs", "2", *TINY_TRAIN, "train.progress=true"])
+    assert done.returncode == 0, done.stderr
+    log = done.stdout + done.stderr
+    assert "\r" not in log
+    assert "epoch 1/2" in log
+    assert "epoch 2/2" in log
+    assert "patch_size" in log  # the plan's table
