@@ -193,3 +193,19 @@ def test_a_log_file_gets_the_plan_and_one_line_per_epoch_not_progress_bar_redraw
     assert "epoch 1/2" in log
     assert "epoch 2/2" in log
     assert "patch_size" in log  # the plan's table
+
+
+def test_a_loss_that_becomes_non_finite_stops_in_one_line_and_keeps_the_last_finite_checkpoint(tmp_path) -> None:
+    run = tmp_path / "run"
+    done = cli(["train", "--run-dir", run, "--epochs", "5", *TINY_TRAIN, "train.lr=1e30"])
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("unetpp: error:")]
+    assert len(lines) == 1
+    assert "non-finite" in lines[0] or "became nan" in lines[0] or "became inf" in lines[0]
+    assert "lower --lr" in lines[0]
+    assert "Traceback" not in done.stderr
+    for name in ("best.ckpt", "last.ckpt"):  # whatever was saved holds finite weights only
+        path = run / "checkpoints" / name
+        if path.exists():
+            state = torch.load(path, weights_only=True)["state_dict"]
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
