@@ -55,7 +55,8 @@ def test_override_parses_yaml_applies_in_order_and_returns_a_new_frozen_config()
     cfg = base.override(["train.lr=1e-3", "model.widths=[4, 8, 16]", "model.depth=2", "train.lr=2e-3"])
     assert cfg.train.lr == 2e-3  # the later assignment wins
     assert cfg.model.widths == (4, 8, 16)  # lists become tuples: the config is hashable and frozen
-    assert base.train.lr == 3e-4  # the original is untouched
+    assert base.train.lr is None  # the original is untouched (None: the schedule's own peak)
+    assert base.train.peak_lr == 1e-3
     assert cfg.override([]) == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.lr = 1.0  # type: ignore[misc]

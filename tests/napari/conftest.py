@@ -73,7 +73,23 @@ def run_ckpt(tmp_path_factory) -> Path:
     """A run's best.ckpt from `unetpp train` (depth 2, widths 4-8-16, heads 1 and 2, 8 short epochs on 64² synthetic
     EM, about 10 s): it records its preprocessing (grey channels, z-scores), which prediction repeats."""
     run = tmp_path_factory.mktemp("run") / "em"
-    assert main(["train", "--run-dir", str(run), "--epochs", "8", "--lr", "0.02", "--set", *TINY_RUN]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--run-dir",
+                str(run),
+                "--epochs",
+                "8",
+                "--lr",
+                "0.02",
+                "--set",
+                *TINY_RUN,
+                "train.schedule=paper",
+            ]
+        )
+        == 0
+    )
     return run / "checkpoints" / "best.ckpt"
 
 

@@ -41,6 +41,7 @@ def test_two_ranks_end_with_identical_weights_and_one_set_of_files(ddp_run: Path
     assert ranks[0][2] == "2"
     files = sorted(str(p.relative_to(ddp_run)) for p in ddp_run.rglob("*") if p.is_file())
     assert files == [
+        ".unetpp-run",  # the marker that tells a run from a user's folder (issue 23)
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
         "commands.txt",  # the command, for the model card (issue 21)

@@ -152,8 +152,9 @@ class SegmentationModule(L.LightningModule):
         if subsets:  # ties go to more heads: the plain mean unless dropping a head helps
             self.ensemble_heads = list(max(subsets, key=lambda s: (subsets[s], len(s))))
             means["val/iou_chosen"] = subsets[tuple(self.ensemble_heads)]
-        # the score that picks the best checkpoint: the chosen ensemble when there is one, else the only head
-        means["val/iou"] = means.get("val/iou_chosen", means[f"val/iou_head{self.heads[-1]}"])
+        # the score that picks the best checkpoint: the plain ensemble (what prediction's ensemble mode runs today),
+        # else the only head; the chosen heads are recorded beside it for the accurate mode
+        means["val/iou"] = means.get("val/iou_ensemble", means[f"val/iou_head{self.heads[-1]}"])
         for k, v in means.items():
             self.log(k, torch.tensor(v), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
 
@@ -194,7 +195,8 @@ class SegmentationModule(L.LightningModule):
         if "val/iou" in metrics:
             parts.append(f"val IoU {float(metrics['val/iou']):.4f}")
             if len(self.heads) > 1:
-                parts.append(f"(heads {','.join(map(str, self.ensemble_heads))})")
+                chosen = float(metrics.get("val/iou_chosen", float("nan")))
+                parts.append(f"(chosen heads {','.join(map(str, self.ensemble_heads))}: {chosen:.4f})")
         parts.append(f"{self._seen / seconds:.1f} patches/s")
         budget = next((c for c in trainer.callbacks if isinstance(c, WallClockBudget)), None)
         if budget is not None:
