@@ -56,6 +56,18 @@ def _step(model: NestedUNet, x: Tensor, precision: str, runtime: str) -> Callabl
 # --------------------------------------------------------------------------------------------- tables
 
 
+def _timed_input(
+    model: NestedUNet, shape: Sequence[int], reps: int, precision: str
+) -> tuple[tuple[int, ...], str, NestedUNet, Tensor]:
+    """The checked shape and precision, the batch-norm-folded model that is timed, and a random input it takes."""
+    shape = check_shape(shape, reps)
+    precision = canonical_precision(precision, ("32", "bf16"))
+    net = fuse_batch_norm(model)
+    x = torch.randn(shape, device=next(net.parameters()).device)
+    net.check_input(x)
+    return shape, precision, net, x
+
+
 def measure(
     model: NestedUNet,
     shape: Sequence[int],
@@ -86,11 +98,7 @@ def measure(
         ConfigError: a bad shape, reps or precision.
         InputShapeError: a shape the model does not take.
     """
-    shape = check_shape(shape, reps)
-    precision = canonical_precision(precision, ("32", "bf16"))
-    net = fuse_batch_norm(model)
-    x = torch.randn(shape, device=next(net.parameters()).device)
-    net.check_input(x)
+    shape, precision, net, x = _timed_input(model, shape, reps, precision)
     seconds = interleaved_seconds({"m": inference_step(net, x, head, precision)}, reps, warmup)["m"]
     return {
         "params": n_params(net if head is None else prune(net, head)),
@@ -124,11 +132,7 @@ def pruning_table(
         ConfigError: a bad shape or reps.
         InputShapeError: a shape the model does not take.
     """
-    shape = check_shape(shape, reps)
-    precision = canonical_precision(precision, ("32", "bf16"))
-    full = fuse_batch_norm(model)
-    x = torch.randn(shape, device=next(full.parameters()).device)
-    full.check_input(x)
+    shape, precision, full, x = _timed_input(model, shape, reps, precision)
     models: dict[str, tuple[NestedUNet, int | None]] = {f"L{d}": (prune(full, d), d) for d in full.spec.heads}
     if len(full.spec.heads) > 1:
         models["ensemble"] = (full, None)

@@ -126,7 +126,9 @@ class WallClockBudget(Callback):
             self.gap_s = max(self.gap_s, now - self._train_end - self._epoch_val_s)
         self._batch_start = now
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         now = time.monotonic()
         self._batches_seen += 1
         self.trained_s += now - self._loop_mark
@@ -136,7 +138,6 @@ class WallClockBudget(Callback):
             self._probe_validation(trainer, pl_module)
         self._first_of_epoch = False
         self._train_end = self._loop_mark = time.monotonic()  # the probe, if it ran, is not training
-        batch_idx = args[-1] if args else -1
         last_of_epoch = batch_idx + 1 == trainer.num_training_batches
         # decided at the epoch's last batch, where stopping still runs the final validation (after it, it would not)
         boundary = self.gap_s if last_of_epoch else 0.0

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from ..config import DataConfig, ModelConfig, RunConfig
+from ..config import PAPER_LR, DataConfig, ModelConfig, RunConfig
 from ..data.instances import INSTANCE_LAYOUTS, InstanceAugment, InstanceDataset, collate_instances, open_instances
 from ..data.layouts import indices_of, split_indices
 from ..errors import ConfigError
@@ -165,5 +165,7 @@ def instance_parts(cfg: RunConfig) -> tuple[InstanceModule, InstanceDataModule]:
             f"data.layout: {cfg.data.layout!r} has no instance labels; instance segmentation reads "
             f"{', '.join(INSTANCE_LAYOUTS)}"
         )
-    module = InstanceModule(detector_kwargs(cfg.model), lr=cfg.train.lr or 3e-4, weight_decay=cfg.train.weight_decay)
+    module = InstanceModule(
+        detector_kwargs(cfg.model), lr=cfg.train.lr or PAPER_LR, weight_decay=cfg.train.weight_decay
+    )
     return module, InstanceDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.train.seed)
