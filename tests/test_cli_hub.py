@@ -41,14 +41,14 @@ def test_the_card_holds_the_data_plan_scores_and_command(shared) -> None:
     assert "- **Command**: `unetpp train --layout synthetic --depth 2" in card
     assert "- **Reproduce** (with the run's `config.yaml`): `unetpp train --config config.yaml --no-plan" in card
     assert "Held-out images (2, `evaluation.csv` of unetpp evaluate)" in card
-    for mode in ("ensemble", "head1", "head2"):
+    for mode in ("ensemble", "chosen", "head1", "head2"):
         assert f"| {mode} | " in card
     assert "Validation IoU at the saved epoch" in card
     assert "| normalize | zscore |" in card  # the preprocessing prediction repeats
     assert "| setting | value | why |" in card  # the plan
     info = json.loads((shared["full"] / "config.json").read_text())
     assert info["preprocessing"]["normalize"] == "zscore"
-    assert set(info["record"]["scores"]["held_out"]["modes"]) == {"ensemble", "head1", "head2"}
+    assert set(info["record"]["scores"]["held_out"]["modes"]) == {"ensemble", "chosen", "head1", "head2"}
 
 
 def test_the_pruned_models_card_has_the_pruning_table_and_keeps_the_record(shared) -> None:

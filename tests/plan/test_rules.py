@@ -113,6 +113,26 @@ def test_batch_follows_the_budget(tmp_path) -> None:
     assert large.estimated_peak_gb <= 20
 
 
+def test_large_objects_grow_the_patch_and_shrink_the_batch_small_ones_keep_the_papers_96(tmp_path) -> None:
+    fp, _ = _plan(tmp_path, "rgba-grey")
+    fp = dataclasses.replace(fp, median_shape=(480, 600), n_items=1000)
+    polyp = {"class": 1, "per_image": 1.0, "median": 25000.0, "p05": 5000.0, "p95": 90000.0}
+    nucleus = {"class": 1, "per_image": 40.0, "median": 330.0, "p05": 44.0, "p95": 1930.0}
+    large = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20)
+    small = make_plan(dataclasses.replace(fp, objects=(nucleus,)), memory_gb=20)
+    assert small.patch_size == (96, 96)
+    assert small.batch_size == 16
+    # the median polyp is about 158 px a side: twice that for context is over the CPU's 256 ceiling
+    assert large.patch_size == (256, 256)
+    assert "median object about 158" in large.reasons["patch_size"]
+    # the batch keeps a step's pixels about those of 16 patches of 96²: 2 of 256²
+    assert large.batch_size == 2
+    assert large.depth == 4
+    pinned = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20, overrides={"patch_size": [96, 96]})
+    assert pinned.patch_size == (96, 96)
+    assert pinned.batch_size == 16
+
+
 def test_memory_efficient_training_is_planned_only_when_a_useful_batch_does_not_fit(tmp_path) -> None:
     fp, roomy = _plan(tmp_path, "rgba-grey")
     fp = dataclasses.replace(fp, median_shape=(512, 512), n_items=1000)

@@ -108,8 +108,9 @@ def test_the_study_writes_table_files_and_figures(study) -> None:
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    # unet: 1 mode; unet++ (2 heads): head1, head2, ensemble; per seed
-    assert len(rows) == 2 * 1 + 2 * 3
+    # unet: 1 mode; unet++ (2 heads): head1, head2, ensemble, chosen; per seed
+    assert len(rows) == 2 * 1 + 2 * 4
+    assert {r["mode"] for r in rows if r["model"] == "unet++"} == {"head1", "head2", "ensemble", "chosen"}
     data = json.loads((out / "results.json").read_text())
     assert {r["model"] for r in data["table"]} == {"unet", "unet++"}
     assert data["pruning"][0]["model"] == "unet++"
@@ -124,6 +125,9 @@ def test_the_study_writes_table_files_and_figures(study) -> None:
     assert info["epochs"] == 1
     assert info["seconds"] > 0
     assert info["seconds_per_epoch"] > 0
+    assert info["ensemble_heads"]
+    assert set(info["ensemble_heads"]) <= {1, 2}
+    assert "chosen (seed 0:" in md
 
 
 def test_a_clashing_study_is_one_line(study, tmp_path) -> None:

@@ -28,6 +28,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_option(args.roi is None or args.roi >= 1, "--roi", args.roi, "a window size in voxels, e.g. 96")
     options = PredictOptions(
         head=depth,
+        ensemble=args.ensemble,
         roi_size=args.roi,
         overlap=args.overlap,
         tta=args.tta,
@@ -111,6 +112,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--depth", type=int, help="use only UNet++ L^d (runs only its nodes, as `prune --depth d`); default: ensemble"
     )
     p.add_argument("--head", type=int, help=argparse.SUPPRESS)  # the old name of --depth
+    p.add_argument(
+        "--ensemble",
+        choices=["chosen", "mean"],
+        default="chosen",
+        help="chosen (default): the mean of the heads training chose on validation; mean: of every head (the paper)",
+    )
     p.add_argument("--roi", type=int, help="sliding-window size (default: whole image up to a limit)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
@@ -138,6 +145,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..evaluation.semantic import evaluate, summarize
     from ..models import load, prune, save
+    from ..models.provenance import recorded_ensemble_heads, recorded_validation_iou
     from ..plan.memory import check_inference_room
     from ..utils.atomic import check_output, write_text
 
@@ -157,12 +165,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
     check_inference_room(model, parse_shape(args.shape))
     rows = pruning_table(model, parse_shape(args.shape), args.reps, runtime=args.runtime)
-    iou: dict[str, float] = {}
+    chosen = recorded_ensemble_heads(args.checkpoint)
     if args.data:
         samples = labelled_dataset(args.data, args.layout, model)
-        iou = {mode: s["iou"][0] for mode, s in summarize(evaluate(model, samples, with_hd95=False)).items()}
+        scored = evaluate(model, samples, with_hd95=False, ensemble_heads=chosen)
+        iou = {mode: s["iou"][0] for mode, s in summarize(scored).items()}
+    else:  # the scores training's validation judged this checkpoint by (the report's, the card's)
+        iou = recorded_validation_iou(args.checkpoint)
+        if iou:
+            print(f"IoU: the validation scores recorded in {args.checkpoint} at training (--data scores other images)")
     for row in rows:
-        row["iou"] = iou.get("ensemble" if row["depth"] is None else f"head{row['depth']}")
+        # the ensemble row: what prediction runs by default (the chosen heads; their mean costs the same)
+        ensemble_mode = "chosen" if "chosen" in iou else "ensemble"
+        row["iou"] = iou.get(ensemble_mode if row["depth"] is None else f"head{row['depth']}")
     print(format_table(rows))
     if args.table:
         write_text(args.table, csv_text(rows), args.overwrite)
@@ -170,7 +185,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         depth = args.depth
     else:
         if not iou:
-            raise ConfigError("--auto and --max-latency-ms need --data (labelled validation images) to score depths")
+            raise ConfigError(
+                "--auto and --max-latency-ms need validation scores: a training checkpoint records them; "
+                "otherwise give --data (labelled validation images)"
+            )
         scores = {r["depth"]: r["iou"] for r in rows if r["depth"] is not None}
         latencies = {r["depth"]: r["latency_ms"] for r in rows if r["depth"] is not None}
         depth = choose_depth(scores, args.tolerance, latencies=latencies, max_latency=args.max_latency_ms)
@@ -195,12 +213,13 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         examples(
             "unetpp prune --checkpoint runs/em/checkpoints/best.ckpt --data data/em_val --auto --out em_pruned.pt",
             "unetpp prune --checkpoint best.ckpt --data data/em_val --max-latency-ms 200 --out fast.pt",
+            "unetpp prune --checkpoint best.ckpt --auto --out em_pruned.pt   # by the validation scores of training",
             "unetpp prune --checkpoint best.ckpt --depth 3 --out em_l3.pt",
         ),
         sub,
     )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="labelled validation images to score each depth")
+    p.add_argument("--data", help="labelled images to score each depth (default: the scores of training's validation)")
     p.add_argument("--layout", default="folders", choices=list(LAYOUTS))
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--depth", type=int, help="prune to this depth")

@@ -205,6 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference.instances import is_detector
     from ..models import load
     from ..models.hub import run_folder_of
+    from ..models.provenance import recorded_ensemble_heads
     from ..utils.atomic import check_output
 
     model = load(args.checkpoint)
@@ -214,7 +215,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return run_evaluate(model, args)
     out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation.csv"
     check_output(out, args.overwrite)
-    rows = evaluate(model, _evaluation_data(args, model), with_hd95=not args.no_hd95, per_class=True)
+    chosen = recorded_ensemble_heads(args.checkpoint)
+    data = _evaluation_data(args, model)
+    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen)
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")

@@ -362,9 +362,11 @@ def predict(model: Segmenter | PathLike, image: Tensor | np.ndarray, mode: str =
             folded in a copy).
         image: ``(C, *spatial)`` or ``(B, C, *spatial)``, a tensor or a NumPy array, normalised as in
             training (e.g. :func:`unetpp.data.transforms.normalize_intensity`).
-        mode: ``"ensemble"`` (mean of every head's probabilities, the paper's accurate mode) or
-            ``"select:d"`` (head d only, running only the nodes with i + j <= d: the same as ``head=d``).
-        **options: the fields of :class:`~unetpp.inference.PredictOptions` (``head``, ``roi_size``,
+        mode: ``"ensemble"`` (the paper's accurate mode: the mean of the heads' probabilities; of the heads
+            training chose on validation where a model file records them, of every head with
+            ``ensemble="mean"``) or ``"select:d"`` (head d only, running only the nodes with i + j <= d: the
+            same as ``head=d``).
+        **options: the fields of :class:`~unetpp.inference.PredictOptions` (``head``, ``ensemble``, ``roi_size``,
             ``overlap``, ``blend``, ``sw_batch_size``, ``tta``, ``precision``, ``runtime``).
 
     Returns:

@@ -21,6 +21,7 @@ from ..losses import DeepSupervisionLoss, HybridLoss
 from ..metrics import iou, masks_from_labels, masks_from_probs
 from ..models import build_model, ensemble, heads_and_ensemble
 from ..models.checkpoint import HEADER_KEY
+from ..models.provenance import ENSEMBLE_HEADS, VALIDATION_IOU
 from ..utils.padding import pad_to_multiple
 from .budget import WallClockBudget
 from .checkpoints import add_model_header
@@ -77,6 +78,7 @@ class SegmentationModule(L.LightningModule):
         # the heads whose mean the accurate mode uses: chosen on validation (all of them until then)
         self.ensemble_heads: list[int] = list(self.heads)
         self._subsets = head_subsets(self.heads)
+        self.validation_iou: dict[str, float] = {}  # mode ("head1", "ensemble", "chosen") -> IoU, last validation
 
     @property
     def classes(self) -> int:
@@ -152,9 +154,10 @@ class SegmentationModule(L.LightningModule):
         if subsets:  # ties go to more heads: the plain mean unless dropping a head helps
             self.ensemble_heads = list(max(subsets, key=lambda s: (subsets[s], len(s))))
             means["val/iou_chosen"] = subsets[tuple(self.ensemble_heads)]
-        # the score that picks the best checkpoint: the plain ensemble (what prediction's ensemble mode runs today),
-        # else the only head; the chosen heads are recorded beside it for the accurate mode
-        means["val/iou"] = means.get("val/iou_ensemble", means[f"val/iou_head{self.heads[-1]}"])
+        # the score that picks the best checkpoint: the ensemble prediction runs by default (the chosen heads),
+        # else the only head; the paper's plain mean stays logged as val/iou_ensemble
+        means["val/iou"] = means.get("val/iou_chosen", means[f"val/iou_head{self.heads[-1]}"])
+        self.validation_iou = {k.removeprefix("val/iou_"): v for k, v in means.items() if k.startswith("val/iou_")}
         for k, v in means.items():
             self.log(k, torch.tensor(v), prog_bar=k == "val/iou", sync_dist=False, rank_zero_only=False)
 
@@ -194,9 +197,9 @@ class SegmentationModule(L.LightningModule):
             parts.append(f"loss {float(metrics['train/loss']):.4f}")
         if "val/iou" in metrics:
             parts.append(f"val IoU {float(metrics['val/iou']):.4f}")
-            if len(self.heads) > 1:
-                chosen = float(metrics.get("val/iou_chosen", float("nan")))
-                parts.append(f"(chosen heads {','.join(map(str, self.ensemble_heads))}: {chosen:.4f})")
+            if len(self.heads) > 1:  # the score is the chosen heads' mean; the paper's plain mean beside it
+                plain = float(metrics.get("val/iou_ensemble", float("nan")))
+                parts.append(f"(heads {','.join(map(str, self.ensemble_heads))}; plain mean {plain:.4f})")
         parts.append(f"{self._seen / seconds:.1f} patches/s")
         budget = next((c for c in trainer.callbacks if isinstance(c, WallClockBudget)), None)
         if budget is not None:
@@ -210,10 +213,12 @@ class SegmentationModule(L.LightningModule):
         if self.hparams.get("preprocessing") is not None:
             checkpoint[HEADER_KEY]["preprocessing"] = dict(self.hparams.preprocessing)
         if len(self.heads) > 1:
-            checkpoint[HEADER_KEY]["ensemble_heads"] = list(self.ensemble_heads)
+            checkpoint[HEADER_KEY][ENSEMBLE_HEADS] = list(self.ensemble_heads)
+        if self.validation_iou:  # the scores this checkpoint was judged by: `prune --auto` reads them
+            checkpoint[HEADER_KEY][VALIDATION_IOU] = dict(self.validation_iou)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        chosen = checkpoint.get(HEADER_KEY, {}).get("ensemble_heads")
+        chosen = checkpoint.get(HEADER_KEY, {}).get(ENSEMBLE_HEADS)
         if chosen and set(chosen) <= set(self.heads):
             self.ensemble_heads = list(chosen)
 

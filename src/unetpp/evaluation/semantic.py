@@ -1,8 +1,9 @@
 """Evaluation as in the paper: IoU, Dice and HD95 per image, for every head and the ensemble.
 
-The paper reports IoU and Dice as mean ± s.d.; here every image gets a row per mode (``head{j}``
-and ``ensemble``), so means, standard deviations and paired t-tests between modes or models come
-from the same table (:func:`summarize`; the t-tests are :mod:`unetpp.study.stats`).
+The paper reports IoU and Dice as mean ± s.d.; here every image gets a row per mode (``head{j}``,
+``ensemble``, the plain mean, and ``chosen``, the mean of the heads training chose on validation), so
+means, standard deviations and paired t-tests between modes or models come from the same table
+(:func:`summarize`; the t-tests are :mod:`unetpp.study.stats`).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class Row:
 
 
 @torch.inference_mode()
-def probabilities_per_mode(model: NestedUNet, image: Tensor) -> dict[str, Tensor]:
-    """Probabilities of every head and of the ensemble for one ``(1, C, *spatial)`` image of any size."""
+def probabilities_per_mode(
+    model: NestedUNet, image: Tensor, ensemble_heads: Sequence[int] | None = None
+) -> dict[str, Tensor]:
+    """Probabilities of every head and of the ensembles for one ``(1, C, *spatial)`` image of any size."""
     padded, crop = pad_to_multiple(image, 2**model.depth)
-    return heads_and_ensemble([h[crop] for h in model(padded)], model.spec.heads)
+    return heads_and_ensemble([h[crop] for h in model(padded)], model.spec.heads, ensemble_heads)
 
 
 def evaluate(
@@ -50,6 +53,7 @@ def evaluate(
     with_hd95: bool = True,
     spacing: Sequence[float] | None = None,
     per_class: bool = False,
+    ensemble_heads: Sequence[int] | None = None,
 ) -> list[Row]:
     """One row per image and mode; scores are means over the foreground classes.
 
@@ -59,6 +63,8 @@ def evaluate(
         with_hd95: also compute the 95th-percentile Hausdorff distance (slower: distance transforms).
         spacing: voxel spacing for HD95 (default 1 per axis).
         per_class: for a multi-class model, also one row per foreground class, mode ``"<mode> class <c>"``.
+        ensemble_heads: the heads training chose (a model file's record,
+            :func:`unetpp.models.provenance.recorded_ensemble_heads`): adds mode ``"chosen"``, their mean.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -67,7 +73,7 @@ def evaluate(
         image = sample["image"][None].to(device)
         truth = masks_from_labels(sample["mask"][None].to(device), model.classes)
         fg = model.classes == 1
-        for mode, probs in probabilities_per_mode(model, image).items():
+        for mode, probs in probabilities_per_mode(model, image, ensemble_heads).items():
             pred = masks_from_probs(probs)
             per = hd95(pred, truth, spacing=spacing, include_background=fg)[0] if with_hd95 else None
             distance = per.mean() if per is not None else math.nan

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["32", "bf16"]
 PRECISIONS = ("32", "bf16")
+Ensemble = Literal["chosen", "mean"]
+ENSEMBLES = ("chosen", "mean")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,11 @@ class PredictOptions:
     """How a model runs on one image: everything except the model and the files. Every check is made here, once.
 
     Args:
-        head: run only head d and the nodes it needs (UNet++ L^d); ``None``: the ensemble, the mean of every
-            head's probabilities (one head's model: that head).
+        head: run only head d and the nodes it needs (UNet++ L^d); ``None``: the ensemble (one head's model:
+            that head).
+        ensemble: which heads the ensemble averages: ``"chosen"``, the heads training chose on validation
+            (recorded in the model file; every head where none is recorded), so that an unfinished head does
+            not drag the mean down; ``"mean"``, the paper's plain mean of every head's probabilities.
         roi_size: sliding-window size per spatial axis, divisible by 2^depth; ``None`` predicts the whole image in
             one pass up to 1024² pixels or 128³ voxels, and larger inputs through 512² or 96³ windows
             (:func:`~unetpp.inference.window.auto_window`), so that memory stays bounded.
@@ -74,6 +79,7 @@ class PredictOptions:
     """
 
     head: int | None = None
+    ensemble: Ensemble = "chosen"
     roi_size: int | tuple[int, ...] | None = None
     overlap: float = 0.5
     blend: Blend = "gaussian"
@@ -85,6 +91,8 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.head is not None and (isinstance(self.head, bool) or not isinstance(self.head, int) or self.head < 1):
             raise ConfigError(f"head must be a depth >= 1, or None for the ensemble; got {self.head!r}")
+        if self.ensemble not in ENSEMBLES:
+            raise ConfigError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
         if self.roi_size is not None and not isinstance(self.roi_size, int):
             object.__setattr__(self, "roi_size", tuple(self.roi_size))  # a list from YAML or argparse
         check_window_args(self.overlap, self.blend, self.sw_batch_size)
@@ -155,6 +163,7 @@ class Predictor:
             raise ConfigError(f"{self.name}: head={options.head} does not exist; the model has heads {list(heads)}")
         # a pruned or single-head model: the ensemble and its head are the same thing
         self.head = None if len(heads) == 1 else options.head
+        self.ensemble_heads = self._ensemble_heads(heads)
         runs_in = getattr(model, "runtime", "torch")
         if options.runtime != runs_in:
             raise ConfigError(
@@ -186,13 +195,32 @@ class Predictor:
         """What decides the probabilities (not how fast they come): the options, less runtime and window batch."""
         settings = dataclasses.asdict(self.options)
         del settings["runtime"], settings["sw_batch_size"]  # the same probabilities (runtimes: within 1e-4)
-        return {**settings, "head": self.head}
+        heads = None if self.ensemble_heads is None else list(self.ensemble_heads)
+        return {**settings, "head": self.head, "ensemble_heads": heads}
+
+    def _ensemble_heads(self, heads: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The heads the ensemble averages; None where one head runs (``head=d`` or a one-head model)."""
+        if self.head is not None or len(heads) == 1:
+            return None
+        if self.options.ensemble == "mean" or self.source is None:
+            return heads
+        from ..models.provenance import recorded_ensemble_heads
+
+        chosen = recorded_ensemble_heads(self.source)
+        if chosen is None or not set(chosen) <= set(heads):
+            return heads
+        if chosen != heads:
+            logger.info("%s: the ensemble averages heads %s, chosen on validation", self.name, list(chosen))
+        return chosen
 
     def _forward(self, x: Tensor) -> Tensor:
         # other runtimes run their own precision; autocast is PyTorch's
         bf16 = self.options.precision == "bf16" and isinstance(self.model, torch.nn.Module)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = self.model(x, head=self.head)
+        if self.ensemble_heads is not None and len(self.ensemble_heads) < len(logits):
+            heads = tuple(self.model.spec.heads)
+            logits = [logits[heads.index(j)] for j in self.ensemble_heads]
         return ensemble(logits)
 
     def __call__(self, image: Tensor | np.ndarray) -> Tensor:
@@ -284,6 +312,7 @@ def predict_files(
 
 
 __all__ = [
+    "ENSEMBLES",
     "PRECISIONS",
     "PredictOptions",
     "Precision",

@@ -100,6 +100,7 @@ def _model_table(info: dict[str, Any], detector: bool) -> str:
             ("depth", len(spec["widths"]) - 1),
             ("widths", "-".join(map(str, spec["widths"]))),
             ("heads", ", ".join(f"X^(0,{j})" for j in spec["heads"])),
+            ("ensemble (accurate mode)", _ensemble_text(info.get("ensemble_heads"), spec["heads"])),
             ("nodes", len(spec["nodes"])),
             ("input channels → classes", f"{model['in_channels']} → {model['classes']}"),
             ("dimensions", f"{model['spatial_dims']}D"),
@@ -108,6 +109,14 @@ def _model_table(info: dict[str, Any], detector: bool) -> str:
             ("parameters", params),
         ]
     return "## Model\n\n" + _rows(pairs)
+
+
+def _ensemble_text(chosen: list[int] | None, heads: list[int]) -> str | None:
+    if len(heads) < 2:
+        return None
+    if not chosen or list(chosen) == list(heads):
+        return "the mean of every head"
+    return f"the mean of heads {', '.join(map(str, chosen))} (chosen on validation; `--ensemble mean`: all heads)"
 
 
 def _preprocessing(prep: dict[str, Any] | None) -> str:

@@ -32,6 +32,8 @@ import torch
 
 PathLike = str | os.PathLike[str]
 COMMANDS = "commands.txt"  # in a run folder: one line per `unetpp train` session (the first and each resume)
+ENSEMBLE_HEADS = "ensemble_heads"  # in a model header or config.json: the heads chosen on validation
+VALIDATION_IOU = "validation_iou"  # in a training checkpoint's header: IoU per mode at its validation
 HELD_OUT = (("scores.csv", "unetpp compare (held-out test set)"), ("evaluation.csv", "unetpp evaluate"))
 
 
@@ -50,17 +52,20 @@ def record_command(run_dir: PathLike, argv: list[str] | None = None) -> None:
 
 def model_record(path: PathLike) -> dict[str, Any]:
     """The record of the model file `path` (see the module docstring): keys present only when known."""
-    from .hub import pretrained_folder, read_config_json
+    from .hub import read_config_json
 
-    folder = pretrained_folder(path)
+    folder = _pretrained_folder(path)
     if folder is not None:  # a pretrained folder or Hub id: its config.json says it all
         info = read_config_json(folder)
-        return {**(info.get("record") or {}), "preprocessing": info.get("preprocessing")}
+        chosen = {ENSEMBLE_HEADS: info[ENSEMBLE_HEADS]} if info.get(ENSEMBLE_HEADS) else {}
+        return {**(info.get("record") or {}), "preprocessing": info.get("preprocessing"), **chosen}
     path = Path(path)
     header = _header(path)
     record: dict[str, Any] = dict(header.get("record") or {})
     if header.get("preprocessing") is not None:
         record["preprocessing"] = dict(header["preprocessing"])
+    if header.get(ENSEMBLE_HEADS):
+        record[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
     run = path.parent.parent
     if path.suffix == ".ckpt" and (run / "config.yaml").is_file():
         record["training"] = _training(run, header)
@@ -71,14 +76,46 @@ def model_record(path: PathLike) -> dict[str, Any]:
 
 def recorded_preprocessing(path: PathLike) -> dict[str, Any] | None:
     """The preprocessing a model file records (see the module docstring), or None."""
-    from .hub import pretrained_folder, read_config_json
+    from .hub import read_config_json
 
-    folder = pretrained_folder(path)
+    folder = _pretrained_folder(path)
     if folder is not None:
         prep = read_config_json(folder).get("preprocessing")
     else:
         prep = _header(Path(path)).get("preprocessing")
     return dict(prep) if isinstance(prep, dict) else None
+
+
+def recorded_ensemble_heads(path: PathLike) -> tuple[int, ...] | None:
+    """The heads whose mean the accurate mode uses, as training chose them on validation; None if not recorded.
+
+    A training checkpoint records them in its model header, a pretrained folder in ``config.json``.
+    """
+    from .hub import read_config_json
+
+    folder = _pretrained_folder(path)
+    info = read_config_json(folder) if folder is not None else _header(Path(path))
+    heads = info.get(ENSEMBLE_HEADS)
+    if not isinstance(heads, (list, tuple)) or not heads or not all(isinstance(h, int) for h in heads):
+        return None
+    return tuple(heads)
+
+
+def recorded_validation_iou(path: PathLike) -> dict[str, float]:
+    """Validation IoU per mode (``head{j}``, ``ensemble``, ``chosen``) that a training checkpoint was judged by; {}
+    where none is recorded (other files, or a checkpoint written before validation)."""
+    scores = _header(Path(path)).get(VALIDATION_IOU) or {}
+    return {str(k): float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+
+
+def _pretrained_folder(path: PathLike) -> Path | None:
+    """The pretrained folder `path` names: the folder, a Hub id, or the ``model.safetensors`` inside one."""
+    from .hub import CONFIG_NAME, WEIGHTS_NAME, pretrained_folder
+
+    folder = pretrained_folder(path)
+    if folder is None and Path(path).name == WEIGHTS_NAME and (Path(path).parent / CONFIG_NAME).is_file():
+        return Path(path).parent
+    return folder
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -96,6 +133,10 @@ def _header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         return {}
     out = {k: header[k] for k in ("preprocessing", "record") if isinstance(header.get(k), dict)}
+    if isinstance(header.get(ENSEMBLE_HEADS), (list, tuple)):
+        out[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
+    if isinstance(header.get(VALIDATION_IOU), dict):
+        out[VALIDATION_IOU] = dict(header[VALIDATION_IOU])
     for k in ("epoch", "global_step"):
         if isinstance(ckpt.get(k), int):
             out[k] = ckpt[k]

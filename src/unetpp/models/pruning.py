@@ -37,13 +37,19 @@ def ensemble(logits: list[Tensor]) -> Tensor:
     return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
 
 
-def heads_and_ensemble(logits: list[Tensor], heads: Sequence[int]) -> dict[str, Tensor]:
+def heads_and_ensemble(
+    logits: list[Tensor], heads: Sequence[int], chosen: Sequence[int] | None = None
+) -> dict[str, Tensor]:
     """Probabilities of every head, ``"head{j}"``, and with several heads of their ensemble, ``"ensemble"``.
 
     What evaluation and validation score: each head alone (the pruned models' accuracy, the paper's Fig. 5)
-    and the ensemble (its accurate mode). `heads` are the j of the heads whose `logits` these are.
+    and the ensemble (its accurate mode, the plain mean). `heads` are the j of the heads whose `logits` these
+    are; `chosen`, some of them (the heads training chose on validation), adds ``"chosen"``: the mean of
+    those heads, what prediction runs by default (the plain mean again where all were chosen).
     """
     probs = {f"head{j}": ensemble([y]) for j, y in zip(heads, logits, strict=True)}
     if len(logits) > 1:
         probs["ensemble"] = ensemble(logits)
+    if chosen and len(logits) > 1 and set(chosen) <= set(heads):
+        probs["chosen"] = torch.stack([probs[f"head{j}"] for j in chosen]).mean(dim=0)
     return probs

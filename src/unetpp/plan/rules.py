@@ -30,6 +30,9 @@ from .record import Plan, as_tuples, checked_fields, sizes_text
 MAX_DEPTH = 4  # the paper's L
 MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
 PATCH_CEILING = {(2, "cpu"): 96, (2, "cuda"): 256, (3, "cpu"): 64, (3, "cuda"): 128}  # per axis; 96²: the paper
+# where objects are large the patch grows to hold the median object with context, up to these sizes per axis
+OBJECT_PATCH_CEILING = {(2, "cpu"): 256, (2, "cuda"): 512, (3, "cpu"): 96, (3, "cuda"): 192}
+OBJECT_CONTEXT = 2.0  # patch side / the median object's side (the object and as much context around it)
 BATCH_CAP = {2: 16, 3: 8}
 MIN_USEFUL_BATCH = 2  # below this batch norm's statistics are noise; recompute rather than go lower
 BATCH_DATA_SHARE = 0.05  # nnU-Net: a batch covers at most 5% of the data set's voxels (but >= 2)
@@ -71,7 +74,7 @@ def make_plan(
     channels, in_channels = _input(fp, over, why)
     classes, threshold = _classes(fp, over, why)
     target, shape = _grid(fp, over, why)
-    depth, patch, widths = _network(shape, dims, dev, model_name, over, why)
+    depth, patch, widths = _network(shape, _object_side(fp, target), dims, dev, model_name, over, why)
     normalize, clip, mean, std = _intensities(fp, over, why)
     budget, cache, other = _memory(fp, in_channels, target, memory_gb, dev, workers, over, why)
     model_cfg = {
@@ -82,7 +85,7 @@ def make_plan(
         "widths": widths,
         "spatial_dims": dims,
     }
-    cap = _batch_cap(fp, patch, shape)
+    cap = _batch_cap(fp, patch, shape, PATCH_CEILING[(dims, dev)])
     patch, batch = _batch(model_cfg, patch, depth, budget, other, cap, precision, dev, over, why)
     efficient = model_cfg["memory_efficient"]
     peak = estimate_peak_bytes(model_cfg, patch, batch, True, precision, dev) + other
@@ -167,10 +170,21 @@ def _grid(
 
 
 def _network(
-    shape: tuple[int, ...], dims: int, dev: str, model_name: str, over: dict[str, Any], why: dict[str, str]
+    shape: tuple[int, ...],
+    object_side: float,
+    dims: int,
+    dev: str,
+    model_name: str,
+    over: dict[str, Any],
+    why: dict[str, str],
 ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-    """Depth, patch and widths: as deep as the median image allows, the patch at most the device's ceiling."""
-    ceiling = PATCH_CEILING[(dims, dev)]
+    """Depth, patch and widths: as deep as the median image allows; the patch at most the device's ceiling, or
+    larger (up to ``OBJECT_PATCH_CEILING``) where it must hold the median object with context."""
+    ceiling, reason = PATCH_CEILING[(dims, dev)], ""
+    wanted = math.ceil(OBJECT_CONTEXT * object_side)
+    if wanted > ceiling:
+        ceiling = min(wanted, OBJECT_PATCH_CEILING[(dims, dev)])
+        reason = f"; median object about {object_side:.0f} per axis: {OBJECT_CONTEXT:g}x that for context"
     depth = int(over.get("depth", 0)) or _fit_depth(shape, ceiling)
     patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
     _check_patch(patch, depth, dims)
@@ -179,9 +193,17 @@ def _network(
         "depth", f"each level >= {MIN_BOTTLENECK} voxels on a {sizes_text(patch)} patch (at most {MAX_DEPTH})"
     )
     why.setdefault(
-        "patch_size", f"median image {sizes_text(shape)}, at most {ceiling} per axis, divisible by {2**depth}"
+        "patch_size",
+        f"median image {sizes_text(shape)}, at most {ceiling} per axis{reason}, divisible by {2**depth}",
     )
     return depth, patch, widths
+
+
+def _object_side(fp: Fingerprint, target: tuple[float, ...] | None) -> float:
+    """The side of a cube as large as the median object of the class with the largest objects (on the grid)."""
+    medians = [float(o.get("median", 0.0)) for o in fp.objects]
+    voxels = max(medians, default=0.0) * _grid_growth(fp, target)
+    return voxels ** (1 / fp.spatial_dims) if voxels > 0 else 0.0
 
 
 def _intensities(fp: Fingerprint, over: dict[str, Any], why: dict[str, str]) -> tuple[str, Any, Any, Any]:
@@ -336,9 +358,13 @@ def _default_widths(model_name: str, depth: int) -> tuple[int, ...]:
     return tuple(base[: depth + 1])
 
 
-def _batch_cap(fp: Fingerprint, patch: tuple[int, ...], shape: tuple[int, ...]) -> int:
+def _batch_cap(fp: Fingerprint, patch: tuple[int, ...], shape: tuple[int, ...], ceiling: int) -> int:
+    """At most BATCH_CAP, 5% of the data set's voxels, and the voxels of BATCH_CAP patches at the device's
+    ceiling: a patch grown for large objects takes a smaller batch, so a step takes about as long as before."""
+    dims = fp.spatial_dims
     share = BATCH_DATA_SHARE * fp.n_items * math.prod(shape) / math.prod(patch)
-    return int(max(2, min(BATCH_CAP[fp.spatial_dims], share)))
+    step = BATCH_CAP[dims] * ceiling**dims / math.prod(patch)
+    return int(max(MIN_USEFUL_BATCH, min(BATCH_CAP[dims], share, step)))
 
 
 def _fit_patch_and_batch(

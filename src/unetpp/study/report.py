@@ -75,8 +75,21 @@ def main_table(rows: Sequence[dict], spec: StudySpec) -> str:
 
 
 def _heads_md(rows: Sequence[dict]) -> str:
-    cells = [[r["model"], r["mode"], _pct(r["iou"], r["iou_sd"]), _pct(r["dice"], r["dice_sd"])] for r in rows]
-    return markdown_table(["model", "mode", "IoU %", "Dice %"], cells, "llrr")
+    cells = [[r["model"], _mode_md(r), _pct(r["iou"], r["iou_sd"]), _pct(r["dice"], r["dice_sd"])] for r in rows]
+    table = markdown_table(["model", "mode", "IoU %", "Dice %"], cells, "llrr")
+    if not any(r["mode"] == "chosen" for r in rows):
+        return table
+    return (
+        table + "\n\nensemble: the paper's plain mean of every head; chosen: the mean of the heads training kept "
+        "on validation (what `unetpp predict` runs by default), per seed."
+    )
+
+
+def _mode_md(row: dict) -> str:
+    if row["mode"] != "chosen" or not row.get("heads"):
+        return row["mode"]
+    kept = "; ".join(f"seed {s}: {','.join(map(str, h or []))}" for s, h in row["heads"].items())
+    return f"chosen ({kept})"
 
 
 def _classes_md(rows: Sequence[dict]) -> str:

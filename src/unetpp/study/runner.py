@@ -205,12 +205,16 @@ def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[di
     from ..inference import PredictOptions, Predictor
     from ..metrics import masks_from_labels, masks_from_probs, object_scores
     from ..models import load
+    from ..models.provenance import recorded_ensemble_heads
 
     model = load(best)
-    rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True)  # multi-class: "<mode> class <c>" rows too
+    chosen = recorded_ensemble_heads(best)
+    # multi-class: "<mode> class <c>" rows too; "chosen" where training kept fewer heads than all
+    rows = evaluate(model, test, with_hd95=spec.hd95, per_class=True, ensemble_heads=chosen)
     mode = _main_mode([m for m in dict.fromkeys(r.mode for r in rows) if " class " not in m])
     objects: list[list] = []
-    predictor = Predictor(model, PredictOptions(head=None if mode == "ensemble" else int(mode[4:])))
+    # the mode the report compares by: the paper's plain mean (the "chosen" rows sit beside it)
+    predictor = Predictor(model, PredictOptions(head=None if mode == "ensemble" else int(mode[4:]), ensemble="mean"))
     for k, sample in enumerate(test):
         probs = predictor(sample["image"])
         pred = masks_from_probs(probs[None])
@@ -236,6 +240,7 @@ def score(spec: StudySpec, run: Run, folder: Path, best: Path, test: Sequence[di
         "checkpoint": best.name,
         "main_mode": mode,
         "params": sum(p.numel() for p in model.parameters()),
+        "ensemble_heads": None if chosen is None else list(chosen),  # the heads of mode "chosen"
     }
     _write_json(folder / "run.json", {**info, **_training_info(cfg, folder)})
     _write_csv(folder / "objects.csv", ["image", "mode", "object", "size", "iou", "dice"], objects)

@@ -133,6 +133,8 @@ def head_table(results: Sequence[RunResult], *, per_class: bool = False) -> list
         prefix = f"{main_mode(runs[0])} class "
         for mode in [m for m in modes if m.startswith(prefix) == per_class and (per_class or " class " not in m)]:
             row = {"model": model, "mode": mode} | ({"class": int(mode[len(prefix) :])} if per_class else {})
+            if mode == "chosen":  # which heads validation kept, per seed
+                row["heads"] = {r.seed: r.info.get("ensemble_heads") for r in runs}
             for metric in ("iou", "dice"):
                 row[metric], row[f"{metric}_sd"] = mean_sd([run_mean(r, mode, metric) for r in runs])
             rows.append(row)
