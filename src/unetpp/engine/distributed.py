@@ -70,9 +70,12 @@ class RankWatch:
     def __init__(self, check: Callable[[], str | None], before_exit: Callable[[], None] = lambda: None) -> None:
         self.check, self.before_exit = check, before_exit
         self.done = threading.Event()
+        self.ending = threading.Lock()  # the watch thread and explain() may both see the loss: one line
         threading.Thread(target=self._run, daemon=True, name="unetpp-rank-watch").start()
 
     def _end(self, message: str) -> None:
+        if not self.ending.acquire(blocking=False):
+            threading.Event().wait()  # the other thread is printing and exiting the process
         print(f"unetpp: error: {message}", file=sys.stderr, flush=True)
         self.before_exit()
         os._exit(1)
