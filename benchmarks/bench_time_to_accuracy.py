@@ -91,7 +91,7 @@ def budget_account(run: Path) -> dict:
     return {"steps": ckpt["global_step"], **account}
 
 
-def rows(study: Path, name: str, minutes: float, models: list[str]) -> list[str]:
+def rows(study: Path, name: str, budget: str, models: list[str]) -> list[str]:
     lines = []
     for spec in models:
         for run in sorted((study / "runs" / ModelSpec.parse(spec).slug).glob("seed*")):
@@ -107,7 +107,7 @@ def rows(study: Path, name: str, minutes: float, models: list[str]) -> list[str]
                 iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))
                 label = spec if spec == "unet" else f"{spec} ({'plain mean' if mode == 'ensemble' else 'chosen heads'})"
                 lines.append(
-                    f"| {name} | {minutes:g} min | {label} | {run.name} | {iou:.2f} | {dice:.2f} | {account['steps']} "
+                    f"| {name} | {budget} | {label} | {run.name} | {iou:.2f} | {dice:.2f} | {account['steps']} "
                     f"| {train_pct} | {val_pct} | {account.get('validations', '-')} |"
                 )
     return lines
@@ -135,7 +135,7 @@ def cli() -> None:
         for minutes in args.minutes:
             study = args.out / name / (f"{minutes:g}min" if not args.smoke else "smoke")
             run_study(study, sets[name], args.models, minutes, args.seeds, args.smoke)
-            lines += rows(study, name, minutes, args.models)
+            lines += rows(study, name, "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min", args.models)
             if args.smoke:
                 break
     text = "\n".join(header + lines)
