@@ -1,10 +1,11 @@
 """What a user's minutes buy (issue 19): held-out accuracy with defaults only, per data set and budget.
 
-Every run is ``unetpp compare`` with nothing but the data, its layout, the held-out split and
-``--minutes`` (the plan picks the rest), so the table is what a new user gets on this machine:
+Every run is a user's first run: ``unetpp train --data <train part> --layout L --minutes M [--model unet]``
+(the plan picks channels, patch, batch, depth, precision...), then ``unetpp evaluate`` of its best
+checkpoint on the held-out part, which training never saw (the parts are folders of symbolic links):
 
 - ISBI 2012 EM: train on slices 00-19, test on 20-23;
-- DSB 2018 ``stage1_train``: test on the last 20% of the sorted ids (grey, as the README trains it);
+- DSB 2018 ``stage1_train``: test on the last 20% of the sorted ids;
 - MSD hippocampus (3D, 3 classes): test on a seeded 20% of the volumes (``random.Random(0)``).
 
 Per run the table gives the held-out IoU and Dice (mean over test images: U-Net's output; UNet++'s
@@ -15,16 +16,16 @@ the budget spent training and validating (the budget's own account, stored in th
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --smoke --out /tmp/tta-smoke   # plumbing only
 
-Each data set and budget is one study folder (``<out>/<data set>/<minutes>min``): rerunning resumes it
-and trains only the missing runs. The table is printed and written to ``<out>/table.md``. Run it alone:
-a second training on the same cores halves both runs' steps. nnU-Net at the same wall clock is not
-driven by this script (see ``benchmarks/RESULTS.md``).
+Finished runs (an ``evaluation.csv``) are kept: rerunning the command trains only what is missing. The
+table is printed and written to ``<out>/table.md``. Run it alone: a second training on the same cores
+halves both runs' steps. nnU-Net at the same wall clock is not driven by this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,6 @@ import torch
 
 from unetpp.cli import main
 from unetpp.models.provenance import summarize_csv
-from unetpp.study.spec import ModelSpec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -41,9 +41,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 class DataSet:
     folder: Path
     layout: str
-    split: list[str]  # compare's held-out test option
-    extra: list[str]  # anything else the data needs (3D, classes, channels)
-    settings: tuple[str, ...] = ()  # compare's --set values
+    test_ids: list[str]
+    entries: dict[str, list[str]]  # sub-folder -> the names in it that belong to an id ("" : the folder itself)
+    shared_files: tuple[str, ...] = ()  # copied into both parts (dataset.json)
 
 
 def hippocampus_test_ids(folder: Path, fraction: float = 0.2) -> list[str]:
@@ -53,35 +53,73 @@ def hippocampus_test_ids(folder: Path, fraction: float = 0.2) -> list[str]:
 
 
 def data_sets(shared: Path) -> dict[str, DataSet]:
-    hippocampus = shared / "msd-hippocampus"
+    dsb, hippocampus = shared / "dsb2018" / "stage1_train", shared / "msd-hippocampus"
+    dsb_ids = sorted(d.name for d in dsb.iterdir() if d.is_dir())
     return {
-        "isbi": DataSet(shared / "isbi2012-em", "isbi2012", ["--test-ids", "20", "21", "22", "23"], []),
-        "dsb": DataSet(
-            shared / "dsb2018" / "stage1_train",
-            "dsb2018",
-            ["--test-fraction", "0.2"],
-            ["--in-channels", "1"],
-            ("data.channels=grey",),
+        "isbi": DataSet(
+            shared / "isbi2012-em", "isbi2012", ["20", "21", "22", "23"], {"images": [".png"], "labels": [".png"]}
         ),
+        "dsb": DataSet(dsb, "dsb2018", dsb_ids[len(dsb_ids) - round(0.2 * len(dsb_ids)) :], {"": [""]}),
         "hippocampus": DataSet(
-            hippocampus, "decathlon", ["--test-ids", *hippocampus_test_ids(hippocampus)], ["--3d", "--classes", "3"]
+            hippocampus,
+            "decathlon",
+            hippocampus_test_ids(hippocampus),
+            {"imagesTr": [".nii.gz"], "labelsTr": [".nii.gz"]},
+            ("dataset.json",),
         ),
     }
 
 
-def run_study(out: Path, data: DataSet, models: list[str], minutes: float, seeds: list[int], smoke: bool) -> None:
-    """One ``unetpp compare`` study (resumable)."""
-    budget = ["--epochs", "1"] if smoke else ["--minutes", f"{minutes:g}"]
-    argv = ["compare", "--data", str(data.folder), "--layout", data.layout, "--models", *models]
-    argv += ["--seeds", *map(str, seeds), *budget, *data.split, "--no-hd95", "--out", str(out), *data.extra]
-    settings = list(data.settings)
-    if smoke:  # one epoch of two steps: checks the plumbing only
-        settings += ["train.progress=false", "train.steps_per_epoch=2", "data.batch_size=1"]
-    if settings:
-        argv += ["--set", *settings]
-    code = main(argv)
-    if code != 0:
-        raise SystemExit(f"unetpp compare exited {code} for {out}")
+def split(data: DataSet, out: Path, limit: int | None = None) -> tuple[Path, Path]:
+    """``out/train`` and ``out/test``: links to the data set's files, the test ids in the second only.
+
+    `limit`: keep only that many training ids (the smoke run)."""
+    test = set(data.test_ids)
+    parts = {"train": out / "train", "test": out / "test"}
+    shutil.rmtree(out, ignore_errors=True)
+    kept = 0
+    first = next(iter(data.entries))
+    for item in sorted((data.folder / first).iterdir()):
+        name = item.name
+        suffix = next((s for s in data.entries[first] if s and name.endswith(s)), "")
+        ident = name.removesuffix(suffix) if suffix else name
+        part = "test" if ident in test else "train"
+        if part == "train":
+            if limit is not None and kept >= limit:
+                continue
+            kept += 1
+        for sub, suffixes in data.entries.items():
+            target = data.folder / sub / f"{ident}{suffixes[0]}"
+            link = parts[part] / sub / f"{ident}{suffixes[0]}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+    for part in parts.values():
+        for name in data.shared_files:
+            shutil.copy(data.folder / name, part / name)
+    return parts["train"], parts["test"]
+
+
+def run_one(
+    run: Path, train: Path, test: Path, layout: str, model: str, minutes: float, seed: int, smoke: bool
+) -> None:
+    """Train (a user's first run: no option but the budget and the model) and evaluate on the held-out part."""
+    evaluation = run / "evaluation.csv"
+    if evaluation.is_file():
+        return
+    best = run / "checkpoints" / "best.ckpt"
+    if not best.is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        budget = (
+            ["--epochs", "1", "--set", "train.steps_per_epoch=2", "train.progress=false"]
+            if smoke
+            else ["--minutes", f"{minutes:g}"]
+        )
+        argv = ["train", "--data", str(train), "--layout", layout, "--run-dir", str(run), "--model", model]
+        if main([*argv, "--seed", str(seed), *budget]) != 0:
+            raise SystemExit(f"unetpp train failed for {run}")
+    argv = ["evaluate", "--checkpoint", str(best), "--data", str(test), "--layout", layout, "--no-hd95"]
+    if main([*argv, "--out", str(evaluation)]) != 0:
+        raise SystemExit(f"unetpp evaluate failed for {run}")
 
 
 def budget_account(run: Path) -> dict:
@@ -91,54 +129,49 @@ def budget_account(run: Path) -> dict:
     return {"steps": ckpt["global_step"], **account}
 
 
-def rows(study: Path, name: str, budget: str, models: list[str]) -> list[str]:
+def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
+    modes = summarize_csv(run / "evaluation.csv", "evaluate")["modes"]
+    account = budget_account(run)
+    shares = [account.get("training_share"), account.get("validating_share")]
+    train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
+    wanted = [m for m in ("ensemble", "chosen") if m in modes] or sorted(modes)[-1:]  # one head: its only mode
     lines = []
-    for spec in models:
-        for run in sorted((study / "runs" / ModelSpec.parse(spec).slug).glob("seed*")):
-            if not (run / "scores.csv").exists():
-                continue
-            modes = summarize_csv(run / "scores.csv", "compare")["modes"]
-            account = budget_account(run)
-            shares = [account.get("training_share"), account.get("validating_share")]
-            train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
-            for mode in ("ensemble", "chosen"):
-                if mode not in modes:
-                    continue
-                iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))
-                label = spec if spec == "unet" else f"{spec} ({'plain mean' if mode == 'ensemble' else 'chosen heads'})"
-                lines.append(
-                    f"| {name} | {budget} | {label} | {run.name} | {iou:.2f} | {dice:.2f} | {account['steps']} "
-                    f"| {train_pct} | {val_pct} | {account.get('validations', '-')} |"
-                )
+    for mode in wanted:
+        iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))
+        label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
+        lines.append(
+            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {account['steps']} "
+            f"| {train_pct} | {val_pct} | {account.get('validations', '-')} |"
+        )
     return lines
 
 
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--data-sets", nargs="+", default=["isbi", "dsb", "hippocampus"], choices=["isbi", "dsb", "hippocampus"]
-    )
+    names = ["isbi", "dsb", "hippocampus"]
+    p.add_argument("--data-sets", nargs="+", default=names, choices=names)
     p.add_argument("--models", nargs="+", default=["unet", "unet++"])
     p.add_argument("--minutes", nargs="+", type=float, default=[6.0, 15.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
-    p.add_argument("--smoke", action="store_true", help="one epoch per run: checks the plumbing only")
+    p.add_argument("--smoke", action="store_true", help="8 training images, 2 steps: checks the plumbing only")
     args = p.parse_args()
     sets = data_sets(args.shared)
-    header = [
+    lines = [
         "| data set | budget | model | seed | test IoU % | Dice % | steps | training % | validating % | validations |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines = []
     for name in args.data_sets:
-        for minutes in args.minutes:
-            study = args.out / name / (f"{minutes:g}min" if not args.smoke else "smoke")
-            run_study(study, sets[name], args.models, minutes, args.seeds, args.smoke)
-            lines += rows(study, name, "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min", args.models)
-            if args.smoke:
-                break
-    text = "\n".join(header + lines)
+        train, test = split(sets[name], args.out / name / "split", 8 if args.smoke else None)
+        for minutes in [0.0] if args.smoke else args.minutes:
+            budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"
+            for model in args.models:
+                for seed in args.seeds:
+                    run = args.out / name / budget.replace(" ", "_") / model / f"seed{seed}"
+                    run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke)
+                    lines += rows(run, name, budget, model, seed)
+    text = "\n".join(lines)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 

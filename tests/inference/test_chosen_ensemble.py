@@ -17,7 +17,7 @@ from unetpp.config import RunConfig
 from unetpp.data.synthetic import write_synthetic_dataset
 from unetpp.engine.train import fit
 from unetpp.inference import PredictOptions, Predictor
-from unetpp.models.provenance import recorded_ensemble_heads, recorded_validation_iou
+from unetpp.models.provenance import recorded_ensemble_heads, recorded_preprocessing, recorded_validation_iou
 
 from ..conftest import TINY_RUN
 
@@ -93,3 +93,24 @@ def test_prune_auto_uses_the_recorded_validation_scores_without_data(best, tmp_p
     scores = recorded_validation_iou(best)
     best_head = max((1, 2), key=lambda d: (scores[f"head{d}"], -d))
     assert unetpp.load(out).spec.heads[-1] <= best_head  # the shallowest within tolerance of the best
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".safetensors"])
+def test_an_exported_model_predicts_as_its_checkpoint_does(best, tmp_path, suffix) -> None:
+    path = _with_heads(best, tmp_path, [2])
+    out = tmp_path / f"model{suffix}"
+    fmt = suffix.removeprefix(".")
+    assert main(["export", "--checkpoint", str(path), "--format", fmt, "--out", str(out)]) == 0
+    assert recorded_ensemble_heads(out) == (2,)
+    assert recorded_preprocessing(out) == recorded_preprocessing(path) is not None
+    image = torch.randn(1, 64, 64)
+    torch.testing.assert_close(Predictor(out)(image), Predictor(path)(image), atol=1e-4, rtol=0)
+
+
+def test_an_export_pruned_below_the_chosen_heads_averages_what_it_has(best, tmp_path) -> None:
+    path = _with_heads(best, tmp_path, [2])
+    out = tmp_path / "l1.safetensors"
+    argv = ["export", "--checkpoint", str(path), "--depth", "1", "--format", "safetensors", "--out", str(out)]
+    assert main(argv) == 0
+    assert recorded_ensemble_heads(out) is None  # head 2 is gone: nothing chosen survives the pruning
+    assert recorded_preprocessing(out) == recorded_preprocessing(path)

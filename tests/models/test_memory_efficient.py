@@ -52,6 +52,34 @@ def test_same_gradients_as_normal_training(
         torch.testing.assert_close(b, a, msg=k)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_an_up_sampled_output_is_rebuilt_as_forward_made_it_under_bf16_autocast(
+    spatial_dims: int, tiny_model, monkeypatch
+) -> None:
+    """Backward runs without autocast: the up-sampler's rebuild must re-enter it (a 3D hippocampus run crashed on
+    a bf16 input with float32 weights), and give the forward's tensor up to bf16 rounding (its input is rebuilt by
+    a scale-and-shift, not the forward's batch-norm kernel)."""
+    from unetpp.models import blocks
+
+    made, register = [], blocks.register
+
+    def keep(out: torch.Tensor, recipe) -> None:
+        made.append((out, recipe))
+        register(out, recipe)
+
+    monkeypatch.setattr(blocks, "register", keep)
+    model = tiny_model(spatial_dims=spatial_dims).train()
+    model.memory_efficient = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 1, *(16,) * spatial_dims))
+    up = [(out, recipe) for out, recipe in made if recipe.source is not None]
+    assert up  # every up-sampling of a rebuilt node is itself rebuilt
+    for out, recipe in up:
+        rebuilt = recipe.rebuild()
+        assert rebuilt.dtype == out.dtype == torch.bfloat16
+        torch.testing.assert_close(rebuilt, out.detach(), rtol=2e-2, atol=2e-2)  # bf16: 8 bits of mantissa
+
+
 def test_stores_less_for_backward() -> None:
     """Saved-for-backward bytes, as an outer hook (the plan's memory model) counts them, fall to about half."""
 

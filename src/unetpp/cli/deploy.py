@@ -243,6 +243,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, ExportError
     from ..models import load, prune  # export writes PyTorch models: .pt, a run's .ckpt or .safetensors
     from ..models.checkpoint import sidecar
+    from ..models.provenance import exported_header
     from ..utils.atomic import check_output, remove_temporaries_of
 
     # Every output and input is checked before the first file is written: a bad --calibration leaves no m.onnx.
@@ -261,35 +262,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load(args.checkpoint)
     if args.depth is not None:
         model = prune(model, args.depth)
-    images = _calibration_images(args.calibration, model) if args.calibration else []
+    header = exported_header(args.checkpoint, model.spec.heads)  # predict repeats the source's preprocessing
+    images = _calibration_images(args.calibration, model, header["preprocessing"]) if args.calibration else []
     if args.format == "onnx":
-        report = export_onnx(model, args.out, shape, overwrite=args.overwrite)
+        report = export_onnx(model, args.out, shape, overwrite=args.overwrite, header=header)
         if args.calibration:
             q = quantize_onnx(args.out, int8, "static", calibration=images, overwrite=args.overwrite)
             print(f"int8 copy (static, {len(images)} calibration images): {q.path} ({q.bytes / 1e6:.1f} MB)")
     elif args.format == "program":
         report = export_program(model, args.out, overwrite=args.overwrite)
     else:
-        report = export_safetensors(model, args.out, overwrite=args.overwrite)
+        report = export_safetensors(model, args.out, overwrite=args.overwrite, header=header)
     diff = "" if report.max_abs_diff is None else f"; max abs diff vs eager {report.max_abs_diff:.2e}"
     print(f"wrote {', '.join(map(str, report.files))} ({report.bytes / 1e6:.1f} MB){diff}")
     return 0
 
 
-def _calibration_images(inputs: list[str], model: NestedUNet) -> list:
-    """Training images as the model sees them (channels, z-score, padded to a valid size), batch of one."""
+def _calibration_images(inputs: list[str], model: NestedUNet, prep: dict | None) -> list:
+    """Training images as the model sees them (the recorded preprocessing, else z-score), padded, batch of one."""
     import torch
 
-    from ..data.io import read_image
-    from ..data.transforms import normalize_intensity
-    from ..inference import find_inputs, match_channels
+    from ..data.io import read_with_meta
+    from ..inference import find_inputs
+    from ..inference.preprocess import prepare_input
     from ..utils.padding import pad_to_multiple
 
+    prep = prep or {}
     images = []
     for path in find_inputs(inputs):
-        image = normalize_intensity(
-            match_channels(read_image(path, model.spatial_dims), model.in_channels, path), "zscore"
-        )
+        raw, meta = read_with_meta(path, model.spatial_dims)
+        image, _ = prepare_input(raw, meta, model.in_channels, prep, prep.get("normalize", "zscore"))
         images.append(pad_to_multiple(torch.from_numpy(image)[None].float(), 2**model.depth)[0])
     return images
 

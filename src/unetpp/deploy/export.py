@@ -31,10 +31,10 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ from torch import Tensor
 from ..errors import ConfigError, ExportError
 from ..inference.runtimes import INPUT_NAME, ONNX_FORMAT, OnnxRunner
 from ..models import NestedUNet
-from ..models.checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, sidecar
+from ..models.checkpoint import CONFIG_KEY, RECORD_KEY, SAFETENSORS_FORMAT, sidecar
 from ..models.fusion import fuse_batch_norm
 from ..utils.atomic import atomic_write
 
@@ -75,6 +75,12 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def _header_meta(header: Mapping[str, Any] | None) -> dict[str, str]:
+    """The metadata entry that carries `header` (nothing when there is nothing to carry)."""
+    header = {k: v for k, v in (header or {}).items() if v is not None}
+    return {RECORD_KEY: json.dumps(header)} if header else {}
 
 
 def _check_model(model: object) -> NestedUNet:
@@ -159,6 +165,7 @@ def export_onnx(
     opset: int | None = None,
     verify: bool = True,
     overwrite: bool = False,
+    header: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export to ONNX with ``torch.onnx.export(dynamo=True)`` and check it against the eager model in ONNX Runtime.
 
@@ -177,6 +184,8 @@ def export_onnx(
         verify: run the file in ONNX Runtime on `example_shape` (and, if `dynamic`, on a second shape)
             and report the largest absolute difference from the eager model.
         overwrite: replace an existing file.
+        header: what prediction repeats from the source file (:func:`unetpp.models.provenance.exported_header`:
+            preprocessing, ensemble heads), stored in the metadata (``unetpp.header``).
 
     Returns:
         An :class:`ExportReport` with ``max_abs_diff``.
@@ -202,9 +211,8 @@ def export_onnx(
             dynamic_shapes=_dynamic_shapes(model) if dynamic else None,
             opset_version=opset,
         )
-        program.model.metadata_props.update(
-            {"unetpp.format": ONNX_FORMAT, CONFIG_KEY: json.dumps(model.config), "unetpp.fused_bn": str(fuse)}
-        )
+        meta = {"unetpp.format": ONNX_FORMAT, CONFIG_KEY: json.dumps(model.config), "unetpp.fused_bn": str(fuse)}
+        program.model.metadata_props.update({**meta, **_header_meta(header)})
         program.save(tmp)
 
     path = atomic_write(path, write, overwrite, ExportError)
@@ -359,12 +367,14 @@ def export_program(
 # --------------------------------------------------------------------------------------------- safetensors
 
 
-def export_safetensors(model: NestedUNet, path: PathLike, *, overwrite: bool = False) -> ExportReport:
+def export_safetensors(
+    model: NestedUNet, path: PathLike, *, overwrite: bool = False, header: Mapping[str, Any] | None = None
+) -> ExportReport:
     """Weights as safetensors (no pickle: safe to share) plus the build config as JSON next to them.
 
     The config is also stored in the safetensors header, so the weights file alone is enough;
-    :func:`unetpp.load` reads either. Batch norm is kept as trained (not folded), so the model can be
-    fine-tuned after loading.
+    :func:`unetpp.load` reads either; `header` as for :func:`export_onnx`. Batch norm is kept as trained
+    (not folded), so the model can be fine-tuned after loading.
 
     Raises:
         ExportError: a file exists and `overwrite` is False (then neither file is written).
@@ -375,7 +385,7 @@ def export_safetensors(model: NestedUNet, path: PathLike, *, overwrite: bool = F
     path, side = Path(path), sidecar(path)
     config = json.dumps(model.config, indent=1)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": SAFETENSORS_FORMAT, CONFIG_KEY: json.dumps(model.config)}
+    meta = {"format": SAFETENSORS_FORMAT, CONFIG_KEY: json.dumps(model.config), **_header_meta(header)}
 
     def write(tmp: Path) -> None:
         save_file(state, tmp, metadata=meta)

@@ -38,8 +38,8 @@ def saved_preprocessing(path: PathLike) -> dict[str, Any] | None:
     """The preprocessing a training checkpoint records (channels, normalisation, target spacing), or None.
 
     Written by the training engine in the model header (``checkpoint["unetpp"]["preprocessing"]``), carried
-    into pruned ``.pt`` files by ``unetpp prune`` and into ``config.json`` by :func:`unetpp.save_pretrained`
-    (folders and Hub ids too); other files (``.safetensors``, ``.onnx``, old runs) give None.
+    into pruned ``.pt`` files by ``unetpp prune``, into ``.onnx`` / ``.safetensors`` by ``unetpp export`` and
+    into ``config.json`` by :func:`unetpp.save_pretrained` (folders and Hub ids too); other files give None.
     """
     from ..models.provenance import recorded_preprocessing
 

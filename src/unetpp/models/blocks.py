@@ -7,6 +7,7 @@ are rebuilt in backward instead of stored, by the autograd functions of :mod:`un
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -82,8 +83,15 @@ class UpSample(nn.Module):
         out = self.conv(x)
         source = recipe_of(x)
         if source is not None:  # memory-efficient training: rebuilt from the (rebuilt) input when needed
-            conv, dtype = self.conv, out.dtype
-            register(out, Recipe(lambda: conv(source.get()).to(dtype), source))
+            conv, dtype, device = self.conv, out.dtype, x.device.type
+            amp = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+            amp_dtype = torch.get_autocast_dtype(device) if amp else None
+
+            def rebuild() -> Tensor:  # runs in backward, where autocast is off: under the forward's autocast
+                with torch.autocast(device, dtype=amp_dtype, enabled=amp) if amp else contextlib.nullcontext():
+                    return conv(source.get()).to(dtype)
+
+            register(out, Recipe(rebuild, source))
         return out
 
 

@@ -5,8 +5,9 @@ written from this record, so that a shared model says what it was trained on and
 Everything is read, never guessed; what a file does not record is left out:
 
 - ``preprocessing``: channels, normalisation (with CT statistics), target spacing, mask threshold: a
-  training checkpoint's model header, a pruned ``.pt`` (``unetpp prune`` carries it over), or a
-  pretrained folder's ``config.json``;
+  training checkpoint's model header, a pruned ``.pt`` (``unetpp prune`` carries it over), an exported
+  ``.onnx`` / ``.safetensors`` (``unetpp export`` carries it, with the ensemble heads), or a pretrained
+  folder's ``config.json``;
 - ``training``: for a run's ``checkpoints/*.ckpt``, the run folder's ``config.yaml`` (data set and
   settings), ``plan.yaml`` (the plan and why), ``commands.txt`` (the commands that trained it, written
   by ``unetpp train``), the epoch and step of the checkpoint, and the command that reproduces it;
@@ -21,10 +22,12 @@ Files are read with ``weights_only=True`` (nothing unpickled) and plain YAML/CSV
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +92,8 @@ def recorded_preprocessing(path: PathLike) -> dict[str, Any] | None:
 def recorded_ensemble_heads(path: PathLike) -> tuple[int, ...] | None:
     """The heads whose mean the accurate mode uses, as training chose them on validation; None if not recorded.
 
-    A training checkpoint records them in its model header, a pretrained folder in ``config.json``.
+    A training checkpoint records them in its model header, a pretrained folder in ``config.json``, an
+    exported file in its ``unetpp.header`` metadata.
     """
     from .hub import read_config_json
 
@@ -118,10 +122,42 @@ def _pretrained_folder(path: PathLike) -> Path | None:
     return folder
 
 
+def exported_header(source: PathLike, heads: Sequence[int]) -> dict[str, Any]:
+    """What ``unetpp export`` carries from `source` into a ``.onnx`` or ``.safetensors`` file for prediction: the
+    preprocessing, and the chosen ensemble heads that the exported model (with `heads`, pruned or not) still has."""
+    chosen = [h for h in recorded_ensemble_heads(source) or () if h in heads]
+    return {"preprocessing": recorded_preprocessing(source), ENSEMBLE_HEADS: chosen or None}
+
+
+def _exported_file_header(path: Path) -> dict[str, Any]:
+    """The ``unetpp.header`` metadata of an exported ``.onnx`` or ``.safetensors`` file; {} where there is none."""
+    from .checkpoint import RECORD_KEY
+
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            meta = {p.key: p.value for p in proto.metadata_props}
+        else:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+        header = json.loads(meta.get(RECORD_KEY, "{}"))
+    except Exception:  # damaged files, or no reader installed: the model loader reports those
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
 def _header(path: Path) -> dict[str, Any]:
-    """A PyTorch model file's header: a training checkpoint's ``["unetpp"]`` (+ its epoch and step), or a
-    ``.pt``'s top level; {} for other or unreadable files (the model loader reports those)."""
-    if not path.name.lower().endswith((".ckpt", ".pt", ".pth")) or not path.is_file():
+    """A model file's header: a training checkpoint's ``["unetpp"]`` (+ its epoch and step), a ``.pt``'s top
+    level, or an exported file's ``unetpp.header``; {} for other or unreadable files (the loader reports those)."""
+    if not path.is_file():
+        return {}
+    if path.name.lower().endswith((".onnx", ".safetensors")):
+        return _exported_file_header(path)
+    if not path.name.lower().endswith((".ckpt", ".pt", ".pth")):
         return {}
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
