@@ -42,8 +42,9 @@ from torch import Tensor
 from ..errors import ConfigError, ExportError
 from ..inference.runtimes import INPUT_NAME, ONNX_FORMAT, OnnxRunner
 from ..models import NestedUNet
-from ..models.checkpoint import CONFIG_KEY, RECORD_KEY, SAFETENSORS_FORMAT, sidecar
+from ..models.checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, sidecar
 from ..models.fusion import fuse_batch_norm
+from ..models.provenance import RECORD_KEY
 from ..utils.atomic import atomic_write
 
 if TYPE_CHECKING:

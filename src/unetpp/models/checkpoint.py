@@ -36,7 +36,6 @@ HEADER_KEY = "unetpp"  # where a training checkpoint keeps its model header
 TRAINING_PREFIX = "model."  # the engine's SegmentationModule keeps the network as `self.model`
 SAFETENSORS_FORMAT = "unetpp.safetensors"
 CONFIG_KEY = "unetpp.config"  # the model config in safetensors and ONNX metadata
-RECORD_KEY = "unetpp.header"  # there too: the source's preprocessing and ensemble heads (JSON), for predict
 
 
 class ModelFile(NamedTuple):

@@ -35,6 +35,7 @@ import torch
 
 PathLike = str | os.PathLike[str]
 COMMANDS = "commands.txt"  # in a run folder: one line per `unetpp train` session (the first and each resume)
+RECORD_KEY = "unetpp.header"  # in .onnx / .safetensors metadata: the source's preprocessing and ensemble heads
 ENSEMBLE_HEADS = "ensemble_heads"  # in a model header or config.json: the heads chosen on validation
 VALIDATION_IOU = "validation_iou"  # in a training checkpoint's header: IoU per mode at its validation
 HELD_OUT = (("scores.csv", "unetpp compare (held-out test set)"), ("evaluation.csv", "unetpp evaluate"))
@@ -131,8 +132,6 @@ def exported_header(source: PathLike, heads: Sequence[int]) -> dict[str, Any]:
 
 def _exported_file_header(path: Path) -> dict[str, Any]:
     """The ``unetpp.header`` metadata of an exported ``.onnx`` or ``.safetensors`` file; {} where there is none."""
-    from .checkpoint import RECORD_KEY
-
     try:
         if path.suffix.lower() == ".onnx":
             import onnx
