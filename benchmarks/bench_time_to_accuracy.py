@@ -141,7 +141,7 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
         label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
         lines.append(
             f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {account['steps']} "
-            f"| {train_pct} | {val_pct} | {account.get('validations', '-')} |"
+            f"| {train_pct} | {val_pct} | {int(account.get('validations', 0))} |"
         )
     return lines
 
