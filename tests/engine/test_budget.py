@@ -73,3 +73,18 @@ def test_the_accurate_mode_chooses_among_every_subset_of_heads() -> None:
     assert (1, 2, 3, 4) in subsets
     assert (3,) in subsets
     assert head_subsets([4]) == []
+
+
+def test_a_second_command_in_one_process_gets_its_whole_budget(monkeypatch) -> None:
+    """The first command's budget counts the process's imports; a later main() (a benchmark script, a notebook)
+    counts from its own call (a second `train --minutes 6` in one process trained one step)."""
+    import importlib
+
+    cli_main = importlib.import_module("unetpp.cli.main")  # the module (unetpp.cli.main is also the function)
+    monkeypatch.setattr(cli_main, "_first_command", True)
+    monkeypatch.setattr(cli_main, "_process_age", lambda: 300.0)
+    first = cli_main._command_start()
+    second = cli_main._command_start()
+    now = time.monotonic()
+    assert now - first >= 300.0
+    assert 0.0 <= now - second < 5.0

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = time.monotonic() - _process_age()  # budgets (--minutes) count from the command's start
+    started = _command_start()  # budgets (--minutes) count from the command's start
     plain_streams()  # an ASCII terminal gets "+/-" for "±", not a UnicodeEncodeError
     args = build_parser().parse_args(argv)
     args.started = started
@@ -98,6 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown
         for handler in (progress, problems):  # main() may run again in one process (tests): handlers per call
             log.removeHandler(handler)
+
+
+_first_command = True  # main() may run again in one process (a benchmark, a notebook): imports count once
+
+
+def _command_start() -> float:
+    """When this command started (``time.monotonic()``): the process start for the first command of a process,
+    so that imports count against its budget, and the call itself for every later one."""
+    global _first_command
+    first, _first_command = _first_command, False
+    return time.monotonic() - (_process_age() if first else 0.0)
 
 
 def _process_age() -> float:
