@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,30 +42,39 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 class DataSet:
     folder: Path
     layout: str
-    test_ids: list[str]
-    entries: dict[str, list[str]]  # sub-folder -> the names in it that belong to an id ("" : the folder itself)
+    held_out: Callable[[list[str]], list[str]]  # the sorted ids -> the test ids
+    files: dict[str, str]  # sub-folder -> the suffix of an id's entry in it ("": the entry is the id itself)
     shared_files: tuple[str, ...] = ()  # copied into both parts (dataset.json)
 
-
-def hippocampus_test_ids(folder: Path, fraction: float = 0.2) -> list[str]:
-    """A seeded `fraction` of the volumes, as ids (the file names without ``.nii.gz``)."""
-    ids = sorted(p.name.removesuffix(".nii.gz") for p in (folder / "imagesTr").glob("*.nii.gz"))
-    return sorted(random.Random(0).sample(ids, round(fraction * len(ids))))
+    def ids(self) -> list[str]:
+        """The ids, from the first sub-folder (hidden files such as macOS ``._*`` left out)."""
+        sub, suffix = next(iter(self.files.items()))
+        entries = (p for p in (self.folder / sub).iterdir() if not p.name.startswith("."))
+        return sorted(
+            p.name.removesuffix(suffix) for p in entries if (p.name.endswith(suffix) if suffix else p.is_dir())
+        )
 
 
 def data_sets(shared: Path) -> dict[str, DataSet]:
-    dsb, hippocampus = shared / "dsb2018" / "stage1_train", shared / "msd-hippocampus"
-    dsb_ids = sorted(d.name for d in dsb.iterdir() if d.is_dir())
+    def last_fifth(ids: list[str]) -> list[str]:
+        return ids[len(ids) - round(0.2 * len(ids)) :]
+
+    def seeded_fifth(ids: list[str]) -> list[str]:
+        return sorted(random.Random(0).sample(ids, round(0.2 * len(ids))))
+
     return {
         "isbi": DataSet(
-            shared / "isbi2012-em", "isbi2012", ["20", "21", "22", "23"], {"images": [".png"], "labels": [".png"]}
+            shared / "isbi2012-em",
+            "isbi2012",
+            lambda ids: ["20", "21", "22", "23"],
+            {"images": ".png", "labels": ".png"},
         ),
-        "dsb": DataSet(dsb, "dsb2018", dsb_ids[len(dsb_ids) - round(0.2 * len(dsb_ids)) :], {"": [""]}),
+        "dsb": DataSet(shared / "dsb2018" / "stage1_train", "dsb2018", last_fifth, {"": ""}),
         "hippocampus": DataSet(
-            hippocampus,
+            shared / "msd-hippocampus",
             "decathlon",
-            hippocampus_test_ids(hippocampus),
-            {"imagesTr": [".nii.gz"], "labelsTr": [".nii.gz"]},
+            seeded_fifth,
+            {"imagesTr": ".nii.gz", "labelsTr": ".nii.gz"},
             ("dataset.json",),
         ),
     }
@@ -74,28 +84,19 @@ def split(data: DataSet, out: Path, limit: int | None = None) -> tuple[Path, Pat
     """``out/train`` and ``out/test``: links to the data set's files, the test ids in the second only.
 
     `limit`: keep only that many training ids (the smoke run)."""
-    test = set(data.test_ids)
+    ids = data.ids()
+    test = set(data.held_out(ids))
+    train = [i for i in ids if i not in test][:limit]
     parts = {"train": out / "train", "test": out / "test"}
     shutil.rmtree(out, ignore_errors=True)
-    kept = 0
-    first = next(iter(data.entries))
-    for item in sorted((data.folder / first).iterdir()):
-        name = item.name
-        suffix = next((s for s in data.entries[first] if s and name.endswith(s)), "")
-        ident = name.removesuffix(suffix) if suffix else name
-        part = "test" if ident in test else "train"
-        if part == "train":
-            if limit is not None and kept >= limit:
-                continue
-            kept += 1
-        for sub, suffixes in data.entries.items():
-            target = data.folder / sub / f"{ident}{suffixes[0]}"
-            link = parts[part] / sub / f"{ident}{suffixes[0]}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(target)
-    for part in parts.values():
+    for part, members in (("train", train), ("test", sorted(test))):
+        for ident in members:
+            for sub, suffix in data.files.items():
+                link = parts[part] / sub / f"{ident}{suffix}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(data.folder / sub / f"{ident}{suffix}")
         for name in data.shared_files:
-            shutil.copy(data.folder / name, part / name)
+            shutil.copy(data.folder / name, parts[part] / name)
     return parts["train"], parts["test"]
 
 
@@ -134,6 +135,7 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     account = budget_account(run)
     shares = [account.get("training_share"), account.get("validating_share")]
     train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
+    validations = "-" if account.get("validations") is None else int(account["validations"])  # no budget: none
     wanted = [m for m in ("ensemble", "chosen") if m in modes] or sorted(modes)[-1:]  # one head: its only mode
     lines = []
     for mode in wanted:
@@ -141,7 +143,7 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
         label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
         lines.append(
             f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {account['steps']} "
-            f"| {train_pct} | {val_pct} | {int(account.get('validations', 0))} |"
+            f"| {train_pct} | {val_pct} | {validations} |"
         )
     return lines
 

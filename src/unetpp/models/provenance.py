@@ -22,6 +22,7 @@ Files are read with ``weights_only=True`` (nothing unpickled) and plain YAML/CSV
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -132,11 +133,19 @@ def exported_header(source: PathLike, heads: Sequence[int]) -> dict[str, Any]:
 
 def _exported_file_header(path: Path) -> dict[str, Any]:
     """The ``unetpp.header`` metadata of an exported ``.onnx`` or ``.safetensors`` file; {} where there is none."""
+    stat = path.stat()
+    return dict(_read_exported_header(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_exported_header(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """Read once per file version: ``onnx.load`` parses the whole graph with its weights, and prediction asks for
+    the preprocessing and the ensemble heads separately."""
     try:
-        if path.suffix.lower() == ".onnx":
+        if path.lower().endswith(".onnx"):
             import onnx
 
-            proto = onnx.load(str(path), load_external_data=False)
+            proto = onnx.load(path, load_external_data=False)
             meta = {p.key: p.value for p in proto.metadata_props}
         else:
             from safetensors import safe_open
