@@ -219,7 +219,7 @@ def bench(name: str, data: DataSet, out: Path, minutes: list[float]) -> list[str
     return lines
 
 
-def cli() -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data-sets", nargs="+", default=["hippocampus"], choices=sorted(NNUNET))
@@ -239,4 +239,4 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -24,8 +24,10 @@ halves both runs' steps. nnU-Net at the same wall clock is not driven by this sc
 from __future__ import annotations
 
 import argparse
+import csv
 import random
 import shutil
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ import torch
 
 from unetpp.cli import main
 from unetpp.models.provenance import summarize_csv
+from unetpp.study.stats import format_p, mean_sd, paired, welch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -148,6 +151,53 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     return lines
 
 
+def per_image_iou(run: Path) -> dict[str, dict[str, float]]:
+    """``{mode: {image: IoU}}`` of one run's held-out scores; a one-head model's only mode is ``"model"``."""
+    with (run / "evaluation.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    modes: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        modes[row["mode"]][row["image"]] = float(row["iou"])
+    if len(modes) == 1:
+        return {"model": next(iter(modes.values()))}
+    return dict(modes)
+
+
+def comparison(runs: dict[str, list[Path]], reference: str = "unet") -> list[str]:
+    """Each UNet++ mode against U-Net at one budget (the issue's equal-wall-clock test), and chosen vs plain mean.
+
+    Over seeds: mean +- s.d. of the runs' mean test IoU and Welch's t-test; over test images: each image's IoU
+    averaged over seeds, paired t-test (the paper's Table IV tests)."""
+    scores = {model: [per_image_iou(r) for r in paths] for model, paths in runs.items()}
+
+    def arm(model: str, mode: str) -> tuple[list[float], dict[str, float]]:
+        seeds = [s[mode] for s in scores[model] if mode in s]
+        means = [sum(v.values()) / len(v) for v in seeds]
+        images = {i: sum(s[i] for s in seeds) / len(seeds) for i in seeds[0]} if seeds else {}
+        return means, images
+
+    lines = []
+    base_means, base_images = arm(reference, "model")
+    for model in (m for m in scores if m != reference):
+        for mode in ("ensemble", "chosen"):
+            means, images = arm(model, mode)
+            if not means or not base_means:
+                continue
+            common = sorted(set(images) & set(base_images))
+            p_images = paired([images[i] for i in common], [base_images[i] for i in common])
+            (m, sd), (bm, bsd) = mean_sd(means), mean_sd(base_means)
+            lines.append(
+                f"{model} {mode} {100 * m:.2f} +- {100 * sd:.2f} vs {reference} {100 * bm:.2f} +- {100 * bsd:.2f} "
+                f"IoU ({len(means)} vs {len(base_means)} seeds): Welch p = {format_p(welch(means, base_means)[1])}, "
+                f"paired over {len(common)} test images p = {format_p(p_images)}"
+            )
+        plain, chosen = arm(model, "ensemble")[0], arm(model, "chosen")[0]
+        if plain and chosen:
+            gains = ", ".join(f"{100 * (c - p):+.2f}" for c, p in zip(chosen, plain, strict=True))
+            lines.append(f"{model} chosen heads minus plain mean, per seed: {gains} IoU points")
+    return lines
+
+
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
@@ -164,16 +214,20 @@ def cli() -> None:
         "| data set | budget | model | seed | test IoU % | Dice % | steps | training % | validating % | validations |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    tests = []
     for name in args.data_sets:
         train, test = split(sets[name], args.out / name / "split", 8 if args.smoke else None)
         for minutes in [0.0] if args.smoke else args.minutes:
             budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"
+            runs: dict[str, list[Path]] = defaultdict(list)
             for model in args.models:
                 for seed in args.seeds:
                     run = args.out / name / budget.replace(" ", "_") / model / f"seed{seed}"
                     run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke)
                     lines += rows(run, name, budget, model, seed)
-    text = "\n".join(lines)
+                    runs[model].append(run)
+            tests += [f"- {name}, {budget}: {line}" for line in comparison(runs)]
+    text = "\n".join(lines + [""] + tests)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 
