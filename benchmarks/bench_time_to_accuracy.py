@@ -8,17 +8,22 @@ checkpoint on the held-out part, which training never saw (the parts are folders
 - DSB 2018 ``stage1_train``: test on the last 20% of the sorted ids;
 - MSD hippocampus (3D, 3 classes): test on a seeded 20% of the volumes (``random.Random(0)``).
 
+Below the table, each UNet++ mode against U-Net and each variant against its model's defaults: mean
++- s.d. over seeds with Welch's t-test, and a paired t-test over test images (scores averaged over seeds).
+
 Per run the table gives the held-out IoU and Dice (mean over test images: U-Net's output; UNet++'s
 plain mean of the heads and the validation-chosen heads), the optimizer steps done, and the shares of
 the budget spent training and validating (the budget's own account, stored in the last checkpoint).
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --minutes 6 15
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++ \
+        --no-defaults --variant paper-schedule=train.schedule=paper   # against the defaults' runs
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --smoke --out /tmp/tta-smoke   # plumbing only
 
 Finished runs (an ``evaluation.csv``) are kept: rerunning the command trains only what is missing. The
 table is printed and written to ``<out>/table.md``. Run it alone: a second training on the same cores
-halves both runs' steps. nnU-Net at the same wall clock is not driven by this script.
+halves both runs' steps. nnU-Net at the same wall clock is ``bench_nnunet.py`` (in the bench environment).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import csv
 import random
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,21 +109,29 @@ def split(data: DataSet, out: Path, limit: int | None = None) -> tuple[Path, Pat
 
 
 def run_one(
-    run: Path, train: Path, test: Path, layout: str, model: str, minutes: float, seed: int, smoke: bool
+    run: Path,
+    train: Path,
+    test: Path,
+    layout: str,
+    model: str,
+    minutes: float,
+    seed: int,
+    smoke: bool,
+    settings: Sequence[str] = (),
 ) -> None:
-    """Train (a user's first run: no option but the budget and the model) and evaluate on the held-out part."""
+    """Train (a user's first run: no option but the budget and the model, and a variant's `settings`) and
+    evaluate on the held-out part."""
     evaluation = run / "evaluation.csv"
     if evaluation.is_file():
         return
     best = run / "checkpoints" / "best.ckpt"
     if not best.is_file():
         shutil.rmtree(run, ignore_errors=True)
-        budget = (
-            ["--epochs", "1", "--set", "train.steps_per_epoch=2", "train.progress=false"]
-            if smoke
-            else ["--minutes", f"{minutes:g}"]
-        )
+        budget = ["--epochs", "1"] if smoke else ["--minutes", f"{minutes:g}"]
+        settings = [*(["train.steps_per_epoch=2", "train.progress=false"] if smoke else []), *settings]
         argv = ["train", "--data", str(train), "--layout", layout, "--run-dir", str(run), "--model", model]
+        if settings:
+            budget += ["--set", *settings]
         if main([*argv, "--seed", str(seed), *budget]) != 0:
             raise SystemExit(f"unetpp train failed for {run}")
     argv = ["evaluate", "--checkpoint", str(best), "--data", str(test), "--layout", layout, "--no-hd95"]
@@ -163,39 +176,50 @@ def per_image_iou(run: Path) -> dict[str, dict[str, float]]:
     return dict(modes)
 
 
-def comparison(runs: dict[str, list[Path]], reference: str = "unet") -> list[str]:
-    """Each UNet++ mode against U-Net at one budget (the issue's equal-wall-clock test), and chosen vs plain mean.
+def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[str]:
+    """Each arm against its reference at one budget (UNet++ against U-Net: the issue's equal-wall-clock test; a
+    variant against the same model's defaults), mode by mode, and UNet++'s chosen heads against its plain mean.
 
     Over seeds: mean +- s.d. of the runs' mean test IoU and Welch's t-test; over test images: each image's IoU
     averaged over seeds, paired t-test (the paper's Table IV tests)."""
-    scores = {model: [per_image_iou(r) for r in paths] for model, paths in runs.items()}
+    scores = {arm: [per_image_iou(r) for r in paths] for arm, paths in runs.items()}
 
-    def arm(model: str, mode: str) -> tuple[list[float], dict[str, float]]:
-        seeds = [s[mode] for s in scores[model] if mode in s]
-        means = [sum(v.values()) / len(v) for v in seeds]
-        images = {i: sum(s[i] for s in seeds) / len(seeds) for i in seeds[0]} if seeds else {}
+    def seeds(arm: str, mode: str) -> tuple[list[float], dict[str, float]]:
+        held = [s[mode] for s in scores[arm] if mode in s]
+        means = [sum(v.values()) / len(v) for v in held]
+        images = {i: sum(s[i] for s in held) / len(held) for i in held[0]} if held else {}
         return means, images
 
     lines = []
-    base_means, base_images = arm(reference, "model")
-    for model in (m for m in scores if m != reference):
-        for mode in ("ensemble", "chosen"):
-            means, images = arm(model, mode)
+    for arm, reference in pairs:
+        for mode in ("model", "ensemble", "chosen"):
+            means, images = seeds(arm, mode)
+            base_means, base_images = seeds(reference, mode if mode in scores[reference][0] else "model")
             if not means or not base_means:
                 continue
             common = sorted(set(images) & set(base_images))
             p_images = paired([images[i] for i in common], [base_images[i] for i in common])
             (m, sd), (bm, bsd) = mean_sd(means), mean_sd(base_means)
+            label = arm if mode == "model" else f"{arm} {mode}"
             lines.append(
-                f"{model} {mode} {100 * m:.2f} +- {100 * sd:.2f} vs {reference} {100 * bm:.2f} +- {100 * bsd:.2f} "
-                f"IoU ({len(means)} vs {len(base_means)} seeds): Welch p = {format_p(welch(means, base_means)[1])}, "
+                f"{label} {100 * m:.2f} +- {100 * sd:.2f} vs {reference} {100 * bm:.2f} +- {100 * bsd:.2f} IoU "
+                f"({len(means)} vs {len(base_means)} seeds): Welch p = {format_p(welch(means, base_means)[1])}, "
                 f"paired over {len(common)} test images p = {format_p(p_images)}"
             )
-        plain, chosen = arm(model, "ensemble")[0], arm(model, "chosen")[0]
+    for arm in scores:
+        plain, chosen = seeds(arm, "ensemble")[0], seeds(arm, "chosen")[0]
         if plain and chosen:
             gains = ", ".join(f"{100 * (c - p):+.2f}" for c, p in zip(chosen, plain, strict=True))
-            lines.append(f"{model} chosen heads minus plain mean, per seed: {gains} IoU points")
+            lines.append(f"{arm} chosen heads minus plain mean, per seed: {gains} IoU points")
     return lines
+
+
+def variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE[,KEY=VALUE...]`` -> the name and the ``--set`` items of a variant arm."""
+    name, _, settings = text.partition("=")
+    if not name or "=" not in settings:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=KEY=VALUE[,KEY=VALUE], e.g. paper=train.schedule=paper")
+    return name, settings.split(",")
 
 
 def cli() -> None:
@@ -207,8 +231,20 @@ def cli() -> None:
     p.add_argument("--minutes", nargs="+", type=float, default=[6.0, 15.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
+    p.add_argument(
+        "--variant",
+        type=variant,
+        action="append",
+        default=[],
+        help="an arm with settings beyond the defaults, compared with the same model's defaults: "
+        "NAME=KEY=VALUE[,KEY=VALUE] (e.g. paper-schedule=train.schedule=paper); repeatable",
+    )
+    p.add_argument("--no-defaults", action="store_true", help="run only the --variant arms (their references exist)")
     p.add_argument("--smoke", action="store_true", help="8 training images, 2 steps: checks the plumbing only")
     args = p.parse_args()
+    arms = [] if args.no_defaults else [(m, m, []) for m in args.models]
+    arms += [(f"{m}+{name}", m, settings) for m in args.models for name, settings in args.variant]
+    pairs = [(m, "unet") for m in args.models if m != "unet"] + [(arm, m) for arm, m, s in arms if s]
     sets = data_sets(args.shared)
     lines = [
         "| data set | budget | model | seed | test IoU % | Dice % | steps | training % | validating % | validations |",
@@ -220,13 +256,19 @@ def cli() -> None:
         for minutes in [0.0] if args.smoke else args.minutes:
             budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"
             runs: dict[str, list[Path]] = defaultdict(list)
-            for model in args.models:
+            for arm, model, settings in arms:
+                for seed in args.seeds:
+                    run = args.out / name / budget.replace(" ", "_") / arm / f"seed{seed}"
+                    run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke, settings)
+                    lines += rows(run, name, budget, arm, seed)
+                    runs[arm].append(run)
+            for model in args.models:  # references run earlier (another command) are compared too
                 for seed in args.seeds:
                     run = args.out / name / budget.replace(" ", "_") / model / f"seed{seed}"
-                    run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke)
-                    lines += rows(run, name, budget, model, seed)
-                    runs[model].append(run)
-            tests += [f"- {name}, {budget}: {line}" for line in comparison(runs)]
+                    if model not in {a for a, _, _ in arms} and (run / "evaluation.csv").is_file():
+                        runs[model].append(run)
+            held = [(a, r) for a, r in pairs if runs.get(a) and runs.get(r)]
+            tests += [f"- {name}, {budget}: {line}" for line in comparison(runs, held)]
     text = "\n".join(lines + [""] + tests)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
