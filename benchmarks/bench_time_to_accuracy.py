@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -219,7 +220,7 @@ def variant(text: str) -> tuple[str, list[str]]:
     name, _, settings = text.partition("=")
     if not name or "=" not in settings:
         raise argparse.ArgumentTypeError(f"{text!r}: give NAME=KEY=VALUE[,KEY=VALUE], e.g. paper=train.schedule=paper")
-    return name, settings.split(",")
+    return name, re.split(r",(?![^\[]*\])", settings)  # commas inside [...] belong to a list value
 
 
 def cli() -> None:
