@@ -50,7 +50,7 @@ NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp 
 
 def to_raw(name: str, data: DataSet, train: Path, test: Path, raw: Path) -> tuple[Path, Path]:
     """The training part as ``Dataset<ID>_<name>`` (imagesTr/labelsTr) and the test images as imagesTs."""
-    ident, _, classes = NNUNET[name]
+    ident = NNUNET[name][0]
     folder = raw / f"Dataset{ident}_{name}"
     shutil.rmtree(folder, ignore_errors=True)
     if name == "hippocampus":
@@ -82,7 +82,6 @@ def to_raw(name: str, data: DataSet, train: Path, test: Path, raw: Path) -> tupl
     cases = len(list((folder / "imagesTr").iterdir()))
     meta = {"channel_names": channels, "labels": labels, "numTraining": cases, "file_ending": ending}
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
-    assert len(labels) == max(classes, 2)
     return folder, folder / "imagesTs"
 
 
@@ -100,8 +99,12 @@ def watch(best: Path, snapshots: Path, start: float, stop: threading.Event) -> N
         if (again.st_mtime, again.st_size) != (stat.st_mtime, stat.st_size):
             continue  # still being written: look again next round
         seen = (again.st_mtime, again.st_size)
-        minute = (again.st_mtime - start) / 60
-        shutil.copy(best, snapshots / f"snapshot_{minute:07.3f}min.pth")
+        shutil.copy(best, snapshots / f"snapshot_{(again.st_mtime - start) / 60:07.3f}min.pth")
+
+
+def snapshot_minute(path: Path) -> float:
+    """The minute of the clock a snapshot's checkpoint appeared at (``snapshot_<minute>min.pth``)."""
+    return float(path.stem.removeprefix("snapshot_").removesuffix("min"))
 
 
 def run(cmd: list[str], env: dict, log: Path, deadline: float | None = None) -> int:
@@ -191,14 +194,14 @@ def bench(name: str, data: DataSet, out: Path, minutes: list[float]) -> list[str
     summary = json.loads((work / "trained.json").read_text())
     lines = []
     for limit in minutes:
-        taken = [p for p in sorted(snapshots.glob("snapshot_*.pth")) if float(p.stem[9:-3]) <= limit]
+        taken = [p for p in sorted(snapshots.glob("snapshot_*.pth")) if snapshot_minute(p) <= limit]
         budget = f"{limit:g} min"
         if not taken:
             row = f"| {name} | {budget} | nnU-Net v2 {config} | none yet | - | - | 0 | {summary['setup_s']:.0f} |"
             lines.append(row)
             continue
         chosen = taken[-1]
-        at = float(chosen.stem[9:-3])
+        at = snapshot_minute(chosen)
         predictions = work / "predictions" / budget.replace(" ", "_")
         if not (predictions / "done").is_file():
             shutil.rmtree(predictions, ignore_errors=True)

@@ -42,7 +42,8 @@ import torch
 
 from unetpp.cli import main
 from unetpp.models.provenance import summarize_csv
-from unetpp.study.stats import format_p, mean_sd, paired, welch
+from unetpp.study.runner import RunResult
+from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -165,16 +166,11 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     return lines
 
 
-def per_image_iou(run: Path) -> dict[str, dict[str, float]]:
-    """``{mode: {image: IoU}}`` of one run's held-out scores; a one-head model's only mode is ``"model"``."""
+def result(run: Path) -> RunResult:
+    """A run's held-out scores as the study's statistics read a finished run (``evaluation.csv`` has its columns)."""
     with (run / "evaluation.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    modes: dict[str, dict[str, float]] = defaultdict(dict)
-    for row in rows:
-        modes[row["mode"]][row["image"]] = float(row["iou"])
-    if len(modes) == 1:
-        return {"model": next(iter(modes.values()))}
-    return dict(modes)
+        scores = [{**row, **{m: float(row[m]) for m in ("iou", "dice", "hd95")}} for row in csv.DictReader(f)]
+    return RunResult(run.parent.name, int(run.name.removeprefix("seed")), run, {}, scores, [])
 
 
 def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[str]:
@@ -182,35 +178,32 @@ def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> lis
     variant against the same model's defaults), mode by mode, and UNet++'s chosen heads against its plain mean.
 
     Over seeds: mean +- s.d. of the runs' mean test IoU and Welch's t-test; over test images: each image's IoU
-    averaged over seeds, paired t-test (the paper's Table IV tests)."""
-    scores = {arm: [per_image_iou(r) for r in paths] for arm, paths in runs.items()}
+    averaged over seeds, paired t-test (the paper's Table IV tests, :mod:`unetpp.study.stats`)."""
+    results = {arm: [result(r) for r in paths] for arm, paths in runs.items()}
 
-    def seeds(arm: str, mode: str) -> tuple[list[float], dict[str, float]]:
-        held = [s[mode] for s in scores[arm] if mode in s]
-        means = [sum(v.values()) / len(v) for v in held]
-        images = {i: sum(s[i] for s in held) / len(held) for i in held[0]} if held else {}
-        return means, images
+    def modes(arm: str) -> list[str]:  # UNet++: both ensembles; one head: that head
+        held = {r["mode"] for r in results[arm][0].scores}
+        return [m for m in ("ensemble", "chosen") if m in held] or [main_mode(results[arm][0])]
 
     lines = []
     for arm, reference in pairs:
-        for mode in ("model", "ensemble", "chosen"):
-            means, images = seeds(arm, mode)
-            base_means, base_images = seeds(reference, mode if mode in scores[reference][0] else "model")
-            if not means or not base_means:
-                continue
+        for mode in modes(arm):
+            base_mode = mode if mode in modes(reference) else modes(reference)[0]
+            means = [run_mean(r, mode) for r in results[arm]]
+            base_means = [run_mean(r, base_mode) for r in results[reference]]
+            images, base_images = per_image(results[arm], mode), per_image(results[reference], base_mode)
             common = sorted(set(images) & set(base_images))
             p_images = paired([images[i] for i in common], [base_images[i] for i in common])
             (m, sd), (bm, bsd) = mean_sd(means), mean_sd(base_means)
-            label = arm if mode == "model" else f"{arm} {mode}"
+            label = arm if len(modes(arm)) == 1 else f"{arm} {mode}"
             lines.append(
                 f"{label} {100 * m:.2f} +- {100 * sd:.2f} vs {reference} {100 * bm:.2f} +- {100 * bsd:.2f} IoU "
                 f"({len(means)} vs {len(base_means)} seeds): Welch p = {format_p(welch(means, base_means)[1])}, "
                 f"paired over {len(common)} test images p = {format_p(p_images)}"
             )
-    for arm in scores:
-        plain, chosen = seeds(arm, "ensemble")[0], seeds(arm, "chosen")[0]
-        if plain and chosen:
-            gains = ", ".join(f"{100 * (c - p):+.2f}" for c, p in zip(chosen, plain, strict=True))
+    for arm, held in results.items():
+        if modes(arm) == ["ensemble", "chosen"]:
+            gains = ", ".join(f"{100 * (run_mean(r, 'chosen') - run_mean(r, 'ensemble')):+.2f}" for r in held)
             lines.append(f"{arm} chosen heads minus plain mean, per seed: {gains} IoU points")
     return lines
 
@@ -263,10 +256,10 @@ def cli() -> None:
                     run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke, settings)
                     lines += rows(run, name, budget, arm, seed)
                     runs[arm].append(run)
-            for model in args.models:  # references run earlier (another command) are compared too
+            for model in set(args.models) - set(runs):  # defaults run by an earlier command are references too
                 for seed in args.seeds:
                     run = args.out / name / budget.replace(" ", "_") / model / f"seed{seed}"
-                    if model not in {a for a, _, _ in arms} and (run / "evaluation.csv").is_file():
+                    if (run / "evaluation.csv").is_file():
                         runs[model].append(run)
             held = [(a, r) for a, r in pairs if runs.get(a) and runs.get(r)]
             tests += [f"- {name}, {budget}: {line}" for line in comparison(runs, held)]
