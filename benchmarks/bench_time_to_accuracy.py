@@ -154,7 +154,8 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     shares = [account.get("training_share"), account.get("validating_share")]
     train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
     validations = "-" if account.get("validations") is None else int(account["validations"])  # no budget: none
-    wanted = [m for m in ("ensemble", "chosen") if m in modes] or sorted(modes)[-1:]  # one head: its only mode
+    # one head: its only mode, the mean over classes (its per-class rows, "head3 class 2", are not the score)
+    wanted = [m for m in ("ensemble", "chosen") if m in modes] or sorted(m for m in modes if " class " not in m)[-1:]
     lines = []
     for mode in wanted:
         iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))

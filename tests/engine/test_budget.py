@@ -7,7 +7,7 @@ import time
 import torch
 
 from unetpp.config import RunConfig
-from unetpp.engine.budget import MIN_VAL_IMAGES, evenly_spaced
+from unetpp.engine.budget import MIN_VAL_IMAGES, TRAINING_SHARE, VAL_SHARE, WallClockBudget, evenly_spaced
 from unetpp.engine.module import SegmentationModule, head_subsets, lr_factor
 from unetpp.engine.train import fit
 
@@ -49,6 +49,29 @@ def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget
     # the rest: the data, the probe, the final validation, checkpoints and a fixed 2 s margin (5% of 40 s)
     assert spent["training_share"] >= 0.7
     assert spent["validations"] >= 1  # the final validation always runs
+
+
+def test_a_slow_set_up_leaves_no_time_for_mid_run_validations() -> None:
+    """DSB at 15 minutes trained 84.5% of its budget: 40 s reading masks, then the whole validation share. Time
+    that reading the data or crossing epochs took is taken from the validations, never from training."""
+
+    def allowance(setup_s: float, gap_s: float = 0.0, boundaries_s: float = 0.0) -> float:
+        now = time.monotonic()
+        budget = WallClockBudget(minutes=10, started=now - setup_s)
+        budget.train_start = now
+        budget.val_s, budget.gap_s, budget.gaps_spent = 10.0, gap_s, boundaries_s
+        return budget.validation_allowance(epoch_s=60.0)
+
+    quick = allowance(setup_s=5.0)
+    assert abs(quick - (VAL_SHARE * 600 - 10.0)) < 1.0  # a fast start: the validation share holds, one pass kept
+    slower = allowance(setup_s=30.0, gap_s=1.0)
+    assert 0 < slower < quick  # a slow start and slow epoch boundaries: fewer mid-run validations
+    # training keeps its share: the budget less the set-up, the boundaries ahead, the validations and the end
+    reserve = 1.25 * (10.0 + 1.0) + 2.0
+    used = 30.0 + 1.0 * (600 - 30 - reserve) / 60 + slower + reserve
+    assert 1 - used / 600 >= TRAINING_SHARE - 1e-6
+    assert allowance(setup_s=5.0, boundaries_s=30.0) < quick  # boundaries already crossed count too
+    assert allowance(setup_s=80.0) < 10.0  # 13% in set-up: only the final validation runs
 
 
 def test_the_validation_subset_is_evenly_spaced_and_fixed() -> None:

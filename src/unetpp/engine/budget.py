@@ -13,8 +13,10 @@ batch, once reserved 400-1500 s of a 6-minute run, which then stopped after one 
   to a fixed, evenly spaced subset whose pass costs at most ``PASS_SHARE`` of the budget (at least
   ``MIN_VAL_IMAGES`` images), so every validation scores the same images.
 - **Validating is scheduled, never a reason to stop**: all validations together get at most
-  ``VAL_SHARE`` of the budget; the validations that fit are spread evenly over the run, and one is
-  always kept for the end (the best checkpoint and the chosen ensemble come from it).
+  ``VAL_SHARE`` of the budget, and less where the set-up (reading the data), the epoch boundaries and
+  the end already take time, so that training keeps ``TRAINING_SHARE`` of the budget; the validations
+  that fit are spread evenly over the run, and one is always kept for the end (the best checkpoint and
+  the chosen ensemble come from it).
 - **Stopping early** happens only when the next step, the final validation and the checkpoints
   would not fit in the time left.
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 MARGIN_S = 2.0  # process exit, the last log lines
 WARMUP_STEPS = 3  # the first steps of a run (allocation, oneDNN kernel choice) are not the step time
 VAL_SHARE = 0.10  # at most this share of the budget validating, all validations together
+TRAINING_SHARE = 0.88  # mid-run validations are dropped before training falls under this share (85% promised)
 PASS_SHARE = 0.025  # one validation pass: its subset is cut to cost at most this share
 MIN_VAL_IMAGES = 4  # a subset never smaller than this (or the whole set, when smaller)
 NEVER = 10**9  # check_val_every_n_epoch for an epoch that does not validate
@@ -55,6 +58,7 @@ class WallClockBudget(Callback):
         self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
         self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
+        self.gaps_spent = 0.0
         self.val_spent = 0.0
         self.trained_s = 0.0  # the training loop's time: steps and loading their batches, warm-up included
         self._loop_mark = 0.0
@@ -93,6 +97,7 @@ class WallClockBudget(Callback):
             "budget_s": self.total_s,
             "used_s": used,
             "setup_s": self.train_start - (self.deadline - self.total_s),
+            "boundaries_s": self.gaps_spent,
             "training_s": self.trained_s,
             "training_share": self.trained_s / self.total_s,
             "validations": float(self.validations),
@@ -123,7 +128,9 @@ class WallClockBudget(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         now = time.monotonic()
         if self._train_end and self._first_of_epoch:  # the boundary just crossed, validation excluded
-            self.gap_s = max(self.gap_s, now - self._train_end - self._epoch_val_s)
+            gap = now - self._train_end - self._epoch_val_s
+            self.gap_s = max(self.gap_s, gap)
+            self.gaps_spent += gap
         self._batch_start = now
 
     def on_train_batch_end(
@@ -163,15 +170,17 @@ class WallClockBudget(Callback):
         if trainer.is_global_zero:
             s = self.summary()
             log.info(
-                "budget: %.0f of %.0f s used; training %.0f s (%.1f%%); %d validation(s) took %.0f s (%.1f%%); "
-                "steady step %.3f s",
+                "budget: %.0f of %.0f s used; set-up %.0f s; training %.0f s (%.1f%%); %d validation(s) took %.0f s "
+                "(%.1f%%); epoch boundaries %.0f s; steady step %.3f s",
                 s["used_s"],
                 s["budget_s"],
+                s["setup_s"],
                 s["training_s"],
                 100 * s["training_share"],
                 self.validations,
                 s["validating_s"],
                 100 * s["validating_share"],
+                s["boundaries_s"],
                 s["step_s"],
             )
 
@@ -190,13 +199,28 @@ class WallClockBudget(Callback):
         if trainer.current_epoch + 1 >= (trainer.max_epochs or NEVER) or self.left() <= 0:
             return True
         val_s = self.val_s or 0.0
-        allowance = VAL_SHARE * self.total_s - self.val_spent - val_s  # one pass kept for the end
+        epoch_s = self.step_s() * trainer.num_training_batches if trainer.num_training_batches != float("inf") else 0
+        allowance = self.validation_allowance(epoch_s)
         if val_s <= 0 or allowance < val_s:
             return False
         affordable = int(allowance // val_s)
         spacing = (self.left() - self.final_reserve()) / (affordable + 1)
-        epoch_s = self.step_s() * trainer.num_training_batches if trainer.num_training_batches != float("inf") else 0
         return time.monotonic() + epoch_s - self.last_val_end >= spacing
+
+    def validation_allowance(self, epoch_s: float) -> float:
+        """Seconds the validations still to come may take, the final one (kept for the end) left out.
+
+        At most ``VAL_SHARE`` of the budget in all; less where the set-up, the epoch boundaries (those past and
+        those ahead, at the longest measured) and the end's reserve would leave training under ``TRAINING_SHARE``.
+        """
+        val_s = self.val_s or 0.0
+        by_share = VAL_SHARE * self.total_s - self.val_spent - val_s
+        ahead = max(self.left() - self.final_reserve(), 0.0)
+        boundaries_ahead = ahead / epoch_s if epoch_s > 0 else 0.0
+        setup_s = self.train_start - (self.deadline - self.total_s)
+        others = setup_s + self.gaps_spent + self.gap_s * boundaries_ahead + self.final_reserve()
+        by_floor = (1.0 - TRAINING_SHARE) * self.total_s - others - self.val_spent
+        return min(by_share, by_floor)
 
     def _probe_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Time one median-size validation image through ``validation_step``; cut the set to what the share allows."""

@@ -50,7 +50,7 @@ PLAN_FIELDS = {
     "train.precision": "precision",
 }
 _NOT_NONE = {"depth", "widths", "patch_size", "batch_size"}  # None here means "the default": the plan decides
-_NOT_FILLED = {"model.widths"}  # the model's default widths for the planned depth are the plan's
+_NOT_FILLED = {"model.widths"}  # the model's default widths for the planned depth, unless the plan gives a reason
 
 
 def user_fields_of(cfg: RunConfig, assigned: Iterable[str] = ()) -> frozenset[str]:
@@ -113,15 +113,33 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
             overrides[field] = values[name]
     if "widths" in overrides and "depth" not in overrides:  # widths name the depth: one per level
         overrides["depth"] = len(overrides["widths"]) - 1
-    plan = make_plan(
-        fp,
-        cfg.model.name,
-        cfg.train.memory_gb,
-        device_of(cfg),
-        overrides,
-        precision=cfg.train.precision if "train.precision" in user else None,
-        workers=cfg.data.num_workers,
-    )
+
+    def planned(over: dict[str, Any]) -> Plan:
+        return make_plan(
+            fp,
+            cfg.model.name,
+            cfg.train.memory_gb,
+            device_of(cfg),
+            over,
+            precision=cfg.train.precision if "train.precision" in user else None,
+            workers=cfg.data.num_workers,
+        )
+
+    plan = planned(overrides)
+    if cfg.train.max_minutes and "widths" not in overrides and cfg.model.encoder is None:
+        from .budget_widths import fit_widths, training_step_seconds
+
+        def step_seconds(p: Plan) -> float:  # the run's config with this plan's model, widths included
+            run = apply_plan(cfg, p, user)
+            model = dataclasses.replace(run.model, widths=p.widths)
+            return training_step_seconds(dataclasses.replace(run, model=model), device_of(cfg))
+
+        plan = fit_widths(
+            plan,
+            cfg.train.max_minutes,
+            step_seconds,
+            lambda widths: planned({**overrides, "widths": widths, "depth": plan.depth}),
+        )
     log.info("%s", format_plan(plan, fp))
     return plan
 
@@ -162,7 +180,7 @@ def apply_plan(cfg: RunConfig, plan: Plan, user_fields: Iterable[str]) -> RunCon
     plan_values = plan.to_dict()
     d["model"]["spatial_dims"] = plan.spatial_dims
     for name, field in PLAN_FIELDS.items():
-        if name in user or name in _NOT_FILLED:
+        if name in user or (name in _NOT_FILLED and field not in plan.reasons):  # unless the plan chose them
             continue
         section, key = name.split(".")
         d[section][key] = plan_values[field]

@@ -130,7 +130,11 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
             )
         lines.append("")
     rows = [
-        ("model", f"{plan.model}, depth {plan.depth}, widths {sizes_text(plan.widths)}", plan.reasons.get("depth", "")),
+        (
+            "model",
+            f"{plan.model}, depth {plan.depth}, widths {sizes_text(plan.widths)}",
+            plan.reasons.get("widths", plan.reasons.get("depth", "")),
+        ),
         ("channels", f"{plan.in_channels} ({plan.channels})", plan.reasons.get("channels", "")),
         ("classes", str(plan.classes), plan.reasons.get("classes", "")),
         ("mask_threshold", "-" if plan.mask_threshold is None else f"{plan.mask_threshold:g}", ""),
