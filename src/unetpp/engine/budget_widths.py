@@ -3,8 +3,8 @@
 At equal wall clock the number of optimizer steps decided more than the widths: on the MSD hippocampus
 (3D, 2-core CPU with bf16, 15 minutes, held-out volumes; benchmarks/RESULTS.md, issue 19) UNet++ at the
 paper's widths 32-256 took 261 steps of batch 8 and reached 80.7 mean Dice; at 16-128 it took 693 steps
-and reached 85.0, as U-Net at 32-256 did (530 steps). So when ``--minutes`` is given and the widths are
-not, the plan times one training step of the planned model on this machine (the device, precision,
+and reached 84.9, as U-Net at 32-256 did (530 steps, 85.3). So when ``--minutes`` is given and the widths are
+not, the plan times a training step of the planned model on this machine (the device, precision,
 patch and batch of the run) and halves the widths while the budget buys fewer than ``MIN_STEPS`` steps,
 down to a first width of ``MIN_FIRST_WIDTH``. A longer budget keeps the paper's widths.
 """
