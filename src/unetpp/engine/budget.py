@@ -58,7 +58,7 @@ class WallClockBudget(Callback):
         self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
         self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
-        self.gaps_spent = 0.0
+        self.gaps_spent = 0.0  # all the epoch boundaries crossed so far (validation excluded)
         self.val_spent = 0.0
         self.trained_s = 0.0  # the training loop's time: steps and loading their batches, warm-up included
         self._loop_mark = 0.0
