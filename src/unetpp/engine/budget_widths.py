@@ -35,7 +35,7 @@ def narrowed(widths: tuple[int, ...]) -> tuple[int, ...] | None:
     """Half the widths, or None where the first would fall under ``MIN_FIRST_WIDTH``."""
     if widths[0] // 2 < MIN_FIRST_WIDTH:
         return None
-    return tuple(max(1, w // 2) for w in widths)
+    return tuple(w // 2 for w in widths)  # the first is the narrowest: all stay >= MIN_FIRST_WIDTH
 
 
 def fit_widths(

@@ -134,11 +134,12 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
             model = dataclasses.replace(run.model, widths=p.widths)
             return training_step_seconds(dataclasses.replace(run, model=model), device_of(cfg))
 
+        depth = plan.depth  # halving the widths keeps the depth
         plan = fit_widths(
             plan,
             cfg.train.max_minutes,
             step_seconds,
-            lambda widths: planned({**overrides, "widths": widths, "depth": plan.depth}),
+            lambda widths: planned({**overrides, "widths": widths, "depth": depth}),
         )
     log.info("%s", format_plan(plan, fp))
     return plan
