@@ -19,7 +19,10 @@ cases, imported from it):
    scored on the held-out cases by the same IoU/Dice as ``unetpp evaluate`` (mean over foreground classes).
 
 No snapshot before a deadline is a cell of its own: nnU-Net has no model yet. The table goes to
-``<out>/table.md``; the training log stays in nnU-Net's results folder.
+``<out>/table.md``; the training log stays in nnU-Net's results folder; each deadline's per-case scores go to
+``<out>/<data set>/predictions/<budget>/seed0/evaluation.csv`` (``unetpp evaluate``'s columns). With
+``--against <bench_time_to_accuracy.py's --out>``, each unetpp arm and budget found there is set against nnU-Net
+at each deadline: Dice per test case (averaged over the arm's seeds), paired t-test.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from bench_time_to_accuracy import SHARED, DataSet, data_sets, split
+from bench_time_to_accuracy import SHARED, DataSet, data_sets, result, split
 
+from unetpp.data.io import stem
 from unetpp.napari.compare import scores
+from unetpp.study.stats import format_p, main_mode, paired, per_image
+from unetpp.utils.atomic import write_text
 
 EPOCH_ITERATIONS = 250  # nnU-Net's fixed epoch
 NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp counts them)
@@ -123,10 +129,10 @@ def run(cmd: list[str], env: dict, log: Path, deadline: float | None = None) -> 
             return -signal.SIGTERM
 
 
-def score(name: str, predictions: Path, test: Path) -> tuple[float, float]:
-    """Mean IoU and Dice over the test cases, as ``unetpp evaluate`` computes them."""
+def score(name: str, predictions: Path, test: Path) -> list[tuple[str, float, float]]:
+    """Each test case's IoU and Dice, as ``unetpp evaluate`` computes them (mean over foreground classes)."""
     classes = NNUNET[name][2]
-    ious, dices = [], []
+    cases = []
     for predicted in sorted(p for p in predictions.iterdir() if p.name.endswith((".nii.gz", ".png"))):
         if name == "hippocampus":
             import nibabel as nib
@@ -138,10 +144,37 @@ def score(name: str, predictions: Path, test: Path) -> tuple[float, float]:
 
             pred = np.asarray(Image.open(predicted))
             truth = (np.asarray(Image.open(test / "labels" / predicted.name)) > 127).astype(np.uint8)
-        i, d = scores(pred.astype(np.int64), truth.astype(np.int64), classes)
-        ious.append(i)
-        dices.append(d)
-    return float(np.mean(ious)), float(np.mean(dices))
+        cases.append((stem(predicted), *scores(pred.astype(np.int64), truth.astype(np.int64), classes)))
+    return cases
+
+
+def write_evaluation(cases: list[tuple[str, float, float]], path: Path) -> None:
+    """The per-case scores in ``unetpp evaluate``'s columns (mode ``nnunet``), for the paired tests."""
+    text = "image,mode,iou,dice,hd95\n" + "".join(f"{c},nnunet,{i:.6f},{d:.6f},nan\n" for c, i, d in cases)
+    write_text(path, text, overwrite=True)
+
+
+def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str]:
+    """nnU-Net at one deadline against each unetpp arm and budget under `runs` (``bench_time_to_accuracy.py``'s
+    ``--out``): Dice per test case, each case averaged over the arm's seeds, paired t-test."""
+    mine = result(nnunet.parent)
+    theirs = per_image([mine], "nnunet", "dice")
+    lines = []
+    for arm in sorted({p.parent for p in (runs / name).glob("*/*/seed*/evaluation.csv")}):
+        results = [result(p.parent) for p in sorted(arm.glob("seed*/evaluation.csv"))]
+        mode = "chosen" if any(r["mode"] == "chosen" for r in results[0].scores) else main_mode(results[0])
+        ours = per_image(results, mode, "dice")
+        common = sorted(set(ours) & set(theirs))
+        if not common:
+            continue
+        diff = np.mean([ours[c] - theirs[c] for c in common])
+        better = sum(ours[c] > theirs[c] for c in common)
+        lines.append(
+            f"- {name}: unetpp {arm.name} {arm.parent.name.replace('_', ' ')} ({len(results)} seeds, {mode}) minus "
+            f"nnU-Net {budget}: {100 * diff:+.2f} Dice over {len(common)} test cases, better on {better}, "
+            f"paired p = {format_p(paired([ours[c] for c in common], [theirs[c] for c in common]))}"
+        )
+    return lines
 
 
 def epoch_ends(fold: Path) -> list[float]:
@@ -155,7 +188,7 @@ def epoch_ends(fold: Path) -> list[float]:
     return ends
 
 
-def bench(name: str, data: DataSet, out: Path, minutes: list[float]) -> list[str]:
+def bench(name: str, data: DataSet, out: Path, minutes: list[float], runs: Path | None) -> list[str]:
     ident, config, _ = NNUNET[name]
     work = out / name
     train, test = split(data, work / "split")
@@ -192,7 +225,7 @@ def bench(name: str, data: DataSet, out: Path, minutes: list[float]) -> list[str
         summary = {"setup_s": setup, "exit": code, "epoch_ends_min": ends}
         (work / "trained.json").write_text(json.dumps(summary))
     summary = json.loads((work / "trained.json").read_text())
-    lines = []
+    lines, tests = [], [""]
     for limit in minutes:
         taken = [p for p in sorted(snapshots.glob("snapshot_*.pth")) if snapshot_minute(p) <= limit]
         budget = f"{limit:g} min"
@@ -211,12 +244,17 @@ def bench(name: str, data: DataSet, out: Path, minutes: list[float]) -> list[str
             if run(predict, env, log) != 0:
                 raise SystemExit(f"nnUNetv2_predict failed: see {log}")
             (predictions / "done").touch()
-        iou, dice = score(name, predictions, test)
+        cases = score(name, predictions, test)
+        write_evaluation(cases, predictions / "seed0" / "evaluation.csv")
+        iou, dice = (float(np.mean([c[k] for c in cases])) for k in (1, 2))
         epochs = sum(end <= at for end in summary["epoch_ends_min"])
         lines.append(
             f"| {name} | {budget} | nnU-Net v2 {config} | best at {at:.1f} min | {100 * iou:.2f} | {100 * dice:.2f} "
             f"| {epochs * EPOCH_ITERATIONS} | {summary['setup_s']:.0f} |"
         )
+        if runs is not None:
+            tests += against_unetpp(name, budget, predictions / "seed0" / "evaluation.csv", runs)
+    lines += tests
     ends = ", ".join(f"{m:.1f}" for m in summary["epoch_ends_min"])
     lines.append(f"\n{name}: nnU-Net's epochs ({EPOCH_ITERATIONS} iterations each) ended at minutes [{ends}]\n")
     return lines
@@ -228,6 +266,7 @@ def main() -> None:
     p.add_argument("--data-sets", nargs="+", default=["hippocampus"], choices=sorted(NNUNET))
     p.add_argument("--minutes", nargs="+", type=float, default=[6.0, 15.0, 60.0])
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
+    p.add_argument("--against", type=Path, help="bench_time_to_accuracy.py's --out: paired tests against its runs")
     args = p.parse_args()
     sets = data_sets(args.shared)
     lines = [
@@ -235,7 +274,7 @@ def main() -> None:
         "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for name in args.data_sets:
-        lines += bench(name, sets[name], args.out, sorted(args.minutes))
+        lines += bench(name, sets[name], args.out, sorted(args.minutes), args.against)
     text = "\n".join(lines)
     (args.out / "table.md").write_text(text + "\n")
     print(text)

@@ -92,3 +92,23 @@ def test_the_step_timer_runs_the_planned_model() -> None:
         ["model.widths=[4,8,16]", "model.depth=2", "data.patch_size=[32,32]", "data.batch_size=4"]
     )
     assert 0 < budget_widths.training_step_seconds(cfg, "cpu") < 30
+
+
+def test_plan_with_minutes_shows_the_widths_train_would_use(tmp_path, monkeypatch, capsys) -> None:
+    from unetpp.cli import main
+    from unetpp.plan.record import load_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_set(tmp_path / "d", "rgb")
+    monkeypatch.setattr(
+        budget_widths, "training_step_seconds", lambda cfg, device: 10.0 * (cfg.model.widths[0] / 32) ** 2
+    )
+    argv = ["plan", "--data", str(tmp_path / "d"), "--memory-gb", "4"]
+    assert main([*argv, "--out", str(tmp_path / "paper.yaml")]) == 0
+    assert main([*argv, "--minutes", "20", "--out", str(tmp_path / "budget.yaml")]) == 0
+    assert "20 min buy about" in capsys.readouterr().out
+    paper, budget = load_plan(tmp_path / "paper.yaml"), load_plan(tmp_path / "budget.yaml")
+    assert paper.widths[0] == 32
+    cfg = RunConfig().override([f"data.root={tmp_path / 'd'}", "train.memory_gb=4", "train.max_minutes=20"])
+    trained, _ = planned_config(cfg, "auto", user_fields_of(cfg))
+    assert budget.widths == trained.model.widths == tuple(w // 2 for w in paper.widths)

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 def cmd_plan(args: argparse.Namespace) -> int:
     import yaml
 
+    from ..config import RunConfig
+    from ..engine.planning import plan_within_budget
     from ..plan.fingerprint import fingerprint
     from ..plan.record import checked_fields, format_plan, save_plan
-    from ..plan.rules import make_plan
 
     overrides = {}
     for a in args.set or []:
@@ -33,9 +34,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except yaml.YAMLError:
             overrides[name.strip().removeprefix("plan.")] = raw  # not YAML: the check names what was expected
     checked_fields(overrides)  # a bad value fails before the data set is read
+    train = {"max_minutes": args.minutes, "memory_gb": args.memory_gb, "accelerator": args.device}
+    if args.precision:
+        train["precision"] = args.precision
+    cfg = RunConfig.from_dict({"model": {"name": args.model}, "train": train}, source="the options")
+    user = frozenset({"train.precision"} if args.precision else ())
     dataset = open_for_plan(args.data, args.layout, args.volumes)
     fp = fingerprint(dataset, max_items=args.max_items, use_cache=not args.no_cache)
-    plan = make_plan(fp, args.model, args.memory_gb, args.device, overrides, precision=args.precision)
+    plan = plan_within_budget(cfg, user, fp, overrides)
     print(format_plan(plan, fp))
     if args.out:
         path = save_plan(plan, args.out, overwrite=args.overwrite)
@@ -62,6 +68,7 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
             "  unetpp plan --data data/polyps",
             "  unetpp plan --data Task04_Hippocampus --layout decathlon --memory-gb 8 --out runs/hippo/plan.yaml",
             "  unetpp plan --data dsb2018/stage1_train --layout dsb2018 --set channels=grey --set in_channels=1",
+            "  unetpp plan --data Task04_Hippocampus --layout decathlon --minutes 15   # the widths 15 minutes train",
         ]
     )
     p = subcommand("plan", help, example, sub)
@@ -77,6 +84,12 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument(
         "--precision", help="32, bf16 or 16; default: bf16 where the CPU/GPU has it natively, else 32 (16 on GPUs)"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="the training budget, as train --minutes: narrows the widths where it buys too few steps here "
+        "(times one training step)",
     )
     p.add_argument("--max-items", type=int, default=200, help="read at most this many images (evenly spaced)")
     p.add_argument("--no-cache", action="store_true", help="read the files again even if a fingerprint is cached")

@@ -27,6 +27,7 @@ from ..utils.system import memory_budget_bytes
 if TYPE_CHECKING:
     from ..config import DataConfig, RunConfig
     from ..data import SegmentationDataset
+    from ..plan.fingerprint import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,25 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
     from ..plan.fingerprint import fingerprint
 
     dims = cfg.model.spatial_dims if "model.spatial_dims" in user else None
-    dataset = open_for_plan(cfg.data, dims)
-    fp = fingerprint(dataset)
+    fp = fingerprint(open_for_plan(cfg.data, dims))
     values = {f"{s}.{k}": v for s, fields in cfg.to_dict().items() for k, v in fields.items()}
     overrides: dict[str, Any] = {}
     for name, field in PLAN_FIELDS.items():
         if name in user and not (field in _NOT_NONE and values[name] is None):
             overrides[field] = values[name]
+    plan = plan_within_budget(cfg, user, fp, overrides)
+    log.info("%s", format_plan(plan, fp))
+    return plan
+
+
+def plan_within_budget(cfg: RunConfig, user: frozenset[str], fp: Fingerprint, overrides: dict[str, Any]) -> Plan:
+    """The plan for `cfg`'s model on the data of `fp`, the user's `overrides` (plan fields) kept; under a
+    wall-clock budget (``train.max_minutes``) with widths left to the plan, narrowed to what it can train.
+
+    One function for ``unetpp train`` and ``unetpp plan --minutes``, so that both show the same widths.
+    """
     if "widths" in overrides and "depth" not in overrides:  # widths name the depth: one per level
-        overrides["depth"] = len(overrides["widths"]) - 1
+        overrides = {**overrides, "depth": len(overrides["widths"]) - 1}
 
     def planned(over: dict[str, Any]) -> Plan:
         return make_plan(
@@ -126,23 +137,22 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
         )
 
     plan = planned(overrides)
-    if cfg.train.max_minutes and "widths" not in overrides and cfg.model.encoder is None:
-        from .budget_widths import fit_widths, training_step_seconds
+    if not cfg.train.max_minutes or "widths" in overrides or cfg.model.encoder is not None:
+        return plan
+    from .budget_widths import fit_widths, training_step_seconds
 
-        def step_seconds(p: Plan) -> float:  # the run's config with this plan's model, widths included
-            run = apply_plan(cfg, p, user)
-            model = dataclasses.replace(run.model, widths=p.widths)
-            return training_step_seconds(dataclasses.replace(run, model=model), device_of(cfg))
+    def step_seconds(p: Plan) -> float:  # the run's config with this plan's model, widths included
+        run = apply_plan(cfg, p, user)
+        model = dataclasses.replace(run.model, widths=p.widths)
+        return training_step_seconds(dataclasses.replace(run, model=model), device_of(cfg))
 
-        depth = plan.depth  # halving the widths keeps the depth
-        plan = fit_widths(
-            plan,
-            cfg.train.max_minutes,
-            step_seconds,
-            lambda widths: planned({**overrides, "widths": widths, "depth": depth}),
-        )
-    log.info("%s", format_plan(plan, fp))
-    return plan
+    depth = plan.depth  # halving the widths keeps the depth
+    return fit_widths(
+        plan,
+        cfg.train.max_minutes,
+        step_seconds,
+        lambda widths: planned({**overrides, "widths": widths, "depth": depth}),
+    )
 
 
 def open_for_plan(data: DataConfig, spatial_dims: int | None = None) -> SegmentationDataset:
