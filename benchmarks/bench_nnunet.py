@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from bench_time_to_accuracy import SHARED, DataSet, data_sets, result, split
+from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, split
 
 from unetpp.data.io import stem
 from unetpp.napari.compare import scores
@@ -156,24 +156,28 @@ def write_evaluation(cases: list[tuple[str, float, float]], path: Path) -> None:
 
 def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str]:
     """nnU-Net at one deadline against each unetpp arm and budget under `runs` (``bench_time_to_accuracy.py``'s
-    ``--out``): Dice per test case, each case averaged over the arm's seeds, paired t-test."""
-    mine = result(nnunet.parent)
-    theirs = per_image([mine], "nnunet", "dice")
+    ``--out``), evaluated as is and, where it was (``--tta``), with flips as nnU-Net predicts: Dice per test case,
+    each case averaged over the arm's seeds, paired t-test."""
+    theirs = per_image([result(nnunet.parent)], "nnunet", "dice")
     lines = []
     for arm in sorted({p.parent for p in (runs / name).glob("*/*/seed*/evaluation.csv")}):
-        results = [result(p.parent) for p in sorted(arm.glob("seed*/evaluation.csv"))]
-        mode = "chosen" if any(r["mode"] == "chosen" for r in results[0].scores) else main_mode(results[0])
-        ours = per_image(results, mode, "dice")
-        common = sorted(set(ours) & set(theirs))
-        if not common:
-            continue
-        diff = np.mean([ours[c] - theirs[c] for c in common])
-        better = sum(ours[c] > theirs[c] for c in common)
-        lines.append(
-            f"- {name}: unetpp {arm.name} {arm.parent.name.replace('_', ' ')} ({len(results)} seeds, {mode}) minus "
-            f"nnU-Net {budget}: {100 * diff:+.2f} Dice over {len(common)} test cases, better on {better}, "
-            f"paired p = {format_p(paired([ours[c] for c in common], [theirs[c] for c in common]))}"
-        )
+        for file, how in (("evaluation.csv", ""), (TTA_CSV, " with flips")):
+            results = [result(p.parent, file) for p in sorted(arm.glob(f"seed*/{file}"))]
+            if not results:
+                continue
+            mode = "chosen" if any(r["mode"] == "chosen" for r in results[0].scores) else main_mode(results[0])
+            ours = per_image(results, mode, "dice")
+            common = sorted(set(ours) & set(theirs))
+            if not common:
+                continue
+            diff = np.mean([ours[c] - theirs[c] for c in common])
+            better = sum(ours[c] > theirs[c] for c in common)
+            p_value = format_p(paired([ours[c] for c in common], [theirs[c] for c in common]))
+            lines.append(
+                f"- {name}: unetpp {arm.name} {arm.parent.name.replace('_', ' ')}{how} ({len(results)} seeds, {mode}) "
+                f"minus nnU-Net {budget}: {100 * diff:+.2f} Dice over {len(common)} test cases, better on {better}, "
+                f"paired p = {p_value}"
+            )
     return lines
 
 

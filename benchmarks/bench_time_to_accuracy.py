@@ -12,8 +12,9 @@ Below the table, each UNet++ mode against U-Net and each variant against its mod
 +- s.d. over seeds with Welch's t-test, and a paired t-test over test images (scores averaged over seeds).
 
 Per run the table gives the held-out IoU and Dice (mean over test images: U-Net's output; UNet++'s
-plain mean of the heads and the validation-chosen heads), the optimizer steps done, and the shares of
-the budget spent training and validating (the budget's own account, stored in the last checkpoint).
+plain mean of the heads and the validation-chosen heads), with ``--tta`` also the Dice of predictions
+averaged over flips (``evaluate --tta``, as nnU-Net predicts by default), the optimizer steps done, and the
+shares of the budget spent training and validating (the budget's own account, stored in the last checkpoint).
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --minutes 6 15
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++
@@ -46,6 +47,7 @@ from unetpp.study.runner import RunResult
 from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TTA_CSV = "evaluation_tta.csv"  # the held-out scores of predictions averaged over flips (--tta)
 
 
 @dataclass(frozen=True)
@@ -120,14 +122,13 @@ def run_one(
     seed: int,
     smoke: bool,
     settings: Sequence[str] = (),
+    tta: bool = False,
 ) -> None:
     """Train (a user's first run: no option but the budget and the model, and a variant's `settings`) and
-    evaluate on the held-out part."""
+    evaluate on the held-out part (with `tta` also averaged over flips, into ``evaluation_tta.csv``)."""
     evaluation = run / "evaluation.csv"
-    if evaluation.is_file():
-        return
     best = run / "checkpoints" / "best.ckpt"
-    if not best.is_file():
+    if not evaluation.is_file() and not best.is_file():
         shutil.rmtree(run, ignore_errors=True)
         budget = ["--epochs", "1"] if smoke else ["--minutes", f"{minutes:g}"]
         settings = [*(["train.steps_per_epoch=2", "train.progress=false"] if smoke else []), *settings]
@@ -136,8 +137,16 @@ def run_one(
             budget += ["--set", *settings]
         if main([*argv, "--seed", str(seed), *budget]) != 0:
             raise SystemExit(f"unetpp train failed for {run}")
-    argv = ["evaluate", "--checkpoint", str(best), "--data", str(test), "--layout", layout, "--no-hd95"]
-    if main([*argv, "--out", str(evaluation)]) != 0:
+    if not evaluation.is_file():
+        evaluate(run, test, layout, evaluation)
+    if tta and not (run / TTA_CSV).is_file():
+        evaluate(run, test, layout, run / TTA_CSV, ["--tta"])
+
+
+def evaluate(run: Path, test: Path, layout: str, out: Path, options: Sequence[str] = ()) -> None:
+    """``unetpp evaluate`` of the run's best checkpoint on the held-out part, into `out`."""
+    argv = ["evaluate", "--checkpoint", str(run / "checkpoints" / "best.ckpt"), "--data", str(test)]
+    if main([*argv, "--layout", layout, "--no-hd95", *options, "--out", str(out)]) != 0:
         raise SystemExit(f"unetpp evaluate failed for {run}")
 
 
@@ -150,6 +159,7 @@ def budget_account(run: Path) -> dict:
 
 def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     modes = summarize_csv(run / "evaluation.csv", "evaluate")["modes"]
+    flipped = summarize_csv(run / TTA_CSV, "evaluate")["modes"] if (run / TTA_CSV).is_file() else {}
     account = budget_account(run)
     shares = [account.get("training_share"), account.get("validating_share")]
     train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
@@ -160,16 +170,17 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     for mode in wanted:
         iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))
         label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
+        flips = f"{100 * flipped[mode]['dice'][0]:.2f}" if mode in flipped else "-"
         lines.append(
-            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {account['steps']} "
+            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {flips} | {account['steps']} "
             f"| {train_pct} | {val_pct} | {validations} |"
         )
     return lines
 
 
-def result(run: Path) -> RunResult:
+def result(run: Path, file: str = "evaluation.csv") -> RunResult:
     """A run's held-out scores as the study's statistics read a finished run (``evaluation.csv`` has its columns)."""
-    with (run / "evaluation.csv").open(newline="") as f:
+    with (run / file).open(newline="") as f:
         scores = [{**row, **{m: float(row[m]) for m in ("iou", "dice", "hd95")}} for row in csv.DictReader(f)]
     return RunResult(run.parent.name, int(run.name.removeprefix("seed")), run, {}, scores, [])
 
@@ -235,6 +246,9 @@ def cli() -> None:
         "NAME=KEY=VALUE[,KEY=VALUE] (e.g. paper-schedule=train.schedule=paper); repeatable",
     )
     p.add_argument("--no-defaults", action="store_true", help="run only the --variant arms (their references exist)")
+    p.add_argument(
+        "--tta", action="store_true", help=f"also evaluate with flips (evaluate --tta, as nnU-Net predicts): {TTA_CSV}"
+    )
     p.add_argument("--smoke", action="store_true", help="8 training images, 2 steps: checks the plumbing only")
     args = p.parse_args()
     arms = [] if args.no_defaults else [(m, m, []) for m in args.models]
@@ -242,8 +256,9 @@ def cli() -> None:
     pairs = [(m, "unet") for m in args.models if m != "unet"] + [(arm, m) for arm, m, s in arms if s]
     sets = data_sets(args.shared)
     lines = [
-        "| data set | budget | model | seed | test IoU % | Dice % | steps | training % | validating % | validations |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| data set | budget | model | seed | test IoU % | Dice % | Dice % with flips | steps | training % "
+        "| validating % | validations |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     tests = []
     for name in args.data_sets:
@@ -254,7 +269,7 @@ def cli() -> None:
             for arm, model, settings in arms:
                 for seed in args.seeds:
                     run = args.out / name / budget.replace(" ", "_") / arm / f"seed{seed}"
-                    run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke, settings)
+                    run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke, settings, args.tta)
                     lines += rows(run, name, budget, arm, seed)
                     runs[arm].append(run)
             for model in set(args.models) - set(runs):  # defaults run by an earlier command are references too

@@ -149,3 +149,14 @@ def test_predict_into_an_unwritable_folder(tmp_path, capsys, tiny_checkpoint) ->
     args = ["predict", "--checkpoint", str(tiny_checkpoint()), "--inputs", str(data / "images")]
     assert main([*args, "--out", str(blocker / "sub")]) == 2
     one_line_error(capsys)
+
+
+def test_evaluate_with_tta_scores_the_flip_averaged_prediction(tmp_path, capsys, tiny_model) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", n_images=2, size=32)
+    ckpt = save(tiny_model(), tmp_path / "model.pt")
+    plain, flipped = tmp_path / "plain.csv", tmp_path / "tta.csv"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(plain), "--no-hd95"]) == 0
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(flipped), "--no-hd95", "--tta"]
+    assert main(argv) == 0
+    rows = [f.read_text().splitlines() for f in (plain, flipped)]
+    assert [r.split(",")[:2] for r in rows[0]] == [r.split(",")[:2] for r in rows[1]]  # same images and modes

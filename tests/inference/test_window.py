@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from unetpp import GridSpec, ensemble, predict
+from unetpp.evaluation.semantic import probabilities_per_mode
 from unetpp.inference.window import auto_window, importance_map, sliding_window, window_starts, with_flips
 
 
@@ -120,6 +121,17 @@ def test_tta_is_the_mean_over_flips_and_composes_with_the_window(tiny) -> None:
     tiled = predict(model, torch.randn(1, 1, 40, 28), roi_size=16, tta=True)
     assert tiled.shape == (1, 1, 40, 28)
     assert bool(((tiled >= 0) & (tiled <= 1)).all())
+
+
+def test_evaluation_with_tta_scores_what_predict_with_tta_delivers(tiny) -> None:
+    model = tiny()
+    x = torch.randn(1, 1, 16, 16)
+    modes = probabilities_per_mode(model, x, tta=True)
+    torch.testing.assert_close(modes["ensemble"], predict(model, x, tta=True), rtol=1e-5, atol=1e-6)
+    mirrored = probabilities_per_mode(model, x.flip(3), tta=True)  # the mean over flips commutes with a flip
+    for mode, probs in modes.items():
+        torch.testing.assert_close(mirrored[mode], probs.flip(3), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(probabilities_per_mode(model, x)["ensemble"], modes["ensemble"], atol=1e-4)
 
 
 def test_with_flips_on_tensors_alone() -> None:

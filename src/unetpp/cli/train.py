@@ -201,6 +201,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..evaluation.semantic import evaluate, format_table, summarize, write_csv
     from ..inference.instances import is_detector
     from ..models import load
@@ -212,12 +213,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.instances or is_detector(model):  # Table V's columns (evaluate_instances.py)
         from ..evaluation.instances import run_evaluate
 
+        if args.tta:
+            raise ConfigError("--tta scores semantic predictions; drop it for instance scores (--instances, detectors)")
+
         return run_evaluate(model, args)
     out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation.csv"
     check_output(out, args.overwrite)
     chosen = recorded_ensemble_heads(args.checkpoint)
     data = _evaluation_data(args, model)
-    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen)
+    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen, tta=args.tta)
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
@@ -257,4 +261,5 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv or evaluation_instances.csv)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
+    p.add_argument("--tta", action="store_true", help="score predictions averaged over flips, as predict --tta")
     p.set_defaults(handler=cmd_evaluate)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..inference.window import flip_axes
 from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
 from ..models import NestedUNet, heads_and_ensemble
 from ..utils.atomic import write_text
@@ -39,11 +40,21 @@ class Row:
 
 @torch.inference_mode()
 def probabilities_per_mode(
-    model: NestedUNet, image: Tensor, ensemble_heads: Sequence[int] | None = None
+    model: NestedUNet, image: Tensor, ensemble_heads: Sequence[int] | None = None, tta: bool = False
 ) -> dict[str, Tensor]:
-    """Probabilities of every head and of the ensembles for one ``(1, C, *spatial)`` image of any size."""
+    """Probabilities of every head and of the ensembles for one ``(1, C, *spatial)`` image of any size.
+
+    `tta`: each mode's probabilities averaged over the flips of every spatial axis (as ``predict --tta``
+    and nnU-Net's mirroring), so that evaluation scores what such a prediction delivers.
+    """
     padded, crop = pad_to_multiple(image, 2**model.depth)
-    return heads_and_ensemble([h[crop] for h in model(padded)], model.spec.heads, ensemble_heads)
+    flips = flip_axes(model.spatial_dims) if tta else [()]
+    total: dict[str, Tensor] = {}
+    for dims in flips:
+        logits = [h.flip(dims)[crop] for h in model(padded.flip(dims))]
+        for mode, probs in heads_and_ensemble(logits, model.spec.heads, ensemble_heads).items():
+            total[mode] = total[mode] + probs if mode in total else probs
+    return {mode: probs / len(flips) for mode, probs in total.items()}
 
 
 def evaluate(
@@ -54,6 +65,7 @@ def evaluate(
     spacing: Sequence[float] | None = None,
     per_class: bool = False,
     ensemble_heads: Sequence[int] | None = None,
+    tta: bool = False,
 ) -> list[Row]:
     """One row per image and mode; scores are means over the foreground classes.
 
@@ -65,6 +77,7 @@ def evaluate(
         per_class: for a multi-class model, also one row per foreground class, mode ``"<mode> class <c>"``.
         ensemble_heads: the heads training chose (a model file's record,
             :func:`unetpp.models.provenance.recorded_ensemble_heads`): adds mode ``"chosen"``, their mean.
+        tta: score the mean over flips of every spatial axis (4 passes in 2D, 8 in 3D).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -73,7 +86,7 @@ def evaluate(
         image = sample["image"][None].to(device)
         truth = masks_from_labels(sample["mask"][None].to(device), model.classes)
         fg = model.classes == 1
-        for mode, probs in probabilities_per_mode(model, image, ensemble_heads).items():
+        for mode, probs in probabilities_per_mode(model, image, ensemble_heads, tta).items():
             pred = masks_from_probs(probs)
             per = hd95(pred, truth, spacing=spacing, include_background=fg)[0] if with_hd95 else None
             distance = per.mean() if per is not None else math.nan

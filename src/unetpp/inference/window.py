@@ -183,17 +183,22 @@ def importance_map(
     return (weight / weight.max()).clamp_min(1e-3).float().to(device)
 
 
+def flip_axes(spatial_dims: int) -> list[tuple[int, ...]]:
+    """The tensor axes of every subset of the spatial axes of ``(N, C, *spatial)``, the empty one (identity) first."""
+    return [
+        tuple(a + 2 for a in sub)
+        for k in range(spatial_dims + 1)
+        for sub in itertools.combinations(range(spatial_dims), k)
+    ]
+
+
 def with_flips(fn: Callable[[Tensor], Tensor], spatial_dims: int) -> Callable[[Tensor], Tensor]:
     """Flip test-time augmentation: the mean of ``flip(fn(flip(x)))`` over every subset of spatial axes.
 
     2^spatial_dims passes (4 in 2D, 8 in 3D, the identity included), run one after the other so that
     memory stays that of one pass. For a flip-equivariant `fn` the result equals ``fn(x)``.
     """
-    axes = [
-        tuple(a + 2 for a in sub)
-        for k in range(spatial_dims + 1)
-        for sub in itertools.combinations(range(spatial_dims), k)
-    ]
+    axes = flip_axes(spatial_dims)
 
     def run(x: Tensor) -> Tensor:
         total = fn(x).float()
