@@ -22,7 +22,8 @@ No snapshot before a deadline is a cell of its own: nnU-Net has no model yet. Th
 ``<out>/table.md``; the training log stays in nnU-Net's results folder; each deadline's per-case scores go to
 ``<out>/<data set>/predictions/<budget>/seed0/evaluation.csv`` (``unetpp evaluate``'s columns). With
 ``--against <bench_time_to_accuracy.py's --out>``, each unetpp arm and budget found there is set against nnU-Net
-at each deadline: Dice per test case (averaged over the arm's seeds), paired t-test.
+at each deadline: Dice per test case (averaged over the arm's seeds), paired t-test and the 95% interval of the
+difference.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from pathlib import Path
 
 import numpy as np
 from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, split
+from scipy.stats import ttest_rel
 
 from unetpp.data.io import stem
 from unetpp.napari.compare import scores
-from unetpp.study.stats import format_p, main_mode, paired, per_image
+from unetpp.study.stats import format_p, main_mode, per_image
 from unetpp.utils.atomic import write_text
 
 EPOCH_ITERATIONS = 250  # nnU-Net's fixed epoch
@@ -170,13 +172,14 @@ def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str
             common = sorted(set(ours) & set(theirs))
             if not common:
                 continue
+            test = ttest_rel([ours[c] for c in common], [theirs[c] for c in common])
+            low, high = test.confidence_interval(0.95)  # "at least as good": the interval's lower end
             diff = np.mean([ours[c] - theirs[c] for c in common])
             better = sum(ours[c] > theirs[c] for c in common)
-            p_value = format_p(paired([ours[c] for c in common], [theirs[c] for c in common]))
             lines.append(
                 f"- {name}: unetpp {arm.name} {arm.parent.name.replace('_', ' ')}{how} ({len(results)} seeds, {mode}) "
-                f"minus nnU-Net {budget}: {100 * diff:+.2f} Dice over {len(common)} test cases, better on {better}, "
-                f"paired p = {p_value}"
+                f"minus nnU-Net {budget}: {100 * diff:+.2f} Dice (95% CI {100 * low:+.2f} to {100 * high:+.2f}) over "
+                f"{len(common)} test cases, better on {better}, paired p = {format_p(test.pvalue)}"
             )
     return lines
 
