@@ -162,7 +162,7 @@ def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str
     each case averaged over the arm's seeds, paired t-test."""
     theirs = per_image([result(nnunet.parent)], "nnunet", "dice")
     lines = []
-    for arm in sorted({p.parent for p in (runs / name).glob("*/*/seed*/evaluation.csv")}):
+    for arm in sorted({p.parent.parent for p in (runs / name).glob("*/*/seed*/evaluation.csv")}):
         for file, how in (("evaluation.csv", ""), (TTA_CSV, " with flips")):
             results = [result(p.parent, file) for p in sorted(arm.glob(f"seed*/{file}"))]
             if not results:
