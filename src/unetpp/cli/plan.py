@@ -89,7 +89,7 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         "--minutes",
         type=float,
         help="the training budget, as train --minutes: narrows the widths where it buys too few steps here "
-        "(times one training step)",
+        "(times a training step on this machine)",
     )
     p.add_argument("--max-items", type=int, default=200, help="read at most this many images (evenly spaced)")
     p.add_argument("--no-cache", action="store_true", help="read the files again even if a fingerprint is cached")

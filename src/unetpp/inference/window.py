@@ -216,6 +216,7 @@ __all__ = [
     "Blend",
     "auto_window",
     "check_window_args",
+    "flip_axes",
     "importance_map",
     "sliding_window",
     "window_size",
