@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -45,9 +46,9 @@ from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, 
 from scipy.stats import ttest_rel
 
 from unetpp.data.io import stem
+from unetpp.evaluation.semantic import Row, write_csv
 from unetpp.napari.compare import scores
 from unetpp.study.stats import format_p, main_mode, per_image
-from unetpp.utils.atomic import write_text
 
 EPOCH_ITERATIONS = 250  # nnU-Net's fixed epoch
 NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp counts them)
@@ -151,9 +152,8 @@ def score(name: str, predictions: Path, test: Path) -> list[tuple[str, float, fl
 
 
 def write_evaluation(cases: list[tuple[str, float, float]], path: Path) -> None:
-    """The per-case scores in ``unetpp evaluate``'s columns (mode ``nnunet``), for the paired tests."""
-    text = "image,mode,iou,dice,hd95\n" + "".join(f"{c},nnunet,{i:.6f},{d:.6f},nan\n" for c, i, d in cases)
-    write_text(path, text, overwrite=True)
+    """The per-case scores through ``unetpp evaluate``'s writer (mode ``nnunet``, no HD95), for the paired tests."""
+    write_csv([Row(case, "nnunet", iou, dice, math.nan) for case, iou, dice in cases], path, overwrite=True)
 
 
 def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str]:
