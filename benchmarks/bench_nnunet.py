@@ -42,13 +42,13 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, split
+from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, scored_modes, split
 from scipy.stats import ttest_rel
 
 from unetpp.data.io import stem
 from unetpp.evaluation.semantic import Row, write_csv
 from unetpp.napari.compare import scores
-from unetpp.study.stats import format_p, main_mode, per_image
+from unetpp.study.stats import format_p, per_image
 
 EPOCH_ITERATIONS = 250  # nnU-Net's fixed epoch
 NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp counts them)
@@ -167,7 +167,7 @@ def against_unetpp(name: str, budget: str, nnunet: Path, runs: Path) -> list[str
             results = [result(p.parent, file) for p in sorted(arm.glob(f"seed*/{file}"))]
             if not results:
                 continue
-            mode = "chosen" if any(r["mode"] == "chosen" for r in results[0].scores) else main_mode(results[0])
+            mode = scored_modes(results[0])[-1]
             ours = per_image(results, mode, "dice")
             common = sorted(set(ours) & set(theirs))
             if not common:

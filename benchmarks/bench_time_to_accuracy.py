@@ -185,6 +185,12 @@ def result(run: Path, file: str = "evaluation.csv") -> RunResult:
     return RunResult(run.parent.name, int(run.name.removeprefix("seed")), run, {}, scores, [])
 
 
+def scored_modes(run: RunResult) -> list[str]:
+    """The modes a run is compared in: UNet++'s plain mean and chosen heads (the chosen last); one head: that head."""
+    held = {r["mode"] for r in run.scores}
+    return [m for m in ("ensemble", "chosen") if m in held] or [main_mode(run)]
+
+
 def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[str]:
     """Each arm against its reference at one budget (UNet++ against U-Net: the issue's equal-wall-clock test; a
     variant against the same model's defaults), mode by mode, and UNet++'s chosen heads against its plain mean.
@@ -193,9 +199,8 @@ def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> lis
     averaged over seeds, paired t-test (the paper's Table IV tests, :mod:`unetpp.study.stats`)."""
     results = {arm: [result(r) for r in paths] for arm, paths in runs.items()}
 
-    def modes(arm: str) -> list[str]:  # UNet++: both ensembles; one head: that head
-        held = {r["mode"] for r in results[arm][0].scores}
-        return [m for m in ("ensemble", "chosen") if m in held] or [main_mode(results[arm][0])]
+    def modes(arm: str) -> list[str]:
+        return scored_modes(results[arm][0])
 
     lines = []
     for arm, reference in pairs:
@@ -266,12 +271,14 @@ def cli() -> None:
         for minutes in [0.0] if args.smoke else args.minutes:
             budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"
             runs: dict[str, list[Path]] = defaultdict(list)
-            for arm, model, settings in arms:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seeds outside: a sweep cut short has every arm at the same seeds
+                for arm, model, settings in arms:
                     run = args.out / name / budget.replace(" ", "_") / arm / f"seed{seed}"
                     run_one(run, train, test, sets[name].layout, model, minutes, seed, args.smoke, settings, args.tta)
-                    lines += rows(run, name, budget, arm, seed)
                     runs[arm].append(run)
+            for arm, *_ in arms:
+                for seed, run in zip(args.seeds, runs[arm], strict=True):
+                    lines += rows(run, name, budget, arm, seed)
             for model in set(args.models) - set(runs):  # defaults run by an earlier command are references too
                 for seed in args.seeds:
                     run = args.out / name / budget.replace(" ", "_") / model / f"seed{seed}"
