@@ -1,0 +1,57 @@
+"""What flips cost at prediction (``predict --tta``): one 2-D section and one volume, with and without, interleaved.
+
+The ratio against the single pass of the same model in the same process (medians after a warm-up): 4 passes in 2-D,
+8 in 3-D, less what the passes share (folding batch norm, padding, blending). The 2-D model is a trained checkpoint;
+the 3-D one is a UNet++ 16-128 with random weights (the time does not depend on them).
+
+    .venv/bin/python benchmarks/bench_tta.py --checkpoint runs/isbi/checkpoints/best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+import unetpp
+from unetpp.data.transforms import zscore
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def seconds(model: object, x: np.ndarray, reps: int) -> dict[bool, float]:
+    """Median seconds of ``unetpp.predict`` without and with flips, alternating, the first pair left out."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(reps + 1):
+        for tta in (False, True):
+            start = time.perf_counter()
+            unetpp.predict(model, x, tta=tta)
+            times[tta].append(time.perf_counter() - start)
+    return {tta: statistics.median(t[1:]) for tta, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a trained 2-D model (a run's best.ckpt)")
+    p.add_argument("--image", type=Path, default=SHARED / "isbi2012-em" / "images" / "20.png")
+    p.add_argument("--volume", type=Path, default=SHARED / "msd-hippocampus" / "imagesTr" / "hippocampus_004.nii.gz")
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args()
+    image = zscore(np.asarray(Image.open(args.image), dtype=np.float32)[None])
+    volume = zscore(np.asarray(nib.load(args.volume).dataobj, dtype=np.float32)[None])
+    model_3d = unetpp.build_model("unet++", spatial_dims=3, widths=[16, 32, 64, 128], depth=3, classes=3)
+    print(f"{torch.get_num_threads()} threads")
+    for name, model, x in ((args.image.name, args.checkpoint, image), (args.volume.name, model_3d, volume)):
+        t = seconds(model, x, args.reps)
+        shape = "x".join(map(str, x.shape[1:]))
+        print(f"{name} ({shape}): one pass {t[False]:.3f} s, with flips {t[True]:.3f} s, {t[True] / t[False]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
