@@ -14,12 +14,11 @@ import statistics
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
-from PIL import Image
 
 import unetpp
+from unetpp.data.io import read_image
 from unetpp.data.transforms import zscore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -43,8 +42,7 @@ def main() -> None:
     p.add_argument("--volume", type=Path, default=SHARED / "msd-hippocampus" / "imagesTr" / "hippocampus_004.nii.gz")
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args()
-    image = zscore(np.asarray(Image.open(args.image), dtype=np.float32)[None])
-    volume = zscore(np.asarray(nib.load(args.volume).dataobj, dtype=np.float32)[None])
+    image, volume = zscore(read_image(args.image, spatial_dims=2)), zscore(read_image(args.volume, spatial_dims=3))
     model_3d = unetpp.build_model("unet++", spatial_dims=3, widths=[16, 32, 64, 128], depth=3, classes=3)
     print(f"{torch.get_num_threads()} threads")
     for name, model, x in ((args.image.name, args.checkpoint, image), (args.volume.name, model_3d, volume)):
