@@ -1,8 +1,9 @@
 """What flips cost at prediction (``predict --tta``): one 2-D section and one volume, with and without, interleaved.
 
-The ratio against the single pass of the same model in the same process (medians after a warm-up): 4 passes in 2-D,
-8 in 3-D, less what the passes share (folding batch norm, padding, blending). The 2-D model is a trained checkpoint;
-the 3-D one is a UNet++ 16-128 with random weights (the time does not depend on them).
+The ratio against the single pass of the same model in the same process (``profiling.interleaved_seconds``: medians,
+alternating, after a warm-up): 4 passes in 2-D, 8 in 3-D, less what the passes share (padding, blending). Each
+predictor is prepared once (model read, batch norm folded), so only prediction is timed. The 2-D model is a trained
+checkpoint; the 3-D one is a UNet++ 16-128 with random weights (the time does not depend on them).
 
     .venv/bin/python benchmarks/bench_tta.py --checkpoint runs/isbi/checkpoints/best.ckpt
 """
@@ -10,29 +11,19 @@ the 3-D one is a UNet++ 16-128 with random weights (the time does not depend on 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import unetpp
 from unetpp.data.io import read_image
 from unetpp.data.transforms import zscore
+from unetpp.deploy.backends import predictor
+from unetpp.inference import PredictOptions
+from unetpp.profiling import interleaved_seconds
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def seconds(model: object, x: np.ndarray, reps: int) -> dict[bool, float]:
-    """Median seconds of ``unetpp.predict`` without and with flips, alternating, the first pair left out."""
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(reps + 1):
-        for tta in (False, True):
-            start = time.perf_counter()
-            unetpp.predict(model, x, tta=tta)
-            times[tta].append(time.perf_counter() - start)
-    return {tta: statistics.median(t[1:]) for tta, t in times.items()}
+MODES = (("one pass", False), ("with flips", True))
 
 
 def main() -> None:
@@ -46,9 +37,11 @@ def main() -> None:
     model_3d = unetpp.build_model("unet++", spatial_dims=3, widths=[16, 32, 64, 128], depth=3, classes=3)
     print(f"{torch.get_num_threads()} threads")
     for name, model, x in ((args.image.name, args.checkpoint, image), (args.volume.name, model_3d, volume)):
-        t = seconds(model, x, args.reps)
+        runs = {label: predictor(model, PredictOptions(tta=tta)) for label, tta in MODES}
+        t = interleaved_seconds({k: lambda p=p, x=x: p(x) for k, p in runs.items()}, args.reps)
         shape = "x".join(map(str, x.shape[1:]))
-        print(f"{name} ({shape}): one pass {t[False]:.3f} s, with flips {t[True]:.3f} s, {t[True] / t[False]:.1f}x")
+        ratio = t["with flips"] / t["one pass"]
+        print(f"{name} ({shape}): one pass {t['one pass']:.3f} s, with flips {t['with flips']:.3f} s, {ratio:.1f}x")
 
 
 if __name__ == "__main__":
