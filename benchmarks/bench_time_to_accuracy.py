@@ -12,9 +12,11 @@ Below the table, each UNet++ mode against U-Net and each variant against its mod
 +- s.d. over seeds with Welch's t-test, and a paired t-test over test images (scores averaged over seeds).
 
 Per run the table gives the held-out IoU and Dice (mean over test images: U-Net's output; UNet++'s
-plain mean of the heads and the validation-chosen heads), with ``--tta`` also the Dice of predictions
-averaged over flips (``evaluate --tta``, as nnU-Net predicts by default), the optimizer steps done, and the
-shares of the budget spent training and validating (the budget's own account, stored in the last checkpoint).
+plain mean of the heads and the validation-chosen heads) of one pass (``evaluate --no-tta``), the Dice of
+predictions averaged over flips (``evaluate --tta``, as nnU-Net predicts by default) where ``--tta`` asks or
+training chose flips on validation (the check of ``unetpp.engine.tta``: its choice and the validation IoU
+gain are a column), the optimizer steps done, and the shares of the budget spent training and validating
+(the budget's own account, stored in the last checkpoint).
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --minutes 6 15
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++
@@ -42,7 +44,7 @@ from pathlib import Path
 import torch
 
 from unetpp.cli import main
-from unetpp.models.provenance import summarize_csv
+from unetpp.models.provenance import recorded_tta, summarize_csv
 from unetpp.study.runner import RunResult
 from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
@@ -125,7 +127,8 @@ def run_one(
     tta: bool = False,
 ) -> None:
     """Train (a user's first run: no option but the budget and the model, and a variant's `settings`) and
-    evaluate on the held-out part (with `tta` also averaged over flips, into ``evaluation_tta.csv``)."""
+    evaluate on the held-out part in one pass; also averaged over flips (``evaluation_tta.csv``) with `tta` or
+    where training chose flips."""
     evaluation = run / "evaluation.csv"
     best = run / "checkpoints" / "best.ckpt"
     if not evaluation.is_file() and not best.is_file():
@@ -138,8 +141,8 @@ def run_one(
         if main([*argv, "--seed", str(seed), *budget]) != 0:
             raise SystemExit(f"unetpp train failed for {run}")
     if not evaluation.is_file():
-        evaluate(run, test, layout, evaluation)
-    if tta and not (run / TTA_CSV).is_file():
+        evaluate(run, test, layout, evaluation, ["--no-tta"])
+    if (tta or recorded_tta(best)) and not (run / TTA_CSV).is_file():
         evaluate(run, test, layout, run / TTA_CSV, ["--tta"])
 
 
@@ -161,6 +164,8 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     modes = summarize_csv(run / "evaluation.csv", "evaluate")["modes"]
     flipped = summarize_csv(run / TTA_CSV, "evaluate")["modes"] if (run / TTA_CSV).is_file() else {}
     account = budget_account(run)
+    choice = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")["unetpp"].get("tta")
+    chosen = f"{'yes' if choice['use'] else 'no'} ({100 * (choice['iou_tta'] - choice['iou']):+.2f})" if choice else "-"
     shares = [account.get("training_share"), account.get("validating_share")]
     train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
     validations = "-" if account.get("validations") is None else int(account["validations"])  # no budget: none
@@ -172,8 +177,8 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
         label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
         flips = f"{100 * flipped[mode]['dice'][0]:.2f}" if mode in flipped else "-"
         lines.append(
-            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {flips} | {account['steps']} "
-            f"| {train_pct} | {val_pct} | {validations} |"
+            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {flips} | {chosen} "
+            f"| {account['steps']} | {train_pct} | {val_pct} | {validations} |"
         )
     return lines
 
@@ -261,9 +266,9 @@ def cli() -> None:
     pairs = [(m, "unet") for m in args.models if m != "unet"] + [(arm, m) for arm, m, s in arms if s]
     sets = data_sets(args.shared)
     lines = [
-        "| data set | budget | model | seed | test IoU % | Dice % | Dice % with flips | steps | training % "
-        "| validating % | validations |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| data set | budget | model | seed | test IoU % | Dice % | Dice % with flips | flips chosen (val. IoU gain) "
+        "| steps | training % | validating % | validations |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     tests = []
     for name in args.data_sets:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from unetpp.config import RunConfig
-from unetpp.engine.budget import MIN_VAL_IMAGES, TRAINING_SHARE, VAL_SHARE, WallClockBudget, evenly_spaced
+from unetpp.engine.budget import CHECK_SHARE, MIN_VAL_IMAGES, TRAINING_SHARE, VAL_SHARE, WallClockBudget, evenly_spaced
 from unetpp.engine.module import SegmentationModule, head_subsets, lr_factor
 from unetpp.engine.train import fit
 
@@ -72,6 +73,16 @@ def test_a_slow_set_up_leaves_no_time_for_mid_run_validations() -> None:
     assert 1 - used / 600 >= TRAINING_SHARE - 1e-6
     assert allowance(setup_s=5.0, boundaries_s=30.0) < quick  # boundaries already crossed count too
     assert allowance(setup_s=80.0) < 10.0  # 13% in set-up: only the final validation runs
+
+
+def test_the_check_after_training_is_kept_in_the_reserve_within_its_share() -> None:
+    """The flips check (engine/tta.py) runs after the last checkpoint: the schedule and the stop make room for it."""
+    now = time.monotonic()
+    plain, checked = WallClockBudget(minutes=10, started=now), WallClockBudget(minutes=10, started=now, check_passes=5)
+    plain.val_s = checked.val_s = 2.0
+    assert checked.final_reserve() - plain.final_reserve() == pytest.approx(5 * 2.0)
+    checked.val_s = 60.0  # a slow validation: the check keeps its share, and stops when that is spent
+    assert checked.check_reserve() == pytest.approx(CHECK_SHARE * 600)
 
 
 def test_the_validation_subset_is_evenly_spaced_and_fixed() -> None:

@@ -152,3 +152,22 @@ def test_compile_trains_through_dynamo_and_keeps_the_checkpoint_keys(tmp_path, m
     keys = torch.load(best, map_location="cpu", weights_only=True)["state_dict"].keys()
     assert set(keys) == set(plain.state_dict().keys())
     assert unetpp.load(best).spec.heads == (1, 2)
+
+
+def test_ema_checkpoints_hold_the_average_and_resume_from_the_raw_weights(tmp_path) -> None:
+    run = tmp_path / "run"
+    best = fit(tiny_run("train.ema=0.5", "train.max_epochs=2"), run)
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]  # Lightning's EMAWeightAveraging layout
+    convs = [k for k, v in raw.items() if k.endswith("weight") and v.ndim == 4]
+    assert convs
+    assert all(not torch.equal(averaged[k], raw[k]) for k in convs)  # the average lags the raw weights
+    loaded = unetpp.load(last).state_dict()  # a model file gives the average, what validation judged
+    assert all(torch.equal(loaded[k.removeprefix("model.")], averaged[k]) for k in convs)
+    assert unetpp.load(best) is not None
+
+    fit(tiny_run("train.ema=0.5", "train.max_epochs=3"), run, resume=True)
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] > ckpt["global_step"]
+    assert resumed["averaging_state"]["n_averaged"] > ckpt["averaging_state"]["n_averaged"]  # the average went on

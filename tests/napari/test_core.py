@@ -260,3 +260,24 @@ def test_runtime_auto_runs_the_fastest_runtime_that_matches_eager(run_ckpt) -> N
     auto = core.segment(opened, core.Source(image), runtime="auto", probabilities=True)
     assert auto.runtime in ("torch", "onnxruntime", "openvino")
     assert np.abs(auto.probabilities - eager.probabilities).max() <= 1e-4  # what auto accepts
+
+
+def test_flips_chosen_on_validation_are_the_default_as_in_the_cli(run_ckpt, tmp_path) -> None:
+    import torch
+
+    ckpt = torch.load(run_ckpt, weights_only=True)
+    trained = (ckpt["unetpp"].get("tta") or {}).get("use", False)  # what the fixture's training chose
+    ckpt["unetpp"]["tta"] = {"use": True, "iou": 0.8, "iou_tta": 0.81, "images": 4, "seconds": 1.0}
+    chosen = tmp_path / "flips.ckpt"
+    torch.save(ckpt, chosen)
+    image, _ = em_image(64)
+    np.save(tmp_path / "em.npy", image)
+    mask, prob = cli_predict(chosen, tmp_path / "em.npy", tmp_path / "out", "--probabilities")
+    opened = core.open_model(chosen)
+    assert opened.tta is True  # the widget's box starts checked
+    assert core.open_model(run_ckpt).tta is trained
+    got = core.segment(opened, core.Source(image), runtime="torch", probabilities=True)
+    assert np.array_equal(got.labels, mask)
+    assert np.array_equal(got.probabilities, prob)
+    single = core.segment(opened, core.Source(image), tta=False, runtime="torch", probabilities=True)
+    assert not np.array_equal(single.probabilities, prob)  # the flips made a difference that the default kept

@@ -120,7 +120,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--roi", type=int, help="sliding-window size (default: whole image up to a limit)")
     p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--tta", action="store_true", help="average over flips (slower, often a little better)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average over flips (4 passes in 2D, 8 in 3D); default: as training chose on validation (the model file)",
+    )
     p.add_argument("--precision", default="32", help="32 (default) or bf16 (fast on CPUs with AVX512-BF16 or AMX)")
     add_runtime(p)
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")

@@ -206,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference.instances import is_detector
     from ..models import load
     from ..models.hub import run_folder_of
-    from ..models.provenance import recorded_ensemble_heads
+    from ..models.provenance import recorded_ensemble_heads, recorded_tta
     from ..utils.atomic import check_output
 
     model = load(args.checkpoint)
@@ -220,8 +220,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_folder_of(args.checkpoint) / "evaluation.csv"
     check_output(out, args.overwrite)
     chosen = recorded_ensemble_heads(args.checkpoint)
+    tta = args.tta if args.tta is not None else recorded_tta(args.checkpoint) is True  # as predict runs it
+    if args.tta is None and tta:
+        print("scores of predictions averaged over flips, as training chose on validation (--no-tta: one pass)")
     data = _evaluation_data(args, model)
-    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen, tta=args.tta)
+    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen, tta=tta)
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
@@ -261,5 +264,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="CSV of per-image scores (default: <run>/evaluation.csv or evaluation_instances.csv)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
-    p.add_argument("--tta", action="store_true", help="score predictions averaged over flips, as predict --tta")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="score predictions averaged over flips; default: as predict runs the model (the model file's choice)",
+    )
     p.set_defaults(handler=cmd_evaluate)

@@ -19,6 +19,8 @@ batch, once reserved 400-1500 s of a 6-minute run, which then stopped after one 
   the chosen ensemble come from it).
 - **Stopping early** happens only when the next step, the final validation and the checkpoints
   would not fit in the time left.
+- **What runs after training** (the flips check of :mod:`unetpp.engine.tta`, ``check_passes``
+  validation passes) is kept in the end's reserve, at most ``CHECK_SHARE`` of the budget.
 
 Under DDP every rank decides at the same hooks and the decisions are reduced (any rank out of time
 stops all; the smallest validation subset holds for all), so no rank goes on alone into a
@@ -46,14 +48,16 @@ VAL_SHARE = 0.10  # at most this share of the budget validating, all validations
 TRAINING_SHARE = 0.88  # mid-run validations are dropped before training falls under this share (85% promised)
 PASS_SHARE = 0.025  # one validation pass: its subset is cut to cost at most this share
 MIN_VAL_IMAGES = 4  # a subset never smaller than this (or the whole set, when smaller)
+CHECK_SHARE = 0.04  # the check after training: the time kept for it (the check stops when that is spent)
 NEVER = 10**9  # check_val_every_n_epoch for an epoch that does not validate
 
 
 class WallClockBudget(Callback):
     """Train until `minutes` after `started` (``time.monotonic()``), validation and saving included."""
 
-    def __init__(self, minutes: float, started: float) -> None:
+    def __init__(self, minutes: float, started: float, check_passes: int = 0) -> None:
         self.total_s = 60.0 * minutes
+        self.check_passes = check_passes  # validation passes' worth of work after training (the flips check)
         self.deadline = started + self.total_s
         self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
@@ -82,8 +86,12 @@ class WallClockBudget(Callback):
         return statistics.median(self.steps) if self.steps else 0.0
 
     def final_reserve(self) -> float:
-        """Seconds kept for the end: the last validation and the checkpoints after it."""
-        return 1.25 * ((self.val_s or 0.0) + self.gap_s) + MARGIN_S
+        """Seconds kept for the end: the last validation, the checkpoints after it and the check after training."""
+        return 1.25 * ((self.val_s or 0.0) + self.gap_s) + self.check_reserve() + MARGIN_S
+
+    def check_reserve(self) -> float:
+        """Seconds kept for the check after training: its passes over the validation subset, within the share."""
+        return min(self.check_passes * (self.val_s or 0.0), CHECK_SHARE * self.total_s)
 
     def progress(self) -> float:
         """Share of the training time used (0..1): what a schedule that lands at the deadline follows."""

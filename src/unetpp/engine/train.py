@@ -18,16 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import RunConfig
-from ..errors import CheckpointError, ConfigError, UnetppError
-from ..models.checkpoint import torch_save, unreadable_reason
+from ..errors import CheckpointError, ConfigError
 from ..utils.atomic import check_folder, temporaries
-from .budget import ProgressWithTimeLeft, WallClockBudget
+from .budget import CHECK_SHARE, MARGIN_S, ProgressWithTimeLeft, WallClockBudget
+from .checkpoints import AtomicCheckpointIO, BestCheckpoint, SaveLastOnInterrupt, check_resumable
 from .datamodule import SegmentationDataModule
 from .distributed import RankWatch, is_rank_zero, wait_for_config, watch_children, watch_parent
 from .module import SegmentationModule
@@ -39,95 +37,9 @@ log = logging.getLogger(__name__)
 RUN_MARKER = ".unetpp-run"  # written into every run folder: what tells a run from a user's own folder
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the same folder, then rename it into place.
-
-    A kill mid-write leaves the previous checkpoint intact instead of a truncated file.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        torch_save(checkpoint, path, overwrite=True)  # last.ckpt and best.ckpt are replaced by design
-
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
-        # Checkpoints hold tensors and plain values only: never unpickle code.
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-
-
 class NewPatchesEachEpoch(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.datamodule.set_epoch(trainer.current_epoch)
-
-
-class SaveLastOnInterrupt(Callback):
-    """On Ctrl-C, a kill (SIGTERM) or a crash, write ``last.ckpt`` so that ``--resume`` loses nothing.
-
-    Lightning's own ``save_on_exception`` would write to the ``best`` file name; this keeps best
-    meaning best. A failed write (disk full) is not retried: the files on disk stay as they were.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.saved = False
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # Several ranks save together (a collective): only when every rank stops the same way (a signal to all).
-        together = trainer.world_size == 1 or isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-        if trainer.global_step > 0 and together and not isinstance(exception, UnetppError):
-            try:
-                trainer.save_checkpoint(self.path)
-            except UnetppError as e:  # the original exception is the one to report
-                log.debug("could not save %s: %s", self.path, e)
-                return
-            self.saved = True
-            log.debug("%s: training stopped (%s); saved %s", type(exception).__name__, exception, self.path)
-
-
-class BestCheckpoint(ModelCheckpoint):
-    """``best.ckpt`` replaced only by a better model, wherever the run folder has moved.
-
-    Lightning forgets the best score when a resumed run's folder differs from the one it was saved
-    in (a copied or moved run), and then overwrites ``best.ckpt`` with the next model, better or
-    not. Here the score is read from ``best.ckpt`` itself (the file that is there is the one to
-    beat), else from the resumed checkpoint, and the saved paths are moved to the current folder.
-    """
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        here = Path(self.dirpath) if self.dirpath else None
-        if here is not None:
-
-            def moved(p: object) -> object:
-                return str(here / Path(p).name) if isinstance(p, str) and p else p
-
-            state_dict = {
-                **state_dict,
-                "dirpath": self.dirpath,
-                "best_model_path": moved(state_dict.get("best_model_path", "")),
-                "kth_best_model_path": moved(state_dict.get("kth_best_model_path", "")),
-                "last_model_path": moved(state_dict.get("last_model_path", "")),
-                "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
-            }
-        super().load_state_dict(state_dict)
-        best = Path(self.best_model_path) if self.best_model_path else None
-        score = _saved_best_score(best, self.state_key) if best is not None else None
-        if best is None or score is None:  # no best file to protect: the next validation writes one
-            self.best_model_score, self.best_k_models = None, {}
-            self.kth_value = torch.tensor(-torch.inf if self.mode == "max" else torch.inf)
-            self.best_model_path = self.kth_best_model_path = ""
-        else:
-            self.best_model_score = score
-            self.best_k_models = {str(best): score}
-            self.kth_best_model_path, self.kth_value = str(best), score
-
-
-def _saved_best_score(path: Path, state_key: str) -> Any:
-    """The monitored score stored in a best checkpoint's own callback state; None if unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return ckpt["callbacks"][state_key]["best_model_score"]
-    except Exception:  # a damaged best.ckpt: the next model replaces it
-        return None
 
 
 def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallClockBudget | None = None) -> L.Trainer:
@@ -155,6 +67,8 @@ def build_trainer(cfg: RunConfig, run_dir: Path, has_val: bool, budget: WallCloc
         NewPatchesEachEpoch(),
         SaveLastOnInterrupt(run_dir / "checkpoints" / "last.ckpt"),
     ]
+    if t.ema > 0:  # swaps the average in for validation and saving; the checkpoint keeps the raw weights to resume
+        callbacks.append(EMAWeightAveraging(decay=t.ema))
     if t.early_stopping is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max" if has_val else "min", patience=t.early_stopping))
     bar = t.progress and sys.stderr.isatty()  # a log file gets the plan and one line per epoch, not redraws
@@ -357,7 +271,9 @@ def _fit_locked(
             from ..plan import save_plan
 
             save_plan(chosen, run_dir / "plan.yaml", overwrite=True)
-    budget = WallClockBudget(cfg.train.max_minutes, started) if cfg.train.max_minutes else None
+    check = cfg.model.task == "semantic" and cfg.train.choose_tta and data.val_set is not None
+    passes = 2**cfg.model.spatial_dims if check else 0  # a pass per flip, the identity included (engine/tta.py)
+    budget = WallClockBudget(cfg.train.max_minutes, started, passes) if cfg.train.max_minutes else None
     trainer = build_trainer(cfg, run_dir, has_val=data.val_set is not None, budget=budget)
     part = Path(trainer.loggers[0].log_dir)
     on_sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from its first one on
@@ -380,6 +296,13 @@ def _fit_locked(
         signal.signal(signal.SIGINT, on_sigint)
         if owner and part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
             shutil.rmtree(part, ignore_errors=True)
+    if check and owner and best.is_file():
+        from .tta import choose_tta
+
+        # under --minutes what the budget kept for it; else its share of the run so far (at least half a minute)
+        ran = time.monotonic() - started
+        seconds = budget.left() - MARGIN_S if budget is not None else max(CHECK_SHARE * ran, 30.0)
+        choose_tta(best, data.val_set, seconds=seconds, bf16=cfg.train.precision == "bf16")
     return best if best.is_file() else last
 
 
@@ -397,29 +320,3 @@ def _watch_ranks(trainer: L.Trainer, run_dir: Path, owner: bool) -> RankWatch | 
 def _stopped(by: str, run_dir: Path, last: Path) -> str:
     saved = f"saved {last}" if last.is_file() else "no checkpoint yet"
     return f"stopped by {by}; {saved}; continue with: unetpp train --run-dir {run_dir} --resume"
-
-
-def check_resumable(path: Path, max_epochs: int | None = None) -> None:
-    """Read a last checkpoint safely before Lightning does, so that a damaged one is one line, not a traceback.
-
-    Raises:
-        CheckpointError: empty, truncated, foreign or unsafe (pickled code) file, naming what to do.
-    """
-    fix = "copy best.ckpt over it to resume from the best model, or start a new run folder"
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path}: {unreadable_reason(path, e)}; cannot resume from it; {fix}") from None
-    missing = (
-        [k for k in ("state_dict", "epoch", "global_step", "optimizer_states", "loops") if k not in ckpt]
-        if (isinstance(ckpt, dict))
-        else ["everything"]
-    )
-    if missing:
-        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)}); {fix}")
-    epoch = ckpt["epoch"]
-    if max_epochs is not None and isinstance(epoch, int) and max_epochs <= epoch:  # Lightning: a traceback
-        raise ConfigError(
-            f"--epochs {max_epochs} (train.max_epochs): the run is already in epoch {epoch + 1}; "
-            f"give --epochs {epoch + 2} or more to continue it"
-        )

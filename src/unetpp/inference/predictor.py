@@ -64,7 +64,8 @@ class PredictOptions:
         overlap: window overlap in [0, 1).
         blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
         sw_batch_size: windows per forward pass (more uses more memory, and is often faster).
-        tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D).
+        tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D); ``None``: as training chose on
+            validation (recorded in the model file, :mod:`unetpp.engine.tta`), one pass where nothing is recorded.
         precision: ``"32"`` or ``"bf16"`` (autocast; fast on CPUs with AVX512-BF16 or AMX).
         runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the fastest installed one whose
             probabilities match eager float32). A runtime other than torch is composed by the caller
@@ -84,7 +85,7 @@ class PredictOptions:
     overlap: float = 0.5
     blend: Blend = "gaussian"
     sw_batch_size: int = 4
-    tta: bool = False
+    tta: bool | None = None
     precision: Precision = "32"
     runtime: Runtime = "torch"
 
@@ -96,8 +97,8 @@ class PredictOptions:
         if self.roi_size is not None and not isinstance(self.roi_size, int):
             object.__setattr__(self, "roi_size", tuple(self.roi_size))  # a list from YAML or argparse
         check_window_args(self.overlap, self.blend, self.sw_batch_size)
-        if not isinstance(self.tta, bool):
-            raise ConfigError(f"tta must be True or False, got {self.tta!r}")
+        if self.tta is not None and not isinstance(self.tta, bool):
+            raise ConfigError(f"tta must be True, False or None (as the model file records), got {self.tta!r}")
         object.__setattr__(self, "precision", canonical_precision(self.precision, PRECISIONS))
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
@@ -164,6 +165,7 @@ class Predictor:
         # a pruned or single-head model: the ensemble and its head are the same thing
         self.head = None if len(heads) == 1 else options.head
         self.ensemble_heads = self._ensemble_heads(heads)
+        self.tta = self._tta()
         runs_in = getattr(model, "runtime", "torch")
         if options.runtime != runs_in:
             raise ConfigError(
@@ -196,7 +198,20 @@ class Predictor:
         settings = dataclasses.asdict(self.options)
         del settings["runtime"], settings["sw_batch_size"]  # the same probabilities (runtimes: within 1e-4)
         heads = None if self.ensemble_heads is None else list(self.ensemble_heads)
-        return {**settings, "head": self.head, "ensemble_heads": heads}
+        return {**settings, "head": self.head, "ensemble_heads": heads, "tta": self.tta}
+
+    def _tta(self) -> bool:
+        """Flips as asked; else as training chose them on validation, for the heads it measured them on."""
+        if self.options.tta is not None:
+            return self.options.tta
+        if self.source is None or self.head is not None:
+            return False
+        from ..models.provenance import recorded_tta
+
+        chosen = recorded_tta(self.source) is True
+        if chosen:
+            logger.info("%s: prediction averages over flips, chosen on validation (--no-tta: one pass)", self.name)
+        return chosen
 
     def _ensemble_heads(self, heads: tuple[int, ...]) -> tuple[int, ...] | None:
         """The heads the ensemble averages; None where one head runs (``head=d`` or a one-head model)."""
@@ -233,7 +248,7 @@ class Predictor:
         """
         o = self.options
         x, batched = self._as_batch(image)
-        fn = with_flips(self._forward, self.model.spatial_dims) if o.tta else self._forward
+        fn = with_flips(self._forward, self.model.spatial_dims) if self.tta else self._forward
         roi = o.roi_size if o.roi_size is not None else auto_window(x.shape[2:], self.multiple)
         with torch.inference_mode():
             out = sliding_window(fn, x, roi, o.overlap, o.blend, o.sw_batch_size, multiple=self.multiple)

@@ -101,6 +101,7 @@ def _model_table(info: dict[str, Any], detector: bool) -> str:
             ("widths", "-".join(map(str, spec["widths"]))),
             ("heads", ", ".join(f"X^(0,{j})" for j in spec["heads"])),
             ("ensemble (accurate mode)", _ensemble_text(info.get("ensemble_heads"), spec["heads"])),
+            ("flips at prediction", _tta_text(info.get("tta"))),
             ("nodes", len(spec["nodes"])),
             ("input channels → classes", f"{model['in_channels']} → {model['classes']}"),
             ("dimensions", f"{model['spatial_dims']}D"),
@@ -117,6 +118,16 @@ def _ensemble_text(chosen: list[int] | None, heads: list[int]) -> str | None:
     if not chosen or list(chosen) == list(heads):
         return "the mean of every head"
     return f"the mean of heads {', '.join(map(str, chosen))} (chosen on validation; `--ensemble mean`: all heads)"
+
+
+def _tta_text(choice: dict[str, Any] | None) -> str | None:
+    if not isinstance(choice, dict) or not isinstance(choice.get("use"), bool):
+        return None
+    measured = ""
+    if isinstance(choice.get("iou"), float) and isinstance(choice.get("iou_tta"), float):
+        measured = f"; validation IoU {choice['iou']:.4f} in one pass, {choice['iou_tta']:.4f} over flips"
+    verdict = "on by default (`--no-tta`: one pass)" if choice["use"] else "off by default (`--tta`: on)"
+    return f"{verdict}{measured}"
 
 
 def _preprocessing(prep: dict[str, Any] | None) -> str:

@@ -237,7 +237,7 @@ def save_pretrained(
     from ..utils.version import __version__
     from .card import model_card
     from .checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, load
-    from .provenance import ENSEMBLE_HEADS, model_record
+    from .provenance import ENSEMBLE_HEADS, TTA, model_record
 
     try:
         from safetensors.torch import save as safetensors_bytes
@@ -253,6 +253,7 @@ def save_pretrained(
         preprocessing = preprocessing or record.get("preprocessing")
     record.pop("preprocessing", None)
     chosen = record.pop(ENSEMBLE_HEADS, None)
+    tta = record.pop(TTA, None)
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
         raise ConfigError(f"save_pretrained takes a unetpp model (with .config), got {type(model).__name__}")
@@ -266,6 +267,7 @@ def save_pretrained(
         "parameters": sum(p.numel() for p in model.parameters()),
         "preprocessing": preprocessing,
         ENSEMBLE_HEADS: chosen,  # the heads prediction averages (chosen on validation); None: all of them
+        TTA: tta,  # whether prediction averages over flips (measured on validation); None: one pass
         "record": record,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -39,6 +39,7 @@ COMMANDS = "commands.txt"  # in a run folder: one line per `unetpp train` sessio
 RECORD_KEY = "unetpp.header"  # in .onnx / .safetensors metadata: the source's preprocessing and ensemble heads
 ENSEMBLE_HEADS = "ensemble_heads"  # in a model header or config.json: the heads chosen on validation
 VALIDATION_IOU = "validation_iou"  # in a training checkpoint's header: IoU per mode at its validation
+TTA = "tta"  # in a model header or config.json: whether prediction averages over flips, measured on validation
 HELD_OUT = (("scores.csv", "unetpp compare (held-out test set)"), ("evaluation.csv", "unetpp evaluate"))
 
 
@@ -62,7 +63,7 @@ def model_record(path: PathLike) -> dict[str, Any]:
     folder = _pretrained_folder(path)
     if folder is not None:  # a pretrained folder or Hub id: its config.json says it all
         info = read_config_json(folder)
-        chosen = {ENSEMBLE_HEADS: info[ENSEMBLE_HEADS]} if info.get(ENSEMBLE_HEADS) else {}
+        chosen = {k: info[k] for k in (ENSEMBLE_HEADS, TTA) if info.get(k)}
         return {**(info.get("record") or {}), "preprocessing": info.get("preprocessing"), **chosen}
     path = Path(path)
     header = _header(path)
@@ -71,6 +72,8 @@ def model_record(path: PathLike) -> dict[str, Any]:
         record["preprocessing"] = dict(header["preprocessing"])
     if header.get(ENSEMBLE_HEADS):
         record[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
+    if header.get(TTA):
+        record[TTA] = dict(header[TTA])
     run = path.parent.parent
     if path.suffix == ".ckpt" and (run / "config.yaml").is_file():
         record["training"] = _training(run, header)
@@ -107,6 +110,17 @@ def recorded_ensemble_heads(path: PathLike) -> tuple[int, ...] | None:
     return tuple(heads)
 
 
+def recorded_tta(path: PathLike) -> bool | None:
+    """Whether prediction averages over flips, as training chose it on validation (:mod:`unetpp.engine.tta`); None
+    if not recorded (then prediction runs one pass unless told). Read where the ensemble heads are."""
+    from .hub import read_config_json
+
+    folder = _pretrained_folder(path)
+    info = read_config_json(folder) if folder is not None else _header(Path(path))
+    choice = info.get(TTA)
+    return choice["use"] if isinstance(choice, dict) and isinstance(choice.get("use"), bool) else None
+
+
 def recorded_validation_iou(path: PathLike) -> dict[str, float]:
     """Validation IoU per mode (``head{j}``, ``ensemble``, ``chosen``) that a training checkpoint was judged by; {}
     where none is recorded (other files, or a checkpoint written before validation)."""
@@ -126,9 +140,17 @@ def _pretrained_folder(path: PathLike) -> Path | None:
 
 def exported_header(source: PathLike, heads: Sequence[int]) -> dict[str, Any]:
     """What ``unetpp export`` carries from `source` into a ``.onnx`` or ``.safetensors`` file for prediction: the
-    preprocessing, and the chosen ensemble heads that the exported model (with `heads`, pruned or not) still has."""
-    chosen = [h for h in recorded_ensemble_heads(source) or () if h in heads]
-    return {"preprocessing": recorded_preprocessing(source), ENSEMBLE_HEADS: chosen or None}
+    preprocessing, the chosen ensemble heads that the exported model (with `heads`, pruned or not) still has, and
+    the flips choice (for the same heads only: it was measured on them)."""
+    recorded = recorded_ensemble_heads(source) or ()
+    chosen = [h for h in recorded if h in heads]
+    same = set(heads) >= set(recorded or heads)
+    tta = recorded_tta(source) if same else None
+    return {
+        "preprocessing": recorded_preprocessing(source),
+        ENSEMBLE_HEADS: chosen or None,
+        TTA: None if tta is None else {"use": tta},
+    }
 
 
 def _exported_file_header(path: Path) -> dict[str, Any]:
@@ -181,6 +203,8 @@ def _header(path: Path) -> dict[str, Any]:
         out[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
     if isinstance(header.get(VALIDATION_IOU), dict):
         out[VALIDATION_IOU] = dict(header[VALIDATION_IOU])
+    if isinstance(header.get(TTA), dict):
+        out[TTA] = dict(header[TTA])
     for k in ("epoch", "global_step"):
         if isinstance(ckpt.get(k), int):
             out[k] = ckpt[k]

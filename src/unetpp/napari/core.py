@@ -41,6 +41,7 @@ class Opened:
     model: Any  # NestedUNet, OnnxRunner or a Mask R-CNN(++) detector
     kind: str  # "semantic" or "instance"
     prep: dict[str, Any] = field(default_factory=dict)
+    tta: bool = False  # flips at prediction, as training chose them on validation (the widget's box starts so)
 
     @property
     def heads(self) -> tuple[int, ...]:
@@ -98,8 +99,10 @@ def open_model(path: str | Path) -> Opened:
     path = Path(path).expanduser()
     model = load_model(path)
     kind = "instance" if is_detector(model) else "semantic"
+    from ..models.provenance import recorded_tta  # _seam
+
     prep = (saved_preprocessing(path) or {}) if kind == "semantic" else {}
-    return Opened(path, model, kind, prep)
+    return Opened(path, model, kind, prep, tta=kind == "semantic" and recorded_tta(path) is True)
 
 
 def count_parameters(model: Any) -> int:
@@ -243,7 +246,7 @@ def segment(
     mode: str = "ensemble",
     *,
     threshold: float = 0.5,
-    tta: bool = False,
+    tta: bool | None = None,
     runtime: str = "auto",
     probabilities: bool = False,
     progress: Progress | None = None,
@@ -254,6 +257,7 @@ def segment(
     Args:
         mode: ``"ensemble"`` or ``"select:d"`` (only the nodes of depth d run); ignored for detectors.
         threshold: foreground probability of binary models; the score kept for detectors.
+        tta: average over flips; None: as the model file records (``unetpp predict``'s default).
         runtime: ``"auto"`` (the fastest measured, cached per machine), ``"torch"``, ``"onnxruntime"``,
             ``"openvino"``; an ONNX file always runs in ONNX Runtime.
         progress: called with (done, total, what) from the calling thread.
@@ -291,7 +295,7 @@ def segment(
     meta = ImageMeta(Path(name), sd, spacing)
     normalize = opened.prep.get("normalize", "zscore")
     n_items = int(np.prod(lead)) if lead else 1
-    watch = _Watch(cancel, progress, _passes(opened, arr.shape[-sd:], tta) * n_items, mode_name(mode))
+    watch = _Watch(cancel, progress, _passes(opened, arr.shape[-sd:], predictor.tta) * n_items, mode_name(mode))
     prepared = getattr(predictor, "model", None)  # the batch-norm-folded copy that runs
     handle = prepared.register_forward_pre_hook(watch.hook) if isinstance(prepared, torch.nn.Module) else None
     labels: np.ndarray | None = None

@@ -277,6 +277,7 @@ class SegmentWidget(QWidget):
     def _show_model(self, opened: core.Opened) -> None:
         self.model_info.setText(opened.describe())
         self._set_heads(opened.heads)
+        self.tta.setChecked(opened.tta)  # as training chose on validation; the user may change it
 
     def _set_heads(self, heads: tuple[int, ...]) -> None:
         if heads and (self.depth.minimum(), self.depth.maximum()) != (min(heads), max(heads)):
