@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from unetpp.cli import main
-from unetpp.models.provenance import recorded_tta, summarize_csv
+from unetpp.models.provenance import recorded_tta, recorded_tta_check, summarize_csv
 from unetpp.study.runner import RunResult
 from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
@@ -164,8 +164,8 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     modes = summarize_csv(run / "evaluation.csv", "evaluate")["modes"]
     flipped = summarize_csv(run / TTA_CSV, "evaluate")["modes"] if (run / TTA_CSV).is_file() else {}
     account = budget_account(run)
-    choice = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")["unetpp"].get("tta")
-    chosen = f"{'yes' if choice['use'] else 'no'} ({100 * (choice['iou_tta'] - choice['iou']):+.2f})" if choice else "-"
+    check = recorded_tta_check(run / "checkpoints" / "best.ckpt")
+    chosen = f"{'yes' if check['use'] else 'no'} ({100 * (check['iou_tta'] - check['iou']):+.2f})" if check else "-"
     shares = [account.get("training_share"), account.get("validating_share")]
     train_pct, val_pct = (f"{100 * s:.1f}" if s is not None else "-" for s in shares)
     validations = "-" if account.get("validations") is None else int(account["validations"])  # no budget: none

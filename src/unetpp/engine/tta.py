@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference.window import flip_axes
+from ..inference.flips import probabilities_per_flip
 from ..metrics import iou, masks_from_labels, masks_from_probs
-from ..models import NestedUNet, heads_and_ensemble
+from ..models import NestedUNet
 from ..models.checkpoint import HEADER_KEY, load, torch_save
-from ..models.provenance import ENSEMBLE_HEADS, TTA
-from ..utils.padding import pad_to_multiple
+from ..models.provenance import TTA, recorded_ensemble_heads
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,7 @@ def iou_one_pass_and_flipped(
     model.eval()
     image = sample["image"][None].to(next(model.parameters()).device)
     truth = masks_from_labels(sample["mask"][None].to(image.device), model.classes)
-    padded, crop = pad_to_multiple(image, 2**model.depth)
-    flips = flip_axes(model.spatial_dims)
-    passes = []
-    for dims in flips:
-        logits = [h.flip(dims)[crop].float() for h in model(padded.flip(dims))]
-        probs = heads_and_ensemble(logits, model.spec.heads, ensemble_heads)
-        passes.append(probs[prediction_mode(list(probs))])
+    passes = [p[prediction_mode(list(p))] for p in probabilities_per_flip(model, image, ensemble_heads)]
 
     def score(probs: torch.Tensor) -> float:
         return float(iou(masks_from_probs(probs), truth, include_background=model.classes == 1).mean())
@@ -107,14 +100,12 @@ def measure_tta(
 
 def choose_tta(best: Path, samples: Sequence[dict], *, seconds: float | None, bf16: bool) -> TtaChoice | None:
     """Measure flips with the model of `best` (a training checkpoint) and record the choice in it (atomically)."""
-    ckpt: dict[str, Any] = torch.load(best, map_location="cpu", weights_only=True)
-    header = ckpt.get(HEADER_KEY) or {}
-    choice = measure_tta(load(best), samples, header.get(ENSEMBLE_HEADS), seconds=seconds, bf16=bf16)
+    choice = measure_tta(load(best), samples, recorded_ensemble_heads(best), seconds=seconds, bf16=bf16)
     if choice is None:
         log.info("flips: no time left to check them on validation; prediction runs one pass (--tta: flips)")
         return None
-    header[TTA] = asdict(choice)
-    ckpt[HEADER_KEY] = header
+    ckpt: dict[str, Any] = torch.load(best, map_location="cpu", weights_only=True)  # rewritten with the choice
+    ckpt.setdefault(HEADER_KEY, {})[TTA] = asdict(choice)
     torch_save(ckpt, best, overwrite=True)
     verdict = "prediction averages over flips (--no-tta: one pass)" if choice.use else "prediction runs one pass"
     log.info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,11 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..inference.window import flip_axes
+from ..inference.flips import probabilities_per_flip
 from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
-from ..models import NestedUNet, heads_and_ensemble
+from ..models import NestedUNet
 from ..utils.atomic import write_text
-from ..utils.padding import pad_to_multiple
 from ..utils.tables import markdown_table
 
 METRICS = ("iou", "dice", "hd95")
@@ -47,14 +47,8 @@ def probabilities_per_mode(
     `tta`: each mode's probabilities averaged over the flips of every spatial axis (as ``predict --tta``
     and nnU-Net's mirroring), so that evaluation scores what such a prediction delivers.
     """
-    padded, crop = pad_to_multiple(image, 2**model.depth)
-    flips = flip_axes(model.spatial_dims) if tta else [()]
-    total: dict[str, Tensor] = {}
-    for dims in flips:
-        logits = [h.flip(dims)[crop] for h in model(padded.flip(dims))]
-        for mode, probs in heads_and_ensemble(logits, model.spec.heads, ensemble_heads).items():
-            total[mode] = total[mode] + probs if mode in total else probs
-    return {mode: probs / len(flips) for mode, probs in total.items()}
+    passes = list(itertools.islice(probabilities_per_flip(model, image, ensemble_heads), None if tta else 1))
+    return {mode: sum(p[mode] for p in passes) / len(passes) for mode in passes[0]}  # type: ignore[misc]
 
 
 def evaluate(

@@ -112,13 +112,20 @@ def recorded_ensemble_heads(path: PathLike) -> tuple[int, ...] | None:
 
 def recorded_tta(path: PathLike) -> bool | None:
     """Whether prediction averages over flips, as training chose it on validation (:mod:`unetpp.engine.tta`); None
-    if not recorded (then prediction runs one pass unless told). Read where the ensemble heads are."""
+    if not recorded (then prediction runs one pass unless told)."""
+    check = recorded_tta_check(path)
+    return None if check is None else check["use"]
+
+
+def recorded_tta_check(path: PathLike) -> dict[str, Any] | None:
+    """The flips check a model file records: ``use`` and, from training, the validation ``iou`` in one pass, ``iou_tta``
+    over flips, ``images`` and ``seconds``; None if not recorded. Read where the ensemble heads are."""
     from .hub import read_config_json
 
     folder = _pretrained_folder(path)
     info = read_config_json(folder) if folder is not None else _header(Path(path))
-    choice = info.get(TTA)
-    return choice["use"] if isinstance(choice, dict) and isinstance(choice.get("use"), bool) else None
+    check = info.get(TTA)
+    return dict(check) if isinstance(check, dict) and isinstance(check.get("use"), bool) else None
 
 
 def recorded_validation_iou(path: PathLike) -> dict[str, float]:
