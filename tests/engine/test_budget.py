@@ -15,7 +15,7 @@ from unetpp.engine.train import fit
 from ..conftest import TINY_RUN
 
 
-def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget(tmp_path, monkeypatch) -> None:
+def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget(tmp_path, monkeypatch, caplog) -> None:
     # 40 whole validation images at 0.4 s each (16 s a pass, 40% of the budget), and a first step that takes 4 s:
     # the old reserve ((validation batches + 2) x first batch) stopped such a run after its first step.
     train_step, val_step = SegmentationModule.training_step, SegmentationModule.validation_step
@@ -40,7 +40,8 @@ def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget
         .override([f"train.max_minutes={budget_s / 60}", "train.steps_per_epoch=100"])
     )
     started = time.monotonic()
-    fit(cfg, tmp_path / "run", started=started)
+    with caplog.at_level("INFO", logger="unetpp.engine.budget"):
+        fit(cfg, tmp_path / "run", started=started)
     took = time.monotonic() - started
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     spent = last["callbacks"]["WallClockBudget"]
@@ -50,6 +51,9 @@ def test_a_slow_first_batch_and_a_slow_validation_still_train_most_of_the_budget
     # the rest: the data, the probe, the final validation, checkpoints and a fixed 2 s margin (5% of 40 s)
     assert spent["training_share"] >= 0.7
     assert spent["validations"] >= 1  # the final validation always runs
+    # the forward pass (the flips check's unit) is timed apart from the slow validation step, not taken for it
+    probe = next(r.getMessage() for r in caplog.records if "a forward pass" in r.getMessage())
+    assert int(probe.split("a forward pass ")[1].split("%")[0]) < 50
 
 
 def test_a_slow_set_up_leaves_no_time_for_mid_run_validations() -> None:
@@ -81,6 +85,8 @@ def test_the_check_after_training_is_kept_in_the_reserve_within_its_share() -> N
     plain, checked = WallClockBudget(minutes=10, started=now), WallClockBudget(minutes=10, started=now, check_passes=5)
     plain.val_s = checked.val_s = 2.0
     assert checked.final_reserve() - plain.final_reserve() == pytest.approx(5 * 2.0)
+    checked.forward_share = 0.4  # a validation step also scores the loss and the subsets of heads
+    assert checked.check_reserve() == pytest.approx(5 * 0.4 * 2.0)
     checked.val_s = 60.0  # a slow validation: the check keeps its share, and stops when that is spent
     assert checked.check_reserve() == pytest.approx(CHECK_SHARE * 600)
 

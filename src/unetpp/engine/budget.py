@@ -19,8 +19,11 @@ batch, once reserved 400-1500 s of a 6-minute run, which then stopped after one 
   the chosen ensemble come from it).
 - **Stopping early** happens only when the next step, the final validation and the checkpoints
   would not fit in the time left.
-- **What runs after training** (the flips check of :mod:`unetpp.engine.tta`, ``check_passes``
-  validation passes) is kept in the end's reserve, at most ``CHECK_SHARE`` of the budget.
+- **What runs after training** (the flips check of :mod:`unetpp.engine.tta`: ``check_passes`` forward
+  passes over each validation image) is kept in the end's reserve, at most ``CHECK_SHARE`` of the budget.
+  A forward pass is timed on the probe's image too: a validation step also computes the loss and scores
+  every subset of heads, so it costs 2-3x a forward, and a reserve counted in validation steps left the
+  hippocampus idle for half a minute at 15 minutes.
 
 Under DDP every rank decides at the same hooks and the decisions are reduced (any rank out of time
 stops all; the smallest validation subset holds for all), so no rank goes on alone into a
@@ -39,6 +42,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+from ..utils.padding import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class WallClockBudget(Callback):
         self.deadline = started + self.total_s
         self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
+        self.forward_share = 1.0  # a forward pass over the probe's image, as a share of its validation step
         self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
         self.gaps_spent = 0.0  # all the epoch boundaries crossed so far (validation excluded)
         self.val_spent = 0.0
@@ -90,8 +96,9 @@ class WallClockBudget(Callback):
         return 1.25 * ((self.val_s or 0.0) + self.gap_s) + self.check_reserve() + MARGIN_S
 
     def check_reserve(self) -> float:
-        """Seconds kept for the check after training: its passes over the validation subset, within the share."""
-        return min(self.check_passes * (self.val_s or 0.0), CHECK_SHARE * self.total_s)
+        """Seconds kept for the check after training: its forward passes over the validation images, within the
+        share (the check runs over the whole validation set, cut to the subset's time by the images it has time for)."""
+        return min(self.check_passes * self.forward_share * (self.val_s or 0.0), CHECK_SHARE * self.total_s)
 
     def progress(self) -> float:
         """Share of the training time used (0..1): what a schedule that lands at the deadline follows."""
@@ -238,7 +245,8 @@ class WallClockBudget(Callback):
         sizes = data.validation_sizes()
         order = sorted(range(len(sizes)), key=sizes.__getitem__)
         median = order[len(order) // 2]
-        seconds = _time_validation_step(trainer, pl_module, data.val_set[median])
+        seconds, forward_s = _time_validation_step(trainer, pl_module, data.val_set[median])
+        self.forward_share = min(forward_s / max(seconds, 1e-9), 1.0)
         per_voxel = seconds / max(sizes[median], 1)
         keep = _evenly_spaced(len(sizes), per_voxel, sizes, PASS_SHARE * self.total_s)
         if trainer.world_size > 1:
@@ -247,7 +255,12 @@ class WallClockBudget(Callback):
         self.val_s = 1.1 * per_voxel * sum(sizes[k] for k in chosen)
         if trainer.is_global_zero:
             subset = f"{len(chosen)} of {len(sizes)} images" if len(chosen) < len(sizes) else f"all {len(sizes)} images"
-            log.info("validation: %s, about %.1f s a pass (measured on one image)", subset, self.val_s)
+            log.info(
+                "validation: %s, about %.1f s a pass (measured on one image); a forward pass %.0f%% of a step",
+                subset,
+                self.val_s,
+                100 * self.forward_share,
+            )
 
 
 def _evenly_spaced(n: int, per_voxel: float, sizes: list[int], allowed_s: float) -> int:
@@ -268,8 +281,11 @@ def evenly_spaced(n: int, keep: int) -> list[int]:
     return sorted({round(k * (n - 1) / (keep - 1)) for k in range(keep)})
 
 
-def _time_validation_step(trainer: L.Trainer, pl_module: L.LightningModule, sample: dict[str, Any]) -> float:
-    """Seconds of one ``validation_step`` on one image, as validation runs it (eval, no grad, precision)."""
+def _time_validation_step(
+    trainer: L.Trainer, pl_module: L.LightningModule, sample: dict[str, Any]
+) -> tuple[float, float]:
+    """Seconds of one ``validation_step`` on one image, as validation runs it (eval, no grad, precision), and of
+    the model's forward pass alone on the same image (what prediction and the flips check cost a pass)."""
     batch = {
         k: (v.unsqueeze(0).to(pl_module.device) if isinstance(v, torch.Tensor) else v)
         for k, v in sample.items()
@@ -277,7 +293,8 @@ def _time_validation_step(trainer: L.Trainer, pl_module: L.LightningModule, samp
     }
     was_training = pl_module.training
     pl_module.eval()
-    seconds = 0.0
+    seconds = forward_s = 0.0
+    padded, _ = pad_to_multiple(batch["image"], 2**pl_module.model.depth)
     try:
         with torch.no_grad(), trainer.precision_plugin.val_step_context():
             for _ in range(2):  # the first pays for warm-up in eval mode
@@ -285,10 +302,13 @@ def _time_validation_step(trainer: L.Trainer, pl_module: L.LightningModule, samp
                 start = time.monotonic()
                 pl_module.validation_step(batch, 0)
                 seconds = time.monotonic() - start
+            start = time.monotonic()
+            pl_module.model(padded)
+            forward_s = time.monotonic() - start
     finally:
         pl_module.on_validation_epoch_start()  # forget the probe's sums
         pl_module.train(was_training)
-    return seconds
+    return seconds, forward_s
 
 
 class ProgressWithTimeLeft(TQDMProgressBar):
