@@ -8,8 +8,9 @@ Run it in the bench environment (``bash benchmarks/setup_bench_env.sh``), alone 
 What a user of nnU-Net does, with its defaults, on the split ``bench_time_to_accuracy.py`` uses (same test
 cases, imported from it):
 
-1. the training part in nnU-Net's raw format (links, or label PNGs rewritten as 0/1) and a ``dataset.json``;
-2. ``nnUNetv2_plan_and_preprocess -d ID -c CONFIG`` (2d for ISBI, 3d_fullres for the hippocampus);
+1. the training part in nnU-Net's raw format (links, or label PNGs rewritten as 0/1; DSB's images as RGB and its
+   nuclei as their union, as unetpp's ``dsb2018`` layout reads them) and a ``dataset.json``;
+2. ``nnUNetv2_plan_and_preprocess -d ID -c CONFIG`` (2d for ISBI and DSB 2018, 3d_fullres for the hippocampus);
 3. ``nnUNetv2_train ID CONFIG 0 -device cpu``, stopped at the largest deadline. The clock starts before
    step 2, as unetpp's ``--minutes`` counts its own set-up. nnU-Net keeps only ``checkpoint_best.pth``
    before its 50th epoch; a watcher copies it each time it changes, named by the minute it appeared, so
@@ -53,25 +54,60 @@ from unetpp.study.stats import format_p, per_image
 EPOCH_ITERATIONS = 250  # nnU-Net's fixed epoch
 NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp counts them)
     "isbi": (901, "2d", 1),
+    "dsb": (902, "2d", 1),
     "hippocampus": (903, "3d_fullres", 3),
 }
 
 
-def to_raw(name: str, data: DataSet, train: Path, test: Path, raw: Path) -> tuple[Path, Path]:
+def dsb_nuclei(case: Path) -> np.ndarray:
+    """A DSB 2018 case's semantic mask: the union of its one-nucleus masks (1 = nucleus), as unetpp's layout reads."""
+    from PIL import Image
+
+    masks = [np.asarray(Image.open(m)) > 0 for m in sorted((case / "masks").glob("*.png"))]
+    return np.logical_or.reduce(masks).astype(np.uint8)
+
+
+def dsb_to_raw(train: Path, test: Path, folder: Path) -> None:
+    """DSB 2018 (one folder per id, RGBA images, one PNG per nucleus) as RGB PNGs and 0/1 label PNGs."""
+    from PIL import Image
+
+    for part, source in (("Tr", train), ("Ts", test)):
+        for case in sorted(p for p in source.iterdir() if p.is_dir()):
+            image = folder / f"images{part}" / f"{case.name}_0000.png"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.open(case / "images" / f"{case.name}.png").convert("RGB").save(image)  # unetpp reads RGB too
+            if part == "Tr":
+                label = folder / "labelsTr" / f"{case.name}.png"
+                label.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(dsb_nuclei(case)).save(label)
+
+
+def to_raw(name: str, train: Path, test: Path, raw: Path) -> tuple[Path, Path]:
     """The training part as ``Dataset<ID>_<name>`` (imagesTr/labelsTr) and the test images as imagesTs."""
-    ident = NNUNET[name][0]
-    folder = raw / f"Dataset{ident}_{name}"
+    folder = raw / f"Dataset{NNUNET[name][0]}_{name}"
     shutil.rmtree(folder, ignore_errors=True)
-    if name == "hippocampus":
-        ending = ".nii.gz"
+    ending = ".nii.gz" if name == "hippocampus" else ".png"
+    if name == "dsb":
+        labels = {"background": 0, "nucleus": 1}
+        channels = {"0": "R", "1": "G", "2": "B"}  # one RGB file per case (nnU-Net's NaturalImage2DIO)
+        dsb_to_raw(train, test, folder)
+    elif name == "hippocampus":
         labels = {"background": 0, "anterior": 1, "posterior": 2}
         channels = {"0": "MRI"}
-        image_dir, label_dir = "imagesTr", "labelsTr"
+        linked_to_raw(train, test, folder, ending, ("imagesTr", "labelsTr"))
     else:
-        ending = ".png"
         labels = {"background": 0, "cell": 1}  # 255 = cell interior, as unetpp's isbi2012 layout reads it
         channels = {"0": "EM"}
-        image_dir, label_dir = "images", "labels"
+        linked_to_raw(train, test, folder, ending, ("images", "labels"))
+    cases = len(list((folder / "imagesTr").iterdir()))
+    meta = {"channel_names": channels, "labels": labels, "numTraining": cases, "file_ending": ending}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return folder, folder / "imagesTs"
+
+
+def linked_to_raw(train: Path, test: Path, folder: Path, ending: str, subfolders: tuple[str, str]) -> None:
+    """Images and labels in two sub-folders (ISBI, the MSD): links, label PNGs rewritten as 0/1."""
+    image_dir, label_dir = subfolders
     for part, source in (("Tr", train), ("Ts", test)):
         for image in sorted((source / image_dir).glob(f"*{ending}")):
             case = image.name.removesuffix(ending)
@@ -88,10 +124,6 @@ def to_raw(name: str, data: DataSet, train: Path, test: Path, raw: Path) -> tupl
                     Image.fromarray(mask.astype(np.uint8)).save(label)
                 else:
                     label.symlink_to((source / label_dir / image.name).resolve())
-    cases = len(list((folder / "imagesTr").iterdir()))
-    meta = {"channel_names": channels, "labels": labels, "numTraining": cases, "file_ending": ending}
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return folder, folder / "imagesTs"
 
 
 def watch(best: Path, snapshots: Path, start: float, stop: threading.Event) -> None:
@@ -142,6 +174,11 @@ def score(name: str, predictions: Path, test: Path) -> list[tuple[str, float, fl
 
             pred = np.asarray(nib.load(predicted).dataobj)
             truth = np.asarray(nib.load(test / "labelsTr" / predicted.name).dataobj)
+        elif name == "dsb":
+            from PIL import Image
+
+            pred = np.asarray(Image.open(predicted))
+            truth = dsb_nuclei(test / stem(predicted))
         else:
             from PIL import Image
 
@@ -205,7 +242,7 @@ def bench(name: str, data: DataSet, out: Path, minutes: list[float], runs: Path 
         "nnUNet_preprocessed": str(work / "preprocessed"),
         "nnUNet_results": str(work / "results"),
     }
-    folder, images_test = to_raw(name, data, train, test, work / "raw")
+    folder, images_test = to_raw(name, train, test, work / "raw")
     bin_dir = Path(sys.executable).parent
     log = work / "nnunet.log"
     fold = work / "results" / folder.name / f"nnUNetTrainer__nnUNetPlans__{config}" / "fold_0"
