@@ -96,8 +96,8 @@ class WallClockBudget(Callback):
         return 1.25 * ((self.val_s or 0.0) + self.gap_s) + self.check_reserve() + MARGIN_S
 
     def check_reserve(self) -> float:
-        """Seconds kept for the check after training: its forward passes over the validation images, within the
-        share (the check runs over the whole validation set, cut to the subset's time by the images it has time for)."""
+        """Seconds kept for the check after training: its forward passes over as many images as a validation pass
+        scores, within the share (the check takes validation images in a random order until that time is spent)."""
         return min(self.check_passes * self.forward_share * (self.val_s or 0.0), CHECK_SHARE * self.total_s)
 
     def progress(self) -> float:
