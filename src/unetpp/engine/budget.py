@@ -21,9 +21,10 @@ batch, once reserved 400-1500 s of a 6-minute run, which then stopped after one 
   would not fit in the time left.
 - **What runs after training** (the flips check of :mod:`unetpp.engine.tta`: ``check_passes`` forward
   passes over each validation image) is kept in the end's reserve, at most ``CHECK_SHARE`` of the budget.
-  A forward pass is timed on the probe's image too: a validation step also computes the loss and scores
-  every subset of heads, so it costs 2-3x a forward, and a reserve counted in validation steps left the
-  hippocampus idle for half a minute at 15 minutes.
+  A forward pass is timed on the probe's image too, and kept apart from the measured validation passes:
+  a validation step also computes the loss and scores every subset of heads, and a measured pass adds
+  the loader and Lightning's loop, so a pass costs about 2.3x the forwards in 3D, and a reserve counted
+  in validation passes left the hippocampus idle for half a minute at 15 minutes.
 
 Under DDP every rank decides at the same hooks and the decisions are reduced (any rank out of time
 stops all; the smallest validation subset holds for all), so no rank goes on alone into a
@@ -66,7 +67,7 @@ class WallClockBudget(Callback):
         self.deadline = started + self.total_s
         self.steps: deque[float] = deque(maxlen=25)  # steady training step durations
         self.val_s: float | None = None  # one validation pass: measured, else the probe's estimate
-        self.forward_share = 1.0  # a forward pass over the probe's image, as a share of its validation step
+        self.forward_pass_s = 0.0  # the model's forward alone over the validation subset (the probe's estimate)
         self.gap_s = 0.0  # epoch boundary besides validation: checkpoints, loader start-up (measured)
         self.gaps_spent = 0.0  # all the epoch boundaries crossed so far (validation excluded)
         self.val_spent = 0.0
@@ -98,7 +99,7 @@ class WallClockBudget(Callback):
     def check_reserve(self) -> float:
         """Seconds kept for the check after training: its forward passes over as many images as a validation pass
         scores, within the share (the check takes validation images in a random order until that time is spent)."""
-        return min(self.check_passes * self.forward_share * (self.val_s or 0.0), CHECK_SHARE * self.total_s)
+        return min(self.check_passes * self.forward_pass_s, CHECK_SHARE * self.total_s)
 
     def progress(self) -> float:
         """Share of the training time used (0..1): what a schedule that lands at the deadline follows."""
@@ -246,20 +247,21 @@ class WallClockBudget(Callback):
         order = sorted(range(len(sizes)), key=sizes.__getitem__)
         median = order[len(order) // 2]
         seconds, forward_s = _time_validation_step(trainer, pl_module, data.val_set[median])
-        self.forward_share = min(forward_s / max(seconds, 1e-9), 1.0)
         per_voxel = seconds / max(sizes[median], 1)
         keep = _evenly_spaced(len(sizes), per_voxel, sizes, PASS_SHARE * self.total_s)
         if trainer.world_size > 1:
             keep = int(trainer.strategy.reduce(torch.tensor(float(keep)), reduce_op="min"))
         chosen = data.limit_validation(keep)
-        self.val_s = 1.1 * per_voxel * sum(sizes[k] for k in chosen)
+        voxels = sum(sizes[k] for k in chosen)
+        self.val_s = 1.1 * per_voxel * voxels
+        self.forward_pass_s = 1.1 * forward_s / max(sizes[median], 1) * voxels
         if trainer.is_global_zero:
             subset = f"{len(chosen)} of {len(sizes)} images" if len(chosen) < len(sizes) else f"all {len(sizes)} images"
             log.info(
-                "validation: %s, about %.1f s a pass (measured on one image); a forward pass %.0f%% of a step",
+                "validation: %s, about %.1f s a pass, the model's forward alone %.1f s (measured on one image)",
                 subset,
                 self.val_s,
-                100 * self.forward_share,
+                self.forward_pass_s,
             )
 
 
