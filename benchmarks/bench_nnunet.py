@@ -47,6 +47,7 @@ from bench_time_to_accuracy import SHARED, TTA_CSV, DataSet, data_sets, result, 
 from scipy.stats import ttest_rel
 
 from unetpp.data.io import stem
+from unetpp.data.public import DSB2018
 from unetpp.evaluation.semantic import Row, write_csv
 from unetpp.napari.compare import scores
 from unetpp.study.stats import format_p, per_image
@@ -60,11 +61,9 @@ NNUNET = {  # our name -> (dataset id, nnU-Net configuration, classes as unetpp 
 
 
 def dsb_nuclei(case: Path) -> np.ndarray:
-    """A DSB 2018 case's semantic mask: the union of its one-nucleus masks (1 = nucleus), as unetpp's layout reads."""
-    from PIL import Image
-
-    masks = [np.asarray(Image.open(m)) > 0 for m in sorted((case / "masks").glob("*.png"))]
-    return np.logical_or.reduce(masks).astype(np.uint8)
+    """A DSB 2018 case's semantic mask (1 = nucleus), read by unetpp's own ``dsb2018`` reader."""
+    data = DSB2018(case.parent, ids=[case.name], cache=False)
+    return data.read_mask(data.items[0]).astype(np.uint8)
 
 
 def dsb_to_raw(train: Path, test: Path, folder: Path) -> None:
