@@ -88,7 +88,7 @@ class DataConfig:
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
     patches_per_image: int = _f(8, ge=1, le=100_000)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
-    augment: Literal["default", "none"] = "default"
+    augment: Literal["default", "light", "none"] = "default"  # light: no affine or elastic resampling
     split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)
     val_fraction: float = _f(0.2, ge=0.0, lt=1.0)
     folds: int = _f(5, ge=2)

@@ -36,6 +36,19 @@ def test_none_is_identity() -> None:
     assert out["mask"] is s["mask"]
 
 
+@pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 8)])
+def test_light_only_flips_and_rotates_the_mask(spatial) -> None:
+    """No resampling: every draw is a permutation of the mask's pixels (the label counts stay exact)."""
+    torch.manual_seed(0)
+    s = sample(spatial)
+    counts = torch.bincount(s["mask"].flatten(), minlength=3)
+    transform = build_transforms(len(spatial), "light")
+    outs = [transform(s) for _ in range(8)]
+    assert all(torch.equal(torch.bincount(o["mask"].flatten(), minlength=3), counts) for o in outs)
+    assert any(not torch.equal(o["mask"], s["mask"]) for o in outs)  # something happened
+    assert all(o["image"].shape == (2, *spatial) and o["mask"].dtype == torch.int64 for o in outs)
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_spatial_transforms_move_image_and_mask_together(spatial_dims) -> None:
     import torchio as tio
@@ -71,7 +84,7 @@ def test_rescaled_gamma_keeps_the_range_of_negative_images() -> None:
 def test_build_transforms_arguments() -> None:
     with pytest.raises(ConfigError, match="spatial_dims must be 2 or 3"):
         build_transforms(1)
-    with pytest.raises(ConfigError, match="strength must be 'default' or 'none'"):
+    with pytest.raises(ConfigError, match="strength must be 'default', 'light' or 'none'"):
         build_transforms(2, "heavy")
 
 

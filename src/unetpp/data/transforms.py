@@ -28,7 +28,7 @@ from ..errors import ConfigError
 
 NormalizeMode = Literal["zscore", "percentile", "none", "ct"]
 IntensityStats = tuple[tuple[float, float, float, float], ...]  # per channel: clip low, clip high, mean, sd
-Strength = Literal["default", "none"]
+Strength = Literal["default", "light", "none"]
 SampleTransform = Callable[[dict], dict]
 
 
@@ -221,11 +221,14 @@ def build_transforms(
     The default is close to nnU-Net's on-the-fly augmentation, at moderate probabilities: flips on every
     spatial axis, 90° rotations, a random affine (±15° in-plane, scale 0.85-1.15), elastic deformation
     (as U-Net and UNet++ used for EM), gamma, Gaussian noise and Gaussian blur. Intensity transforms assume
-    z-scored images (what the data sets return by default).
+    z-scored images (what the data sets return by default). ``"light"`` keeps the flips, rotations and
+    intensity transforms and drops the two resamplings (affine and elastic), which are 80 % of the cost
+    (measured: 4.8 ms of a 96x96 sample, 18 ms of a 40x56x40 one, in the loader worker that shares a
+    small machine's cores with training).
 
     Args:
         spatial_dims: 2 for ``(C, H, W)`` samples, 3 for ``(C, D, H, W)``.
-        strength: ``"default"`` or ``"none"``.
+        strength: ``"default"``, ``"light"`` or ``"none"``.
         patch_size: the patches' size (default 96x96 / 64^3): elastic deformation is scaled to fit it.
 
     Returns:
@@ -243,8 +246,8 @@ def build_transforms(
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if strength == "none":
         return identity
-    if strength != "default":
-        raise ConfigError(f"strength must be 'default' or 'none', got {strength!r}")
+    if strength not in ("default", "light"):
+        raise ConfigError(f"strength must be 'default', 'light' or 'none', got {strength!r}")
     import torchio as tio
 
     flat = spatial_dims == 2  # 2-D samples carry a dummy third axis of size 1: never move along it
@@ -252,11 +255,14 @@ def build_transforms(
     scales = (0.85, 1.15, 0.85, 1.15, 1, 1) if flat else (0.85, 1.15)
     displacement = elastic_displacement(patch_size, spatial_dims) + ((0.0,) if flat else ())
     blur = (0, 1, 0, 1, 0, 0) if flat else (0, 1)
+    resampling = [
+        tio.RandomAffine(scales=scales, degrees=degrees, default_pad_value="minimum", p=0.3),
+        tio.RandomElasticDeformation(ELASTIC_CONTROL_POINTS, max_displacement=displacement, p=0.2),
+    ]
     spatial = tio.Compose(
         [
             tio.RandomFlip(axes=(0, 1) if flat else (0, 1, 2), flip_probability=0.5),
-            tio.RandomAffine(scales=scales, degrees=degrees, default_pad_value="minimum", p=0.3),
-            tio.RandomElasticDeformation(ELASTIC_CONTROL_POINTS, max_displacement=displacement, p=0.2),
+            *(resampling if strength == "default" else []),
         ]
     )
     intensity = tio.Compose([tio.RandomNoise(std=(0, 0.1), p=0.15), tio.RandomBlur(std=blur, p=0.15)])
