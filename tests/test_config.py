@@ -73,6 +73,12 @@ def test_old_precision_spellings_still_work_with_a_warning() -> None:
     assert TrainConfig(precision=32).precision == "32"  # YAML reads 32 as a number
 
 
+def test_augmentation_saved_as_default_before_light_became_it_reads_as_full() -> None:
+    with pytest.warns(FutureWarning, match="data.augment='default' is now spelled 'full'"):
+        assert DataConfig(augment="default").augment == "full"  # type: ignore[arg-type]
+    assert DataConfig().augment == "light"
+
+
 def test_yaml_round_trip_and_refusals(tmp_path) -> None:
     cfg = RunConfig().override(["data.ids=['a', 'b']", "train.head_weights=[0, 0, 1, 0]"])
     path = cfg.save(tmp_path / "config.yaml")

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import inspect
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -88,7 +89,7 @@ class DataConfig:
     patch_size: tuple[int, ...] | None = _f(None, ge=1)  # None: 96x96 (2D) or 64^3 (3D), as the paper trained
     patches_per_image: int = _f(8, ge=1, le=100_000)  # patches drawn from each training image per epoch
     fg_prob: float = _f(0.33, ge=0.0, le=1.0)  # foreground oversampling, as nnU-Net
-    augment: Literal["default", "light", "none"] = "default"  # light: no affine or elastic resampling
+    augment: Literal["light", "full", "none"] = "light"  # full: also affine and elastic resampling
     split: Literal["auto", "block", "random", "kfold"] = "auto"  # auto: the layout's own (block for serial sections)
     val_fraction: float = _f(0.2, ge=0.0, lt=1.0)
     folds: int = _f(5, ge=2)
@@ -102,6 +103,9 @@ class DataConfig:
     synthetic_size: int = _f(256, ge=16)
 
     def __post_init__(self) -> None:
+        if self.augment == "default":  # run folders and checkpoints saved before light became the default
+            warnings.warn("data.augment='default' is now spelled 'full' ('light' is the default)", FutureWarning, 2)
+            object.__setattr__(self, "augment", "full")
         _validate(self, "data")
         stats = (self.intensity_clip, self.intensity_mean, self.intensity_std)
         if self.normalize == "ct" and (any(v is None for v in stats) or len({len(v) for v in stats}) != 1):  # type: ignore[arg-type]

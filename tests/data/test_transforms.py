@@ -16,9 +16,10 @@ def sample(spatial, classes=3):
     return {"image": mask.float().repeat(2, *(1,) * len(spatial)), "mask": mask, "id": "s"}
 
 
+@pytest.mark.parametrize("strength", ["light", "full"])
 @pytest.mark.parametrize("spatial", [(32, 32), (16, 16, 16), (24, 16)])
-def test_default_pipeline_keeps_shapes_types_and_labels(spatial) -> None:
-    transform = build_transforms(len(spatial))
+def test_pipelines_keep_shapes_types_and_labels(spatial, strength) -> None:
+    transform = build_transforms(len(spatial), strength)
     for _ in range(4):
         out = transform(sample(spatial))
         assert out["image"].shape == (2, *spatial)
@@ -84,7 +85,7 @@ def test_rescaled_gamma_keeps_the_range_of_negative_images() -> None:
 def test_build_transforms_arguments() -> None:
     with pytest.raises(ConfigError, match="spatial_dims must be 2 or 3"):
         build_transforms(1)
-    with pytest.raises(ConfigError, match="strength must be 'default', 'light' or 'none'"):
+    with pytest.raises(ConfigError, match="strength must be 'light', 'full' or 'none'"):
         build_transforms(2, "heavy")
 
 

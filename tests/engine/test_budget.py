@@ -91,6 +91,31 @@ def test_the_check_after_training_is_kept_in_the_reserve_within_its_share() -> N
     assert checked.check_reserve() == pytest.approx(CHECK_SHARE * 600)
 
 
+def test_a_slow_set_up_shrinks_the_validation_subset_and_the_check_not_training() -> None:
+    """DSB 2018 at 6 minutes read its masks for 28-48 s and trained 78-84% of the budget: the end (the last
+    validation and the flips check) now takes only what the set-up left of the non-training share."""
+    sizes = [80_000] * 91  # 91 validation images, 16 s a whole pass, forwards 13 s
+    per_voxel, forward_per_voxel = 16.0 / sum(sizes), 13.0 / sum(sizes)
+
+    def end(setup_s: float) -> tuple[int, WallClockBudget]:
+        now = time.monotonic()
+        budget = WallClockBudget(minutes=6, started=now - setup_s, check_passes=4)
+        budget.train_start = now
+        keep = budget.validation_images(sizes, per_voxel, forward_per_voxel)
+        budget.set_validation(sum(sizes[:keep]), per_voxel, forward_per_voxel)
+        return keep, budget
+
+    quick, fast = end(setup_s=3.0)
+    slow, slower = end(setup_s=28.0)
+    least, slowest = end(setup_s=48.0)
+    assert quick > slow > least == MIN_VAL_IMAGES
+    assert fast.check_reserve() == pytest.approx(CHECK_SHARE * 360)  # a quick start: the check keeps its share
+    assert 0 < slower.check_reserve() < fast.check_reserve()
+    assert slowest.check_reserve() == 0.0  # no time left for it: prediction runs one pass
+    for budget in (fast, slower):  # the set-up and the end within the non-training share
+        assert budget.setup_s() + budget.final_reserve() <= (1 - TRAINING_SHARE) * 360 + 1e-6
+
+
 def test_the_validation_subset_is_evenly_spaced_and_fixed() -> None:
     assert evenly_spaced(10, 4) == [0, 3, 6, 9]
     assert evenly_spaced(3, 5) == [0, 1, 2]

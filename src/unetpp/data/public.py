@@ -149,20 +149,25 @@ class DSB2018(SegmentationDataset):
 
     def _instances(self, item: Item) -> np.ndarray:
         # a sample has ~50 mask PNGs: decoded on threads (Pillow and numpy release the GIL), 2.3x faster on 2
-        # cores, which was most of a DSB run's set-up; map() gives them (or the first bad file's error) in order
+        # cores, which was most of a DSB run's set-up; each thread also finds its nucleus' pixels, so the main
+        # thread only writes ~400 labels per file instead of scanning the whole image (1.4 of 3.8 s for 60 images)
         paths: list[Path] = list(item.mask)  # type: ignore[arg-type]
         labels: np.ndarray | None = None
+
+        def pixels(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+            nucleus = read_mask(path, 2, label_count=2)
+            return nucleus.shape, np.flatnonzero(nucleus > 0)  # a boolean scan: 10x faster than an int64 one
+
         with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
-            nuclei = pool.map(lambda path: read_mask(path, 2, label_count=2), paths)
-            for k, (path, nucleus) in enumerate(zip(paths, nuclei, strict=True), start=1):
+            for k, (path, (shape, where)) in enumerate(zip(paths, pool.map(pixels, paths), strict=True), start=1):
                 if labels is None:
-                    labels = np.zeros(nucleus.shape, dtype=np.int32)
-                elif nucleus.shape != labels.shape:
+                    labels = np.zeros(shape, dtype=np.int32)
+                elif shape != labels.shape:
                     raise DataError(
-                        f"{path}: mask is {'x'.join(map(str, nucleus.shape))} but the other masks of {item.id} "
+                        f"{path}: mask is {'x'.join(map(str, shape))} but the other masks of {item.id} "
                         f"are {'x'.join(map(str, labels.shape))}; masks must match their image"
                     )
-                labels[nucleus > 0] = k  # DSB nuclei do not overlap; if they did, the later file would win
+                labels.flat[where] = k  # DSB nuclei do not overlap; if they did, the later file would win
         return labels  # type: ignore[return-value]
 
     def read_mask(self, item: Item) -> np.ndarray:

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 
 NormalizeMode = Literal["zscore", "percentile", "none", "ct"]
 IntensityStats = tuple[tuple[float, float, float, float], ...]  # per channel: clip low, clip high, mean, sd
-Strength = Literal["default", "light", "none"]
+Strength = Literal["light", "full", "none"]
 SampleTransform = Callable[[dict], dict]
 
 
@@ -214,21 +214,21 @@ def elastic_displacement(patch_size: tuple[int, ...] | None, spatial_dims: int) 
 
 
 def build_transforms(
-    spatial_dims: int, strength: Strength = "default", patch_size: tuple[int, ...] | None = None
+    spatial_dims: int, strength: Strength = "light", patch_size: tuple[int, ...] | None = None
 ) -> SampleTransform:
     """The augmentation pipeline for training, or the identity for ``strength="none"``.
 
-    The default is close to nnU-Net's on-the-fly augmentation, at moderate probabilities: flips on every
-    spatial axis, 90° rotations, a random affine (±15° in-plane, scale 0.85-1.15), elastic deformation
-    (as U-Net and UNet++ used for EM), gamma, Gaussian noise and Gaussian blur. Intensity transforms assume
-    z-scored images (what the data sets return by default). ``"light"`` keeps the flips, rotations and
-    intensity transforms and drops the two resamplings (affine and elastic), which are 80 % of the cost
-    (measured: 4.8 ms of a 96x96 sample, 18 ms of a 40x56x40 one, in the loader worker that shares a
-    small machine's cores with training).
+    ``"light"`` (the default): flips on every spatial axis, 90° rotations, gamma, Gaussian noise and Gaussian blur;
+    no resampling. ``"full"`` adds what nnU-Net's on-the-fly augmentation resamples, at moderate probabilities: a
+    random affine (±15° in-plane, scale 0.85-1.15) and elastic deformation (as U-Net and UNet++ used for EM). The
+    two resamplings are 80 % of the cost (4.8 ms of a 96x96 sample, 18 ms of a 40x56x40 one, in the loader worker
+    that shares a small machine's cores with training), and at 6 minutes on a 2-core CPU "light" scored higher on
+    ISBI, DSB 2018 and the hippocampus (paired over held-out images; ``benchmarks/RESULTS.md``, session 13).
+    Intensity transforms assume z-scored images (what the data sets return by default).
 
     Args:
         spatial_dims: 2 for ``(C, H, W)`` samples, 3 for ``(C, D, H, W)``.
-        strength: ``"default"``, ``"light"`` or ``"none"``.
+        strength: ``"light"``, ``"full"`` or ``"none"``.
         patch_size: the patches' size (default 96x96 / 64^3): elastic deformation is scaled to fit it.
 
     Returns:
@@ -246,8 +246,8 @@ def build_transforms(
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if strength == "none":
         return identity
-    if strength not in ("default", "light"):
-        raise ConfigError(f"strength must be 'default', 'light' or 'none', got {strength!r}")
+    if strength not in ("light", "full"):
+        raise ConfigError(f"strength must be 'light', 'full' or 'none', got {strength!r}")
     import torchio as tio
 
     flat = spatial_dims == 2  # 2-D samples carry a dummy third axis of size 1: never move along it
@@ -262,7 +262,7 @@ def build_transforms(
     spatial = tio.Compose(
         [
             tio.RandomFlip(axes=(0, 1) if flat else (0, 1, 2), flip_probability=0.5),
-            *(resampling if strength == "default" else []),
+            *(resampling if strength == "full" else []),
         ]
     )
     intensity = tio.Compose([tio.RandomNoise(std=(0, 0.1), p=0.15), tio.RandomBlur(std=blur, p=0.15)])
