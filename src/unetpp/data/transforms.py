@@ -220,11 +220,11 @@ def build_transforms(
 
     ``"light"`` (the default): flips on every spatial axis, 90° rotations, gamma, Gaussian noise and Gaussian blur;
     no resampling. ``"full"`` adds what nnU-Net's on-the-fly augmentation resamples, at moderate probabilities: a
-    random affine (±15° in-plane, scale 0.85-1.15) and elastic deformation (as U-Net and UNet++ used for EM). The
-    two resamplings are 80 % of the cost (4.8 ms of a 96x96 sample, 18 ms of a 40x56x40 one, in the loader worker
-    that shares a small machine's cores with training), and at 6 minutes on a 2-core CPU "light" scored higher on
-    ISBI, DSB 2018 and the hippocampus (paired over held-out images; ``benchmarks/RESULTS.md``, session 13).
-    Intensity transforms assume z-scored images (what the data sets return by default).
+    random affine (±15° in-plane, scale 0.85-1.15) and elastic deformation (as U-Net and UNet++ used for EM).
+    The resamplings are most of the cost in the loader worker, which shares a small machine's cores with training
+    (a 96x96 sample 5.2 ms with them, 1.1 ms without; a 40x56x40 one 18 and 1.4 ms), and at 6 minutes on a 2-core
+    CPU "light" scored higher on ISBI, DSB 2018 and the hippocampus (paired over held-out images;
+    ``benchmarks/RESULTS.md``, session 13). Intensity transforms assume z-scored images (the data sets' default).
 
     Args:
         spatial_dims: 2 for ``(C, H, W)`` samples, 3 for ``(C, D, H, W)``.
