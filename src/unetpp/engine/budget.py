@@ -54,6 +54,7 @@ from ..utils.padding import pad_to_multiple
 log = logging.getLogger(__name__)
 
 MARGIN_S = 2.0  # process exit, the last log lines
+LAST_PASS_MARGIN = 1.25  # the last validation (and its checkpoints) kept at this multiple of their measured time
 WARMUP_STEPS = 3  # the first steps of a run (allocation, oneDNN kernel choice) are not the step time
 VAL_SHARE = 0.10  # at most this share of the budget validating, all validations together
 TRAINING_SHARE = 0.88  # mid-run validations are dropped before training falls under this share (85% promised)
@@ -100,12 +101,16 @@ class WallClockBudget(Callback):
 
     def final_reserve(self) -> float:
         """Seconds kept for the end: the last validation, the checkpoints after it and the check after training."""
-        return 1.25 * ((self.val_s or 0.0) + self.gap_s) + self.check_reserve() + MARGIN_S
+        return LAST_PASS_MARGIN * ((self.val_s or 0.0) + self.gap_s) + self.check_reserve() + MARGIN_S
 
     def check_reserve(self) -> float:
         """Seconds kept for the check after training: its forward passes over as many images as a validation pass
         scores, within the share (the check takes validation images in a random order until that time is spent)."""
-        return min(self.check_passes * self.forward_pass_s, CHECK_SHARE * self.total_s, self.check_room)
+        return min(self._check_s(self.forward_pass_s), self.check_room)
+
+    def _check_s(self, forward_pass_s: float) -> float:
+        """The check's forward passes over a subset whose forward takes `forward_pass_s`, within its share."""
+        return min(self.check_passes * forward_pass_s, CHECK_SHARE * self.total_s)
 
     def setup_s(self) -> float:
         """Seconds from the command's start to the first training step (reading the data, the plan's timing)."""
@@ -258,9 +263,11 @@ class WallClockBudget(Callback):
         room = self.end_room()
 
         def fits(voxels: int) -> bool:
-            check = min(self.check_passes * forward_per_voxel * voxels, CHECK_SHARE * self.total_s)
             val = per_voxel * voxels
-            return val <= PASS_SHARE * self.total_s and 1.25 * val + check <= room
+            return (
+                val <= PASS_SHARE * self.total_s
+                and LAST_PASS_MARGIN * val + self._check_s(forward_per_voxel * voxels) <= room
+            )
 
         return _evenly_spaced(len(sizes), sizes, fits)
 
@@ -268,7 +275,7 @@ class WallClockBudget(Callback):
         """The chosen subset's costs: a validation pass, the forwards the check repeats, what the check may take."""
         self.val_s = per_voxel * voxels
         self.forward_pass_s = forward_per_voxel * voxels
-        self.check_room = max(self.end_room() - 1.25 * self.val_s, 0.0)
+        self.check_room = max(self.end_room() - LAST_PASS_MARGIN * self.val_s, 0.0)
 
     def _probe_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Time one median-size validation image through ``validation_step``; cut the set to what the share allows."""
