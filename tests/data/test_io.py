@@ -92,6 +92,22 @@ def test_binary_mask_round_trip(tmp_path, name) -> None:
     np.testing.assert_array_equal(out, BINARY)
 
 
+@pytest.mark.parametrize(("dtype", "stored"), [(bool, 255), (np.uint8, 255), (np.uint8, 1), (bool, 1)])
+def test_a_binary_mask_in_a_smaller_type_holds_the_same_ids(tmp_path, dtype, stored) -> None:
+    path = tmp_path / "m.png"
+    Image.fromarray((BINARY * stored).astype(np.uint8)).save(path)
+    out = read_mask(path, label_count=2, dtype=dtype)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, read_mask(path, label_count=2))
+
+
+@pytest.mark.parametrize(("dtype", "label_count"), [(np.uint8, None), (bool, 3), (np.uint8, 300), (np.float32, 2)])
+def test_a_type_that_cannot_hold_the_ids_is_refused(tmp_path, dtype, label_count) -> None:
+    path = write_mask(tmp_path / "m.png", BINARY)
+    with pytest.raises(ValueError, match="cannot hold class ids"):
+        read_mask(path, label_count=label_count, dtype=dtype)
+
+
 def test_binary_mask_is_stored_as_0_255_in_png(tmp_path) -> None:
     path = write_mask(tmp_path / "m.png", BINARY)
     assert set(np.unique(np.array(Image.open(path))).tolist()) == {0, 255}
@@ -290,7 +306,7 @@ def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_pa
     raw = np.array(Image.open(path))
     noisy = int(np.count_nonzero((raw != 0) & (raw != 255)))
     assert noisy > 0  # the test needs JPEG noise to mean anything
-    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+    with caplog.at_level("WARNING", logger="unetpp.data.mask_values"):
         mask = read_mask(path, label_count=2, threshold=127.5)
         again = read_mask(path, label_count=2, threshold=127.5)
     assert mask.dtype == np.int64
@@ -307,7 +323,7 @@ def test_threshold_binarises_a_noisy_mask_and_warns_once_naming_the_count(tmp_pa
 
 def test_threshold_on_a_clean_mask_changes_nothing_and_stays_quiet(tmp_path, caplog) -> None:
     path = write_mask(tmp_path / "clean.png", BINARY)
-    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+    with caplog.at_level("WARNING", logger="unetpp.data.mask_values"):
         mask = read_mask(path, label_count=2, threshold=127.5)
     np.testing.assert_array_equal(mask, BINARY)
     assert not [r for r in caplog.records if "thresholded" in r.getMessage()]

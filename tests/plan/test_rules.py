@@ -37,7 +37,7 @@ def test_noisy_jpeg_masks_plan_a_threshold_that_read_mask_applies_with_a_warning
     path = fp.source + "/masks/0.jpg"
     with pytest.raises(Exception, match="not binary"):
         read_mask(path, label_count=2)
-    with caplog.at_level("WARNING", logger="unetpp.data.io"):
+    with caplog.at_level("WARNING", logger="unetpp.data.mask_values"):
         mask = read_mask(path, label_count=2, threshold=plan.mask_threshold)
     np.testing.assert_array_equal(mask, _blobs((48, 64), 0))
     assert any("0.jpg: mask thresholded at 127.5" in r.getMessage() for r in caplog.records)

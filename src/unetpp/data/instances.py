@@ -171,7 +171,7 @@ def _dsb_masks(files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     masks: list[np.ndarray] = []
     covered: np.ndarray | None = None
     for path in files:
-        m = read_mask(path, 2, label_count=2).astype(bool)
+        m = read_mask(path, 2, label_count=2, dtype=bool)
         if covered is None:
             covered = np.zeros_like(m)
         elif m.shape != covered.shape:

@@ -155,8 +155,8 @@ class DSB2018(SegmentationDataset):
         labels: np.ndarray | None = None
 
         def pixels(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-            nucleus = read_mask(path, 2, label_count=2)
-            return nucleus.shape, np.flatnonzero(nucleus > 0)  # a boolean scan: 10x faster than an int64 one
+            nucleus = read_mask(path, 2, label_count=2, dtype=bool)
+            return nucleus.shape, np.flatnonzero(nucleus)
 
         with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
             for k, (path, (shape, where)) in enumerate(zip(paths, pool.map(pixels, paths), strict=True), start=1):
