@@ -161,6 +161,46 @@ def test_mask_size_differs_from_image(tmp_path) -> None:
         ds.verify()
 
 
+def test_verify_reads_on_threads_and_fails_on_the_first_bad_item_in_order(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    make_pairs(tmp_path, n=8)
+    for name in ("case_3.png", "case_6.png"):
+        path = tmp_path / "images" / name
+        path.write_bytes(path.read_bytes()[:40])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    ds = FolderPairs(tmp_path, cache=True)
+    readers: set[str] = set()
+    load = ds.load
+
+    def recorded(k: int):
+        readers.add(threading.current_thread().name)
+        time.sleep(0.02)  # long enough that the pool starts a thread for each item in flight
+        return load(k)
+
+    monkeypatch.setattr(ds, "load", recorded)
+    with pytest.raises(DataError, match=r"case_3\.png: not a readable image"):
+        ds.verify()
+    assert len(readers) == 4
+    assert threading.current_thread().name not in readers
+    ds.verify([0, 1, 2, 4, 5, 7])  # the good ones
+    assert set(ds._cache) == {0, 1, 2, 4, 5, 7}
+
+
+def test_noisy_masks_are_counted_exactly_when_read_on_threads(tmp_path, monkeypatch) -> None:
+    make_pairs(tmp_path, n=12)
+    for k in range(12):
+        noisy = np.zeros((16, 12), np.uint8)
+        noisy[:4, :4] = 250  # 16 pixels neither 0 nor 255 in each file
+        Image.fromarray(noisy).save(tmp_path / "masks" / f"case_{k}.png")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    ds = FolderPairs(tmp_path, mask_threshold=127.5)
+    ds.verify()
+    assert ds.thresholded == [12, 12 * 16, 12 * 16 * 12]
+    assert sorted(p.name for p in ds.noisy_masks) == sorted(f"case_{k}.png" for k in range(12))
+
+
 def test_corrupt_image_in_data_set(tmp_path) -> None:
     make_pairs(tmp_path)
     path = tmp_path / "images" / "case_1.png"

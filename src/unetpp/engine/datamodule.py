@@ -79,8 +79,7 @@ class SegmentationDataModule(L.LightningDataModule):
         pool = list(range(len(full))) if self.cfg.ids is None else indices_of(self.cfg.ids, full.ids, "ids")
         # Read every image once now: a bad file fails before anything is written, and with the cache
         # on, loading workers (started anew each epoch) inherit the decoded images instead of re-reading.
-        for k in pool:
-            full.load(k)
+        full.verify(pool)
         files, changed, total = full.thresholded
         if files:  # one line for the data set, not one per file
             log.warning(
