@@ -69,8 +69,21 @@ def check_label_map(values: Counter, tops: list[tuple[str, float]]) -> None:
 
 
 def class_ids(mask: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it."""
-    return (mask > threshold).astype(np.int64) if threshold is not None else mask.astype(np.int64)
+    """Class ids of stored values (0/255 files are already 0/1 here): thresholded when the kind needs it. An integer
+    mask keeps its (compact) type: copying 150 masks of 1024^2 to int64 was a third of a fingerprint's time."""
+    if threshold is not None:
+        return (mask > threshold).astype(np.uint8)
+    return mask if mask.dtype.kind in "iu" else mask.astype(np.int64)
+
+
+def value_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(mask, return_counts=True)``, counted instead of sorted when the values are integers in
+    0..65535 (every class-id mask): 1.0 of 7.3 s of a fingerprint of 150 masks of 1024^2 went to the sort."""
+    if mask.dtype.kind in "iu" and mask.size and mask.min() >= 0 and mask.max() <= 65535:
+        counts = np.bincount(mask.reshape(-1))
+        present = np.flatnonzero(counts)
+        return present.astype(mask.dtype), counts[present]
+    return np.unique(mask, return_counts=True)
 
 
 def compact(mask: np.ndarray) -> np.ndarray:
