@@ -8,6 +8,7 @@ from PIL import Image
 
 from unetpp import DataError
 from unetpp.data import ImageMeta, read_image, read_mask, read_with_meta, write_image, write_mask
+from unetpp.data.mask_values import value_counts
 
 RNG = np.random.default_rng(0)
 GREY = RNG.integers(0, 256, (1, 12, 10), dtype=np.uint8)
@@ -345,3 +346,28 @@ def test_read_mask_values_keeps_the_stored_values(tmp_path) -> None:
     assert meta.spatial_dims == 2
     assert values.max() > 200
     assert np.count_nonzero((values > 0) & (values < 255)) > 0
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.array([[0, 255], [255, 255]], np.uint8),
+        np.array([[0, 65535], [7, 7]], np.uint16),
+        np.array([[3, 1], [1, 3]], np.int64),
+        np.array([[-1, 0], [2, 2]], np.int32),  # negative: sorted as before
+        np.array([[0, 70000], [1, 1]], np.int64),  # beyond 16 bits: sorted as before
+        np.array([[0.0, 0.5], [1.0, 1.0]], np.float32),
+        np.zeros((0, 3), np.uint8),
+        np.zeros((2, 3), np.uint8),  # 0 alone
+        np.full((2, 3), 255, np.uint8),  # one value, not 0
+        np.array([[0.0, 1.0], [1.0, 1.0]], np.float64),  # 0 and one other value, in floats
+        np.array([[-2, -2], [-2, -2]], np.int16),
+        np.array([[np.nan, 0.0]], np.float32),
+    ],
+)
+def test_value_counts_are_np_unique_s(mask) -> None:
+    values, counts = value_counts(mask)
+    expected_values, expected_counts = np.unique(mask, return_counts=True)
+    assert values.dtype == expected_values.dtype
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(counts, expected_counts)

@@ -147,28 +147,6 @@ def test_list_of_paths_is_a_source(tmp_path) -> None:
     assert fp.channel_kind == "grey-as-colour"
 
 
-@pytest.mark.parametrize(
-    "mask",
-    [
-        np.array([[0, 255], [255, 255]], np.uint8),
-        np.array([[0, 65535], [7, 7]], np.uint16),
-        np.array([[3, 1], [1, 3]], np.int64),
-        np.array([[-1, 0], [2, 2]], np.int32),  # negative: sorted as before
-        np.array([[0, 70000], [1, 1]], np.int64),  # beyond 16 bits: sorted as before
-        np.array([[0.0, 0.5], [1.0, 1.0]], np.float32),
-        np.zeros((0, 3), np.uint8),
-    ],
-)
-def test_value_counts_are_np_unique_s(mask) -> None:
-    from unetpp.plan.labels import value_counts
-
-    values, counts = value_counts(mask)
-    expected_values, expected_counts = np.unique(mask, return_counts=True)
-    assert values.dtype == expected_values.dtype
-    np.testing.assert_array_equal(values, expected_values)
-    np.testing.assert_array_equal(counts, expected_counts)
-
-
 def test_class_ids_keep_a_compact_integer_mask_and_threshold_to_uint8() -> None:
     from unetpp.plan.labels import class_ids
 

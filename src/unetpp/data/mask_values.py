@@ -69,16 +69,25 @@ def full_scale_binary(values: np.ndarray) -> int | None:
     return None
 
 
-def distinct_values(label: np.ndarray) -> np.ndarray:
-    """``np.unique(label)``, without its sort when the mask holds 0 and at most one other value (most mask files):
-    the extremes and two counts (0.13 against 3.2 ms a 1024x1024 DSB nucleus file, ~50 files an image)."""
-    if not label.size:
-        return np.unique(label)
-    top, nonzero = label.max(), np.count_nonzero(label)
-    if nonzero != (np.count_nonzero(label == top) if top else 0):  # another value besides 0 and the largest
-        return np.unique(label)
-    present = [top] if nonzero == label.size else [0, top]
-    return np.unique(np.array(present, dtype=label.dtype))
+def value_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(mask, return_counts=True)``, counted instead of sorted where counting is enough.
+
+    Most mask files hold 0 and one other value: the extremes and two counts answer (0.13 against 3.2 ms a
+    1024x1024 DSB nucleus file, ~50 files an image). Other integer masks in 0..65535 are counted with
+    ``bincount`` (a fingerprint of 150 masks of 1024^2 spent 1.0 of 7.3 s sorting them); the rest are sorted.
+    """
+    if not mask.size:
+        return np.unique(mask, return_counts=True)
+    top, nonzero = mask.max(), np.count_nonzero(mask)
+    if nonzero == (np.count_nonzero(mask == top) if top else 0):  # 0 and at most one other value
+        present = [(0, mask.size - nonzero), (top, nonzero)]
+        kept = [(v, n) for v, n in present if n]
+        return np.array([v for v, _ in kept], mask.dtype), np.array([n for _, n in kept], np.intp)
+    if mask.dtype.kind in "iu" and top <= 65535 and mask.min() >= 0:
+        counts = np.bincount(mask.reshape(-1))
+        present = np.flatnonzero(counts)
+        return present.astype(mask.dtype), counts[present]
+    return np.unique(mask, return_counts=True)
 
 
 def class_ids(label: np.ndarray, path: Path, label_count: int | None, dtype: np.dtype) -> np.ndarray:
@@ -90,7 +99,7 @@ def class_ids(label: np.ndarray, path: Path, label_count: int | None, dtype: np.
     """
     if dtype != np.int64 and (label_count is None or _largest_id(dtype) < label_count - 1):
         raise ValueError(f"read_mask: dtype {dtype} cannot hold class ids below label_count={label_count}")
-    values = distinct_values(label)
+    values = value_counts(label)[0]
     if label.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         bad = values[values != np.round(values)]
         raise DataError(

@@ -32,7 +32,7 @@ from ..data.io import (
     stem,
     suffix,
 )
-from ..data.mask_values import full_scale_binary
+from ..data.mask_values import full_scale_binary, value_counts
 from ..errors import ConfigError, DataError
 from ..utils.atomic import atomic_write
 from . import labels
@@ -263,7 +263,7 @@ def _compute(reader: _Reader, max_items: int) -> Fingerprint:
         if mask is not None:
             if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
                 soft_values = True
-            u, c = labels.value_counts(mask)
+            u, c = value_counts(mask)
             if len(stored) <= 4 * labels.MAX_LABELS:
                 stored.update(dict(zip(u.tolist(), c.tolist(), strict=True)))
             top = full_scale_binary(u)  # 0/255 (0/65535) means 0/1, file by file, as read_mask reads it
