@@ -311,7 +311,7 @@ def main() -> None:
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
     p.add_argument("--against", type=Path, help="bench_time_to_accuracy.py's --out: paired tests against its runs")
     args = p.parse_args()
-    sets = data_sets(args.shared)
+    sets = data_sets(args.shared, args.out)
     lines = [
         "| data set | budget | model | checkpoint | test IoU % | Dice % | iterations | set-up s |",
         "|---|---|---|---|---:|---:|---:|---:|",

@@ -6,7 +6,11 @@ checkpoint on the held-out part, which training never saw (the parts are folders
 
 - ISBI 2012 EM: train on slices 00-19, test on 20-23;
 - DSB 2018 ``stage1_train``: test on the last 20% of the sorted ids;
-- MSD hippocampus (3D, 3 classes): test on a seeded 20% of the volumes (``random.Random(0)``).
+- MSD hippocampus (3D, 3 classes): test on a seeded 20% of the volumes (``random.Random(0)``);
+- ``dsb-large``, a stand-in for colour images with large objects (no such set is in ``../shared/data``): the
+  centre 80x80 of each DSB 2018 image, enlarged 8x to 640x640 (bicubic; the mask bilinear, cut at one half),
+  so the median nucleus covers about 100x100 pixels instead of 18x18; written once under ``<out>/dsb-large/source``
+  as ``images/`` + ``masks/`` (the folders layout), test on the last 20% of the ids as for DSB.
 
 Below the table, each UNet++ mode against U-Net and each variant against its model's defaults: mean
 +- s.d. over seeds with Welch's t-test, and a paired t-test over test images (scores averaged over seeds).
@@ -41,15 +45,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from unetpp.cli import main
+from unetpp.data.public import DSB2018
 from unetpp.models.provenance import recorded_tta, recorded_tta_check, summarize_csv
 from unetpp.study.runner import RunResult
 from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TTA_CSV = "evaluation_tta.csv"  # the held-out scores of predictions averaged over flips (--tta)
+ZOOM, CROP = 8, 80  # dsb-large: the centre CROP² of each DSB image, enlarged ZOOM times
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class DataSet:
         )
 
 
-def data_sets(shared: Path) -> dict[str, DataSet]:
+def data_sets(shared: Path, out: Path) -> dict[str, DataSet]:
     def last_fifth(ids: list[str]) -> list[str]:
         return ids[len(ids) - round(0.2 * len(ids)) :]
 
@@ -91,7 +99,29 @@ def data_sets(shared: Path) -> dict[str, DataSet]:
             {"imagesTr": ".nii.gz", "labelsTr": ".nii.gz"},
             ("dataset.json",),
         ),
+        "dsb-large": DataSet(out / "dsb-large" / "source", "folders", last_fifth, {"images": ".png", "masks": ".png"}),
     }
+
+
+def enlarge_dsb(source: Path, folder: Path) -> None:
+    """Write ``dsb-large`` (see the module's docstring) into `folder`, unless a finished copy is there."""
+    done = folder / "DONE"
+    if done.is_file():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    nuclei = DSB2018(source)
+    size = (ZOOM * CROP, ZOOM * CROP)
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    for item in nuclei.items:
+        image = Image.open(item.image).convert("RGB")
+        mask = Image.fromarray(255 * nuclei.read_mask(item).astype(np.uint8))
+        left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
+        box = (left, top, left + CROP, top + CROP)
+        image.crop(box).resize(size, Image.Resampling.BICUBIC).save(folder / "images" / f"{item.id}.png")
+        smooth = np.asarray(mask.crop(box).resize(size, Image.Resampling.BILINEAR)) >= 128
+        Image.fromarray(255 * smooth.astype(np.uint8)).save(folder / "masks" / f"{item.id}.png")
+    done.write_text(f"DSB 2018 {source}: centre {CROP}x{CROP}, enlarged {ZOOM}x\n")
 
 
 def split(data: DataSet, out: Path, limit: int | None = None) -> tuple[Path, Path]:
@@ -242,7 +272,7 @@ def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     names = ["isbi", "dsb", "hippocampus"]
-    p.add_argument("--data-sets", nargs="+", default=names, choices=names)
+    p.add_argument("--data-sets", nargs="+", default=names, choices=[*names, "dsb-large"])
     p.add_argument("--models", nargs="+", default=["unet", "unet++"])
     p.add_argument("--minutes", nargs="+", type=float, default=[6.0, 15.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -264,7 +294,7 @@ def cli() -> None:
     arms = [] if args.no_defaults else [(m, m, []) for m in args.models]
     arms += [(f"{m}+{name}", m, settings) for m in args.models for name, settings in args.variant]
     pairs = [(m, "unet") for m in args.models if m != "unet"] + [(arm, m) for arm, m, s in arms if s]
-    sets = data_sets(args.shared)
+    sets = data_sets(args.shared, args.out)
     lines = [
         "| data set | budget | model | seed | test IoU % | Dice % | Dice % with flips | flips chosen (val. IoU gain) "
         "| steps | training % | validating % | validations |",
@@ -272,6 +302,8 @@ def cli() -> None:
     ]
     tests = []
     for name in args.data_sets:
+        if name == "dsb-large":
+            enlarge_dsb(sets["dsb"].folder, sets[name].folder)
         train, test = split(sets[name], args.out / name / "split", 8 if args.smoke else None)
         for minutes in [0.0] if args.smoke else args.minutes:
             budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"

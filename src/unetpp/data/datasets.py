@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .io import SUFFIXES, is_supported, read_image, read_mask, read_mask_values, read_with_meta, stem
+from .mask_values import binarize
 from .transforms import IntensityStats, NormalizeMode, normalize_intensity
 
 logger = logging.getLogger(__name__)
@@ -238,15 +239,13 @@ class SegmentationDataset(Dataset):
         values = read_mask_values(item.mask, self.spatial_dims)[0]
         if values.max() <= 1 and values.min() >= 0:  # a clean 0/1 file in a set that needs the threshold
             return (values > 0.5).astype(np.int64)
-        mask = (values > self.mask_threshold).astype(np.int64)
-        clean = 255 if self.mask_threshold >= 1 else 1
-        changed = int(np.count_nonzero((values != 0) & (values != clean)))
+        mask, changed = binarize(values, self.mask_threshold)
         if changed:  # only the noisy files: a clean 0/255 mask is not blamed for the noise of another
             with _COUNTING:
                 files, pixels, total = self.thresholded
                 self.thresholded = [files + 1, pixels + changed, total + values.size]
                 self.noisy_masks.append(item.mask)
-        return mask
+        return mask.astype(np.int64)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image ``(C, *spatial)`` float32 (channels converted, normalised) and mask ``(*spatial)`` int64.

@@ -23,15 +23,21 @@ FULL_SCALE = (255, 65535)  # the foreground of a binary mask saved at full scale
 _thresholded: set[Path] = set()  # files whose thresholding was already reported (once per file and process)
 
 
-def threshold_mask(values: np.ndarray, threshold: float, path: PathLike | None = None) -> np.ndarray:
-    """``values > threshold`` as a {0, 1} ``uint8`` mask; logs (once per `path`) how many pixels were not clean.
+def clean_foreground(threshold: float) -> int:
+    """The foreground value of a clean mask that needs `threshold`: 255 for a threshold of 1 or more, else 1."""
+    return 255 if threshold >= 1 else 1
 
-    A pixel counts as changed when its value was neither 0 nor the clean foreground value (255 for a
-    threshold of 1 or more, else 1): the noise the threshold removed.
-    """
-    out = (values > threshold).astype(np.uint8)
-    clean = 255 if threshold >= 1 else 1
-    changed = int(np.count_nonzero((values != 0) & (values != clean)))
+
+def binarize(values: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """``values > threshold`` as a {0, 1} ``uint8`` mask, and how many pixels the threshold changed: those
+    neither 0 nor the clean foreground value, the noise the threshold removed."""
+    clean = clean_foreground(threshold)
+    return (values > threshold).astype(np.uint8), int(np.count_nonzero((values != 0) & (values != clean)))
+
+
+def threshold_mask(values: np.ndarray, threshold: float, path: PathLike | None = None) -> np.ndarray:
+    """:func:`binarize`, logging (once per `path`) how many pixels were not clean."""
+    out, changed = binarize(values, threshold)
     key = Path(path) if path is not None else None
     if changed and key not in _thresholded:
         if key is not None:
@@ -43,7 +49,7 @@ def threshold_mask(values: np.ndarray, threshold: float, path: PathLike | None =
             changed,
             values.size,
             100.0 * changed / values.size,
-            clean,
+            clean_foreground(threshold),
         )
     return out
 
