@@ -113,23 +113,31 @@ def test_batch_follows_the_budget(tmp_path) -> None:
     assert large.estimated_peak_gb <= 20
 
 
-def test_large_objects_grow_the_patch_and_shrink_the_batch_small_ones_keep_the_papers_96(tmp_path) -> None:
+def test_large_objects_grow_the_patch_on_a_gpu_only_and_small_ones_keep_the_papers_96(tmp_path) -> None:
     fp, _ = _plan(tmp_path, "rgba-grey")
     fp = dataclasses.replace(fp, median_shape=(480, 600), n_items=1000)
     polyp = {"class": 1, "per_image": 1.0, "median": 25000.0, "p05": 5000.0, "p95": 90000.0}
     nucleus = {"class": 1, "per_image": 40.0, "median": 330.0, "p05": 44.0, "p95": 1930.0}
-    large = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20)
     small = make_plan(dataclasses.replace(fp, objects=(nucleus,)), memory_gb=20)
     assert small.patch_size == (96, 96)
     assert small.batch_size == 16
-    # the median polyp is about 158 px a side: twice that for context is over the CPU's 256 ceiling
-    assert large.patch_size == (256, 256)
-    assert "median object about 158" in large.reasons["patch_size"]
-    # the batch keeps a step's pixels about those of 16 patches of 96²: 2 of 256²
-    assert large.batch_size == 2
-    assert large.depth == 4
-    pinned = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20, overrides={"patch_size": [96, 96]})
-    assert pinned.patch_size == (96, 96)
+    assert "median object" not in small.reasons["patch_size"]
+    # on a CPU a larger patch at a smaller batch scored lower at equal time: the paper's 96² stays, and says why
+    cpu = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20)
+    assert cpu.patch_size == (96, 96)
+    assert cpu.batch_size == 16
+    assert "median object about 158 per axis, not grown for it on a CPU" in cpu.reasons["patch_size"]
+    # on a GPU the median polyp (about 158 px a side) with as much context around it: 2x158 = 316 -> 304 (by 16)
+    gpu = make_plan(dataclasses.replace(fp, objects=(polyp,)), memory_gb=20, device="cuda")
+    assert gpu.patch_size == (304, 304)
+    assert "median object about 158" in gpu.reasons["patch_size"]
+    # the batch keeps a step's pixels about those of 16 patches at the GPU's 256 ceiling: 11 of 304²
+    assert gpu.batch_size == 11
+    assert gpu.depth == 4
+    pinned = make_plan(
+        dataclasses.replace(fp, objects=(polyp,)), memory_gb=20, device="cuda", overrides={"patch_size": [256, 256]}
+    )
+    assert pinned.patch_size == (256, 256)
     assert pinned.batch_size == 16
 
 

@@ -30,8 +30,10 @@ from .record import Plan, as_tuples, checked_fields, sizes_text
 MAX_DEPTH = 4  # the paper's L
 MIN_BOTTLENECK = 4  # voxels per axis at the deepest level
 PATCH_CEILING = {(2, "cpu"): 96, (2, "cuda"): 256, (3, "cpu"): 64, (3, "cuda"): 128}  # per axis; 96²: the paper
-# where objects are large the patch grows to hold the median object with context, up to these sizes per axis
-OBJECT_PATCH_CEILING = {(2, "cpu"): 256, (2, "cuda"): 512, (3, "cpu"): 96, (3, "cuda"): 192}
+# where objects are large the patch grows to hold the median object with context, up to these sizes per axis; not
+# on a CPU, where a larger patch at a smaller batch scored lower at equal wall clock in 2D and 3D
+# (benchmarks/RESULTS.md: 176² at batch 4 against 96² at batch 16 on large objects; the hippocampus' whole volume)
+OBJECT_PATCH_CEILING = {(2, "cuda"): 512, (3, "cuda"): 192}
 OBJECT_CONTEXT = 2.0  # patch side / the median object's side (the object and as much context around it)
 BATCH_CAP = {2: 16, 3: 8}
 MIN_USEFUL_BATCH = 2  # below this batch norm's statistics are noise; recompute rather than go lower
@@ -178,13 +180,18 @@ def _network(
     over: dict[str, Any],
     why: dict[str, str],
 ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-    """Depth, patch and widths: as deep as the median image allows; the patch at most the device's ceiling, or
-    larger (up to ``OBJECT_PATCH_CEILING``) where it must hold the median object with context."""
+    """Depth, patch and widths: as deep as the median image allows; the patch at most the device's ceiling, or on a
+    GPU larger (up to ``OBJECT_PATCH_CEILING``) where it must hold the median object with context."""
     ceiling, reason = PATCH_CEILING[(dims, dev)], ""
     wanted = math.ceil(OBJECT_CONTEXT * object_side)
-    if wanted > ceiling:
+    if wanted > ceiling and (dims, dev) in OBJECT_PATCH_CEILING:
         ceiling = min(wanted, OBJECT_PATCH_CEILING[(dims, dev)])
         reason = f"; median object about {object_side:.0f} per axis: {OBJECT_CONTEXT:g}x that for context"
+    elif wanted > ceiling:
+        reason = (
+            f"; median object about {object_side:.0f} per axis, not grown for it on a CPU: a larger patch at a "
+            "smaller batch scored lower at equal time"
+        )
     depth = int(over.get("depth", 0)) or _fit_depth(shape, ceiling)
     patch = tuple(int(p) for p in over.get("patch_size", ())) or _fit_patch(shape, ceiling, depth)
     _check_patch(patch, depth, dims)
