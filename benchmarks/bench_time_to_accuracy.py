@@ -9,7 +9,7 @@ checkpoint on the held-out part, which training never saw (the parts are folders
 - MSD hippocampus (3D, 3 classes): test on a seeded 20% of the volumes (``random.Random(0)``);
 - ``dsb-large``, a stand-in for colour images with large objects (no such set is in ``../shared/data``): the
   centre 80x80 of each DSB 2018 image, enlarged 8x to 640x640 (bicubic; the mask bilinear, cut at one half),
-  so the median nucleus covers about 100x100 pixels instead of 18x18; written once under ``<out>/dsb-large/source``
+  so the median nucleus covers about 93x93 pixels instead of 18x18; written once under ``<out>/dsb-large/source``
   as ``images/`` + ``masks/`` (the folders layout), test on the last 20% of the ids as for DSB.
 
 Below the table, each UNet++ mode against U-Net and each variant against its model's defaults: mean
@@ -67,6 +67,7 @@ class DataSet:
     held_out: Callable[[list[str]], list[str]]  # the sorted ids -> the test ids
     files: dict[str, str]  # sub-folder -> the suffix of an id's entry in it ("": the entry is the id itself)
     shared_files: tuple[str, ...] = ()  # copied into both parts (dataset.json)
+    prepare: Callable[[], None] | None = None  # writes `folder` first where the benchmark derives the data set
 
     def ids(self) -> list[str]:
         """The ids, from the first sub-folder (hidden files such as macOS ``._*`` left out)."""
@@ -84,6 +85,7 @@ def data_sets(shared: Path, out: Path) -> dict[str, DataSet]:
     def seeded_fifth(ids: list[str]) -> list[str]:
         return sorted(random.Random(0).sample(ids, round(0.2 * len(ids))))
 
+    dsb, large = shared / "dsb2018" / "stage1_train", out / "dsb-large" / "source"
     return {
         "isbi": DataSet(
             shared / "isbi2012-em",
@@ -91,7 +93,7 @@ def data_sets(shared: Path, out: Path) -> dict[str, DataSet]:
             lambda ids: ["20", "21", "22", "23"],
             {"images": ".png", "labels": ".png"},
         ),
-        "dsb": DataSet(shared / "dsb2018" / "stage1_train", "dsb2018", last_fifth, {"": ""}),
+        "dsb": DataSet(dsb, "dsb2018", last_fifth, {"": ""}),
         "hippocampus": DataSet(
             shared / "msd-hippocampus",
             "decathlon",
@@ -99,7 +101,13 @@ def data_sets(shared: Path, out: Path) -> dict[str, DataSet]:
             {"imagesTr": ".nii.gz", "labelsTr": ".nii.gz"},
             ("dataset.json",),
         ),
-        "dsb-large": DataSet(out / "dsb-large" / "source", "folders", last_fifth, {"images": ".png", "masks": ".png"}),
+        "dsb-large": DataSet(
+            large,
+            "folders",
+            last_fifth,
+            {"images": ".png", "masks": ".png"},
+            prepare=lambda: enlarge_dsb(dsb, large),
+        ),
     }
 
 
@@ -128,6 +136,8 @@ def split(data: DataSet, out: Path, limit: int | None = None) -> tuple[Path, Pat
     """``out/train`` and ``out/test``: links to the data set's files, the test ids in the second only.
 
     `limit`: keep only that many training ids (the smoke run)."""
+    if data.prepare is not None:
+        data.prepare()
     ids = data.ids()
     test = set(data.held_out(ids))
     train = [i for i in ids if i not in test][:limit]
@@ -302,8 +312,6 @@ def cli() -> None:
     ]
     tests = []
     for name in args.data_sets:
-        if name == "dsb-large":
-            enlarge_dsb(sets["dsb"].folder, sets[name].folder)
         train, test = split(sets[name], args.out / name / "split", 8 if args.smoke else None)
         for minutes in [0.0] if args.smoke else args.minutes:
             budget = "1 epoch of 2 steps" if args.smoke else f"{minutes:g} min"
