@@ -19,8 +19,10 @@ Per run the table gives the held-out IoU and Dice (mean over test images: U-Net'
 plain mean of the heads and the validation-chosen heads) of one pass (``evaluate --no-tta``), the Dice of
 predictions averaged over flips (``evaluate --tta``, as nnU-Net predicts by default) where ``--tta`` asks or
 training chose flips on validation (the check of ``unetpp.engine.tta``: its choice and the validation IoU
-gain are a column), the optimizer steps done, and the shares of the budget spent training and validating
-(the budget's own account, stored in the last checkpoint).
+gain are a column), the IoU with every predicted component kept (``evaluate --no-postprocess``) where training
+chose a minimum component size on validation (``unetpp.engine.postprocess``), the optimizer steps done, and
+the shares of the budget spent training and validating (the budget's own account, stored in the last
+checkpoint).
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --minutes 6 15
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --out studies/tta --data-sets isbi --models unet++
@@ -51,12 +53,13 @@ from PIL import Image
 
 from unetpp.cli import main
 from unetpp.data.public import DSB2018
-from unetpp.models.provenance import recorded_tta, recorded_tta_check, summarize_csv
+from unetpp.models.provenance import recorded_min_sizes, recorded_tta, recorded_tta_check, summarize_csv
 from unetpp.study.runner import RunResult
 from unetpp.study.stats import format_p, main_mode, mean_sd, paired, per_image, run_mean, welch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TTA_CSV = "evaluation_tta.csv"  # the held-out scores of predictions averaged over flips (--tta)
+KEPT_CSV = "evaluation_all_components.csv"  # one pass, every predicted component kept (--no-postprocess)
 ZOOM, CROP = 8, 80  # dsb-large: the centre CROP² of each DSB image, enlarged ZOOM times
 
 
@@ -168,7 +171,8 @@ def run_one(
 ) -> None:
     """Train (a user's first run: no option but the budget and the model, and a variant's `settings`) and
     evaluate on the held-out part in one pass; also averaged over flips (``evaluation_tta.csv``) with `tta` or
-    where training chose flips."""
+    where training chose flips, and with every component kept (``evaluation_all_components.csv``) where training
+    chose to remove small ones."""
     evaluation = run / "evaluation.csv"
     best = run / "checkpoints" / "best.ckpt"
     if not evaluation.is_file() and not best.is_file():
@@ -184,6 +188,8 @@ def run_one(
         evaluate(run, test, layout, evaluation, ["--no-tta"])
     if (tta or recorded_tta(best)) and not (run / TTA_CSV).is_file():
         evaluate(run, test, layout, run / TTA_CSV, ["--tta"])
+    if recorded_min_sizes(best) and not (run / KEPT_CSV).is_file():
+        evaluate(run, test, layout, run / KEPT_CSV, ["--no-tta", "--no-postprocess"])
 
 
 def evaluate(run: Path, test: Path, layout: str, out: Path, options: Sequence[str] = ()) -> None:
@@ -203,6 +209,8 @@ def budget_account(run: Path) -> dict:
 def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
     modes = summarize_csv(run / "evaluation.csv", "evaluate")["modes"]
     flipped = summarize_csv(run / TTA_CSV, "evaluate")["modes"] if (run / TTA_CSV).is_file() else {}
+    kept = summarize_csv(run / KEPT_CSV, "evaluate")["modes"] if (run / KEPT_CSV).is_file() else {}
+    sizes = recorded_min_sizes(run / "checkpoints" / "best.ckpt")
     account = budget_account(run)
     check = recorded_tta_check(run / "checkpoints" / "best.ckpt")
     chosen = f"{'yes' if check['use'] else 'no'} ({100 * (check['iou_tta'] - check['iou']):+.2f})" if check else "-"
@@ -216,8 +224,9 @@ def rows(run: Path, name: str, budget: str, model: str, seed: int) -> list[str]:
         iou, dice = (100 * modes[mode][metric][0] for metric in ("iou", "dice"))
         label = {"ensemble": f"{model} (plain mean)", "chosen": f"{model} (chosen heads)"}.get(mode, model)
         flips = f"{100 * flipped[mode]['dice'][0]:.2f}" if mode in flipped else "-"
+        all_kept = f"{100 * kept[mode]['iou'][0]:.2f} (under {list(sizes)} removed)" if mode in kept else "-"
         lines.append(
-            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {flips} | {chosen} "
+            f"| {name} | {budget} | {label} | {seed} | {iou:.2f} | {dice:.2f} | {flips} | {chosen} | {all_kept} "
             f"| {account['steps']} | {train_pct} | {val_pct} | {validations} |"
         )
     return lines
@@ -263,6 +272,21 @@ def comparison(runs: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> lis
                 f"({len(means)} vs {len(base_means)} seeds): Welch p = {format_p(welch(means, base_means)[1])}, "
                 f"paired over {len(common)} test images p = {format_p(p_images)}"
             )
+    for arm, paths in runs.items():
+        with_kept = [r for r in paths if (r / KEPT_CSV).is_file()]
+        if with_kept:
+            mode = scored_modes(results[arm][0])[-1]
+            after, before = (
+                per_image([result(r) for r in with_kept], mode),
+                per_image([result(r, KEPT_CSV) for r in with_kept], mode),
+            )
+            common = sorted(set(after) & set(before))
+            gain = 100 * (np.mean([after[i] for i in common]) - np.mean([before[i] for i in common]))
+            p_gain = paired([after[i] for i in common], [before[i] for i in common])
+            lines.append(
+                f"{arm} {mode}, small components removed minus all kept ({len(with_kept)} of {len(paths)} seeds "
+                f"chose a size): {gain:+.2f} IoU, paired over {len(common)} test images p = {format_p(p_gain)}"
+            )
     for arm, held in results.items():
         if modes(arm) == ["ensemble", "chosen"]:
             gains = ", ".join(f"{100 * (run_mean(r, 'chosen') - run_mean(r, 'ensemble')):+.2f}" for r in held)
@@ -307,8 +331,8 @@ def cli() -> None:
     sets = data_sets(args.shared, args.out)
     lines = [
         "| data set | budget | model | seed | test IoU % | Dice % | Dice % with flips | flips chosen (val. IoU gain) "
-        "| steps | training % | validating % | validations |",
-        "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| IoU % with every component | steps | training % | validating % | validations |",
+        "|---|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     tests = []
     for name in args.data_sets:

@@ -152,7 +152,7 @@ class TrainConfig:
     # decay per step of an exponential moving average of the weights (0: off; Lightning's EMAWeightAveraging):
     # validation, checkpoints and model files then hold the average
     ema: float = _f(0.0, ge=0.0, lt=1.0)
-    # at the end, measure flips on validation and record whether prediction averages over them (engine/tta.py)
+    # at the end, measure flips and small components on validation and record what prediction does (engine/tta.py)
     choose_tta: bool = True
     encoder_lr_scale: float = _f(1.0, ge=0.0)  # lr of a pretrained encoder relative to lr
     head_weights: tuple[float, ...] | None = _f(None, ge=0.0)  # deep-supervision weight per head; None: all 1

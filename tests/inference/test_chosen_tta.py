@@ -12,7 +12,7 @@ from unetpp.cli import main
 from unetpp.config import RunConfig
 from unetpp.data.synthetic import write_synthetic_dataset
 from unetpp.engine.train import fit
-from unetpp.engine.tta import MIN_IMAGES, TTA_MARGIN, choose_tta, iou_one_pass_and_flipped, measure_tta
+from unetpp.engine.tta import MIN_IMAGES, TTA_MARGIN, check_image, choose_prediction, measure_prediction
 from unetpp.evaluation.semantic import evaluate
 from unetpp.inference import PredictOptions, Predictor
 from unetpp.models.provenance import recorded_tta
@@ -49,7 +49,7 @@ def test_training_records_the_flips_it_measured_on_validation(best) -> None:
 def test_the_check_scores_as_evaluate_does(best) -> None:
     model = unetpp.load(best)
     sample = {"image": torch.randn(1, 48, 40), "mask": (torch.rand(1, 48, 40) > 0.5).long(), "id": "x"}
-    one, flipped = iou_one_pass_and_flipped(model, sample, [1, 2])
+    one, flipped = check_image(model, sample, [1, 2]).iou
     rows = {
         t: {r.mode: r.iou for r in evaluate(model, [sample], with_hd95=False, ensemble_heads=[1, 2], tta=t)}
         for t in (False, True)
@@ -60,14 +60,16 @@ def test_the_check_scores_as_evaluate_does(best) -> None:
 
 def test_no_time_for_the_check_records_nothing(best, tmp_path) -> None:
     samples = [{"image": torch.randn(1, 64, 64), "mask": torch.zeros(1, 64, 64, dtype=torch.long), "id": "a"}] * 3
-    assert measure_tta(unetpp.load(best), samples, None, seconds=0.0) is None
+    assert measure_prediction(unetpp.load(best), samples, None, seconds=0.0) is None
     copy = tmp_path / "copy.ckpt"
     copy.write_bytes(best.read_bytes())
     ckpt = torch.load(copy, weights_only=True)
     del ckpt["unetpp"]["tta"]
+    ckpt["unetpp"].pop("postprocess", None)
     torch.save(ckpt, copy)
-    assert choose_tta(copy, samples, seconds=0.0, bf16=False) is None
+    assert choose_prediction(copy, samples, seconds=0.0, bf16=False) is None
     assert recorded_tta(copy) is None
+    assert "postprocess" not in torch.load(copy, weights_only=True)["unetpp"]
 
 
 def test_prediction_follows_the_record_unless_told(best, tmp_path) -> None:

@@ -78,6 +78,27 @@ def test_an_rgb_png_is_converted_as_the_checkpoint_records(run_ckpt, tmp_path) -
     assert np.array_equal(as_stored(got.labels, ".png"), mask)
 
 
+def test_small_components_go_as_the_cli_removes_them(run_ckpt, tmp_path) -> None:
+    import torch
+    from scipy import ndimage
+
+    image, _ = em_image(64)
+    np.save(tmp_path / "em.npy", image)
+    full = core.segment(core.open_model(run_ckpt), core.Source(image), runtime="torch", postprocess=False).labels
+    sizes = np.bincount(ndimage.label(full, np.ones((3, 3)))[0].ravel())[1:]
+    assert len(sizes) > 1  # some components are smaller than others: a size between them removes some
+    recorded = tmp_path / "best.ckpt"
+    ckpt = torch.load(run_ckpt, weights_only=True)
+    ckpt["unetpp"]["postprocess"] = {"min_size": [int(np.median(sizes)) + 1]}
+    torch.save(ckpt, recorded)
+    mask, _ = cli_predict(recorded, tmp_path / "em.npy", tmp_path / "out")
+    got = core.segment(core.open_model(recorded), core.Source(image), runtime="torch")
+    assert np.array_equal(got.labels, mask)
+    assert 0 < got.labels.sum() < full.sum()
+    kept = core.segment(core.open_model(recorded), core.Source(image), runtime="torch", postprocess=False).labels
+    assert np.array_equal(kept, full)
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".tif"])
 def test_a_volume_gives_the_cli_mask_with_tta(volume_model, tmp_path, suffix) -> None:
     volume = (np.random.default_rng(0).random((18, 20, 13)) * 1000).astype(np.uint16)

@@ -50,6 +50,17 @@ def labelled_dataset(root: str, layout: str, model: NestedUNet) -> SegmentationD
     return open_dataset(cfg, model.spatial_dims, model.classes)
 
 
+def add_postprocess(p: argparse.ArgumentParser) -> None:
+    """``--postprocess/--no-postprocess``: one flag, one help, for predict and evaluate."""
+    p.add_argument(
+        "--postprocess",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="remove predicted components smaller than the sizes training chose on validation (the model file's "
+        "record; default: on where recorded); --no-postprocess keeps every component",
+    )
+
+
 def check_option(ok: bool, option: str, value: object, expected: str) -> None:
     """One line naming the command-line option (not the library argument behind it) when `ok` is False."""
     from ..errors import ConfigError

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..data.layouts import LAYOUTS
 from ..deploy.bench import AUTO_TOLERANCE
-from .common import check_option, csv_text, examples, labelled_dataset, parse_shape, subcommand
+from .common import add_postprocess, check_option, csv_text, examples, labelled_dataset, parse_shape, subcommand
 
 if TYPE_CHECKING:
     from ..models import NestedUNet
@@ -32,6 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         roi_size=args.roi,
         overlap=args.overlap,
         tta=args.tta,
+        postprocess=args.postprocess,
         precision=args.precision,
         runtime=args.runtime,
     )
@@ -125,6 +126,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="average over flips (4 passes in 2D, 8 in 3D); default: as training chose on validation (the model file)",
     )
+    add_postprocess(p)
     p.add_argument("--precision", default="32", help="32 (default) or bf16 (fast on CPUs with AVX512-BF16 or AMX)")
     add_runtime(p)
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.instances import INSTANCE_LAYOUTS
 from ..data.layouts import LAYOUTS
-from .common import examples, labelled_dataset, subcommand
+from .common import add_postprocess, examples, labelled_dataset, subcommand
 
 LAYOUT_NAMES = list({**LAYOUTS, **INSTANCE_LAYOUTS})  # + coco (instance tasks)
 
@@ -206,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference.instances import is_detector
     from ..models import load
     from ..models.hub import run_folder_of
-    from ..models.provenance import recorded_ensemble_heads, recorded_tta
+    from ..models.provenance import recorded_ensemble_heads, recorded_min_sizes, recorded_tta
     from ..utils.atomic import check_output
 
     model = load(args.checkpoint)
@@ -223,8 +223,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tta = args.tta if args.tta is not None else recorded_tta(args.checkpoint) is True  # as predict runs it
     if args.tta is None and tta:
         print("scores of predictions averaged over flips, as training chose on validation (--no-tta: one pass)")
+    sizes = recorded_min_sizes(args.checkpoint) if args.postprocess else None
+    if sizes is not None:
+        print(
+            f"the ensembles' masks lose components under {list(sizes)} voxels per class, as training chose on "
+            "validation (--no-postprocess: kept)"
+        )
     data = _evaluation_data(args, model)
-    rows = evaluate(model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen, tta=tta)
+    rows = evaluate(
+        model, data, with_hd95=not args.no_hd95, per_class=True, ensemble_heads=chosen, tta=tta, min_sizes=sizes
+    )
     write_csv(rows, out, overwrite=args.overwrite)
     print(format_table({Path(args.checkpoint).name: summarize(rows)}, hd95=not args.no_hd95))
     print(f"per-image scores: {out}")
@@ -269,4 +277,5 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="score predictions averaged over flips; default: as predict runs the model (the model file's choice)",
     )
+    add_postprocess(p)
     p.set_defaults(handler=cmd_evaluate)

@@ -297,12 +297,12 @@ def _fit_locked(
         if owner and part.is_dir() and not (part / "metrics.csv").is_file():  # a session that logged nothing
             shutil.rmtree(part, ignore_errors=True)
     if check and owner and best.is_file():
-        from .tta import choose_tta
+        from .tta import choose_prediction
 
         # under --minutes what the budget kept for it; else its share of the run so far (at least half a minute)
         ran = time.monotonic() - started
         seconds = budget.left() - MARGIN_S if budget is not None else max(CHECK_SHARE * ran, 30.0)
-        choose_tta(best, data.val_set, seconds=seconds, bf16=cfg.train.precision == "bf16")
+        choose_prediction(best, data.val_set, seconds=seconds, bf16=cfg.train.precision == "bf16")
     return best if best.is_file() else last
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..inference.flips import probabilities_per_flip
-from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs
+from ..metrics import dice, hd95, iou, masks_from_labels, masks_from_probs, one_hot
 from ..models import NestedUNet
 from ..utils.atomic import write_text
 from ..utils.tables import markdown_table
@@ -60,6 +60,7 @@ def evaluate(
     per_class: bool = False,
     ensemble_heads: Sequence[int] | None = None,
     tta: bool = False,
+    min_sizes: Sequence[int] | None = None,
 ) -> list[Row]:
     """One row per image and mode; scores are means over the foreground classes.
 
@@ -72,6 +73,8 @@ def evaluate(
         ensemble_heads: the heads training chose (a model file's record,
             :func:`unetpp.models.provenance.recorded_ensemble_heads`): adds mode ``"chosen"``, their mean.
         tta: score the mean over flips of every spatial axis (4 passes in 2D, 8 in 3D).
+        min_sizes: per foreground class, the smallest component the ensembles' masks keep (a model file's record,
+            :func:`unetpp.models.provenance.recorded_min_sizes`), as ``predict`` removes them; heads keep all.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -82,6 +85,8 @@ def evaluate(
         fg = model.classes == 1
         for mode, probs in probabilities_per_mode(model, image, ensemble_heads, tta).items():
             pred = masks_from_probs(probs)
+            if min_sizes is not None and not mode.startswith("head"):
+                pred = _without_small_components(pred, min_sizes)
             per = hd95(pred, truth, spacing=spacing, include_background=fg)[0] if with_hd95 else None
             distance = per.mean() if per is not None else math.nan
             if per_class and not fg:
@@ -102,6 +107,16 @@ def evaluate(
                 )
             )
     return rows
+
+
+def _without_small_components(pred: Tensor, min_sizes: Sequence[int]) -> Tensor:
+    """Masks ``(1, C, *spatial)`` less the components smaller than `min_sizes` (per foreground class)."""
+    from ..inference.components import remove_small_components
+
+    classes = pred.shape[1]
+    labels = pred[0, 0] if classes == 1 else pred[0].to(torch.uint8).argmax(0)
+    kept = torch.from_numpy(remove_small_components(labels.cpu().numpy(), min_sizes)).to(pred.device)
+    return kept[None, None] if classes == 1 else one_hot(kept[None, None].long(), classes)
 
 
 def summarize(rows: Sequence[Row]) -> dict[str, dict[str, tuple[float, float]]]:

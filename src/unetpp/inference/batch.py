@@ -40,9 +40,11 @@ class ImagePredictor(Protocol):
     model: Segmenter
     source: Path | None  # the model file, if the model came from one
 
-    def settings(self) -> dict[str, object]: ...  # what decides the probabilities
+    def settings(self) -> dict[str, object]: ...  # what decides the probabilities and the masks
 
     def __call__(self, image: np.ndarray) -> Tensor: ...
+
+    def labels(self, prob: np.ndarray, threshold: float = 0.5, voxel_scale: float = 1.0) -> np.ndarray: ...
 
 
 def _fingerprint(predictor: ImagePredictor, threshold: float, normalize: str) -> str | None:
@@ -95,6 +97,7 @@ class FileJob:
         from ..data.overlay import overlay as tinted
         from ..data.resample import resample_probabilities
         from ..data.writers import write_image, write_mask
+        from .components import voxel_scale
 
         t0 = time.perf_counter()
         path, overwrite, predictor = plan.input, self.overwrite, self.predictor
@@ -104,9 +107,11 @@ class FileJob:
             prob = predictor(image).cpu().numpy()  # (K, *spatial)
         except InputShapeError as e:
             raise DataError(f"{path}: {e}") from e
+        scale = 1.0
         if back is not None:  # predicted on the training grid: back to the input's grid, written with its affine
             prob = resample_probabilities(prob, back)
-        mask = (prob[0] > self.threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+            scale = voxel_scale(self.preprocessing, meta.spacing)
+        mask = predictor.labels(prob, self.threshold, scale)
         if overwrite or not plan.mask.exists():
             write_mask(
                 plan.mask, mask.astype("uint8" if prob.shape[0] <= 256 else "int32"), meta=meta, overwrite=overwrite

@@ -66,6 +66,9 @@ class PredictOptions:
         sw_batch_size: windows per forward pass (more uses more memory, and is often faster).
         tta: average over flips of every spatial axis (4 passes in 2D, 8 in 3D); ``None``: as training chose on
             validation (recorded in the model file, :mod:`unetpp.engine.tta`), one pass where nothing is recorded.
+        postprocess: remove from the masks (:meth:`Predictor.labels`) the components smaller than the sizes
+            training chose on validation (recorded in the model file, :mod:`unetpp.engine.postprocess`; nothing
+            is removed where nothing is recorded, or for one head); ``False``: keep every component.
         precision: ``"32"`` or ``"bf16"`` (autocast; fast on CPUs with AVX512-BF16 or AMX).
         runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the fastest installed one whose
             probabilities match eager float32). A runtime other than torch is composed by the caller
@@ -86,6 +89,7 @@ class PredictOptions:
     blend: Blend = "gaussian"
     sw_batch_size: int = 4
     tta: bool | None = None
+    postprocess: bool = True
     precision: Precision = "32"
     runtime: Runtime = "torch"
 
@@ -99,6 +103,8 @@ class PredictOptions:
         check_window_args(self.overlap, self.blend, self.sw_batch_size)
         if self.tta is not None and not isinstance(self.tta, bool):
             raise ConfigError(f"tta must be True, False or None (as the model file records), got {self.tta!r}")
+        if not isinstance(self.postprocess, bool):
+            raise ConfigError(f"postprocess must be True or False, got {self.postprocess!r}")
         object.__setattr__(self, "precision", canonical_precision(self.precision, PRECISIONS))
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
@@ -166,6 +172,7 @@ class Predictor:
         self.head = None if len(heads) == 1 else options.head
         self.ensemble_heads = self._ensemble_heads(heads)
         self.tta = self._tta()
+        self.min_sizes = self._min_sizes()
         runs_in = getattr(model, "runtime", "torch")
         if options.runtime != runs_in:
             raise ConfigError(
@@ -194,11 +201,12 @@ class Predictor:
         return torch.device("cpu")
 
     def settings(self) -> dict[str, object]:
-        """What decides the probabilities (not how fast they come): the options, less runtime and window batch."""
+        """What decides the probabilities and masks (not how fast they come): the options, less runtime and window
+        batch, and what the model file records."""
         settings = dataclasses.asdict(self.options)
         del settings["runtime"], settings["sw_batch_size"]  # the same probabilities (runtimes: within 1e-4)
         heads = None if self.ensemble_heads is None else list(self.ensemble_heads)
-        return {**settings, "head": self.head, "ensemble_heads": heads, "tta": self.tta}
+        return {**settings, "head": self.head, "ensemble_heads": heads, "tta": self.tta, "min_sizes": self.min_sizes}
 
     def _tta(self) -> bool:
         """Flips as asked; else as training chose them on validation, for the heads it measured them on."""
@@ -212,6 +220,21 @@ class Predictor:
         if chosen:
             logger.info("%s: prediction averages over flips, chosen on validation (--no-tta: one pass)", self.name)
         return chosen
+
+    def _min_sizes(self) -> tuple[int, ...] | None:
+        """The smallest component kept per class, as training chose it on validation for the ensemble it measured."""
+        if not self.options.postprocess or self.source is None or self.head is not None:
+            return None
+        from ..models.provenance import recorded_min_sizes
+
+        sizes = recorded_min_sizes(self.source)
+        if sizes is not None:
+            logger.info(
+                "%s: masks lose components under %s voxels per class, chosen on validation (--no-postprocess: kept)",
+                self.name,
+                list(sizes),
+            )
+        return sizes
 
     def _ensemble_heads(self, heads: tuple[int, ...]) -> tuple[int, ...] | None:
         """The heads the ensemble averages; None where one head runs (``head=d`` or a one-head model)."""
@@ -253,6 +276,17 @@ class Predictor:
         with torch.inference_mode():
             out = sliding_window(fn, x, roi, o.overlap, o.blend, o.sw_batch_size, multiple=self.multiple)
         return out if batched else out[0]
+
+    def labels(self, prob: np.ndarray, threshold: float = 0.5, voxel_scale: float = 1.0) -> np.ndarray:
+        """The mask of probabilities ``(classes, *spatial)``: foreground above `threshold` for one class, else the
+        argmax; without the components smaller than the recorded sizes (counted `voxel_scale` times finer where
+        the probabilities were resampled to the input's grid: :func:`~unetpp.inference.components.voxel_scale`)."""
+        mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+        if self.min_sizes is None:
+            return mask
+        from .components import remove_small_components, scaled
+
+        return remove_small_components(mask, scaled(self.min_sizes, voxel_scale))
 
     def predict_files(
         self, inputs: PathLike | Sequence[PathLike], out_dir: PathLike, *, progress: bool = True, **files: Any

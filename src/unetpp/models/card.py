@@ -102,6 +102,7 @@ def _model_table(info: dict[str, Any], detector: bool) -> str:
             ("heads", ", ".join(f"X^(0,{j})" for j in spec["heads"])),
             ("ensemble (accurate mode)", _ensemble_text(info.get("ensemble_heads"), spec["heads"])),
             ("flips at prediction", _tta_text(info.get("tta"))),
+            ("small components removed", _postprocess_text(info.get("postprocess"))),
             ("nodes", len(spec["nodes"])),
             ("input channels → classes", f"{model['in_channels']} → {model['classes']}"),
             ("dimensions", f"{model['spatial_dims']}D"),
@@ -128,6 +129,16 @@ def _tta_text(choice: dict[str, Any] | None) -> str | None:
         measured = f"; validation IoU {choice['iou']:.4f} in one pass, {choice['iou_tta']:.4f} over flips"
     verdict = "on by default (`--no-tta`: one pass)" if choice["use"] else "off by default (`--tta`: on)"
     return f"{verdict}{measured}"
+
+
+def _postprocess_text(choice: dict[str, Any] | None) -> str | None:
+    sizes = choice.get("min_size") if isinstance(choice, dict) else None
+    if not isinstance(sizes, list) or not any(isinstance(s, int) and s > 1 for s in sizes):
+        return None
+    measured = ""
+    if isinstance(choice.get("iou"), float) and isinstance(choice.get("iou_after"), float):
+        measured = f"; validation IoU {choice['iou']:.4f} → {choice['iou_after']:.4f}"
+    return f"under {', '.join(map(str, sizes))} voxels per class (`--no-postprocess`: kept){measured}"
 
 
 def _preprocessing(prep: dict[str, Any] | None) -> str:

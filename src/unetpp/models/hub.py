@@ -237,7 +237,7 @@ def save_pretrained(
     from ..utils.version import __version__
     from .card import model_card
     from .checkpoint import CONFIG_KEY, SAFETENSORS_FORMAT, load
-    from .provenance import ENSEMBLE_HEADS, TTA, model_record
+    from .provenance import ENSEMBLE_HEADS, POSTPROCESS, TTA, model_record
 
     try:
         from safetensors.torch import save as safetensors_bytes
@@ -254,6 +254,7 @@ def save_pretrained(
     record.pop("preprocessing", None)
     chosen = record.pop(ENSEMBLE_HEADS, None)
     tta = record.pop(TTA, None)
+    postprocess = record.pop(POSTPROCESS, None)
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
         raise ConfigError(f"save_pretrained takes a unetpp model (with .config), got {type(model).__name__}")
@@ -268,6 +269,7 @@ def save_pretrained(
         "preprocessing": preprocessing,
         ENSEMBLE_HEADS: chosen,  # the heads prediction averages (chosen on validation); None: all of them
         TTA: tta,  # whether prediction averages over flips (measured on validation); None: one pass
+        POSTPROCESS: postprocess,  # the smallest component kept per class (measured on validation); None: all
         "record": record,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

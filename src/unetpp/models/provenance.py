@@ -40,6 +40,7 @@ RECORD_KEY = "unetpp.header"  # in .onnx / .safetensors metadata: the source's p
 ENSEMBLE_HEADS = "ensemble_heads"  # in a model header or config.json: the heads chosen on validation
 VALIDATION_IOU = "validation_iou"  # in a training checkpoint's header: IoU per mode at its validation
 TTA = "tta"  # in a model header or config.json: whether prediction averages over flips, measured on validation
+POSTPROCESS = "postprocess"  # in a model header or config.json: the smallest component kept per class, likewise
 HELD_OUT = (("scores.csv", "unetpp compare (held-out test set)"), ("evaluation.csv", "unetpp evaluate"))
 
 
@@ -63,7 +64,7 @@ def model_record(path: PathLike) -> dict[str, Any]:
     folder = _pretrained_folder(path)
     if folder is not None:  # a pretrained folder or Hub id: its config.json says it all
         info = read_config_json(folder)
-        chosen = {k: info[k] for k in (ENSEMBLE_HEADS, TTA) if info.get(k)}
+        chosen = {k: info[k] for k in (ENSEMBLE_HEADS, TTA, POSTPROCESS) if info.get(k)}
         return {**(info.get("record") or {}), "preprocessing": info.get("preprocessing"), **chosen}
     path = Path(path)
     header = _header(path)
@@ -72,8 +73,9 @@ def model_record(path: PathLike) -> dict[str, Any]:
         record["preprocessing"] = dict(header["preprocessing"])
     if header.get(ENSEMBLE_HEADS):
         record[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
-    if header.get(TTA):
-        record[TTA] = dict(header[TTA])
+    for key in (TTA, POSTPROCESS):
+        if header.get(key):
+            record[key] = dict(header[key])
     run = path.parent.parent
     if path.suffix == ".ckpt" and (run / "config.yaml").is_file():
         record["training"] = _training(run, header)
@@ -128,6 +130,20 @@ def recorded_tta_check(path: PathLike) -> dict[str, Any] | None:
     return dict(check) if isinstance(check, dict) and isinstance(check.get("use"), bool) else None
 
 
+def recorded_min_sizes(path: PathLike) -> tuple[int, ...] | None:
+    """Per foreground class, the smallest component prediction keeps, as training chose it on validation
+    (:mod:`unetpp.engine.postprocess`); None where nothing is recorded or nothing is removed."""
+    from .hub import read_config_json
+
+    folder = _pretrained_folder(path)
+    info = read_config_json(folder) if folder is not None else _header(Path(path))
+    choice = info.get(POSTPROCESS)
+    sizes = choice.get("min_size") if isinstance(choice, dict) else None
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
+        return None
+    return tuple(sizes) if any(s > 1 for s in sizes) else None
+
+
 def recorded_validation_iou(path: PathLike) -> dict[str, float]:
     """Validation IoU per mode (``head{j}``, ``ensemble``, ``chosen``) that a training checkpoint was judged by; {}
     where none is recorded (other files, or a checkpoint written before validation)."""
@@ -148,15 +164,17 @@ def _pretrained_folder(path: PathLike) -> Path | None:
 def exported_header(source: PathLike, heads: Sequence[int]) -> dict[str, Any]:
     """What ``unetpp export`` carries from `source` into a ``.onnx`` or ``.safetensors`` file for prediction: the
     preprocessing, the chosen ensemble heads that the exported model (with `heads`, pruned or not) still has, and
-    the flips choice (for the same heads only: it was measured on them)."""
+    the flips and component sizes chosen (for the same heads only: they were measured on them)."""
     recorded = recorded_ensemble_heads(source) or ()
     chosen = [h for h in recorded if h in heads]
     same = set(heads) >= set(recorded or heads)
     tta = recorded_tta(source) if same else None
+    sizes = recorded_min_sizes(source) if same else None
     return {
         "preprocessing": recorded_preprocessing(source),
         ENSEMBLE_HEADS: chosen or None,
         TTA: None if tta is None else {"use": tta},
+        POSTPROCESS: None if sizes is None else {"min_size": list(sizes)},
     }
 
 
@@ -210,8 +228,9 @@ def _header(path: Path) -> dict[str, Any]:
         out[ENSEMBLE_HEADS] = list(header[ENSEMBLE_HEADS])
     if isinstance(header.get(VALIDATION_IOU), dict):
         out[VALIDATION_IOU] = dict(header[VALIDATION_IOU])
-    if isinstance(header.get(TTA), dict):
-        out[TTA] = dict(header[TTA])
+    for key in (TTA, POSTPROCESS):
+        if isinstance(header.get(key), dict):
+            out[key] = dict(header[key])
     for k in ("epoch", "global_step"):
         if isinstance(ckpt.get(k), int):
             out[k] = ckpt[k]

@@ -58,6 +58,7 @@ def compare_depths(
     *,
     threshold: float = 0.5,
     tta: bool = False,
+    postprocess: bool = True,
     runtime: str = "auto",
     truth: np.ndarray | None = None,
     truth_name: str = "ground truth",
@@ -79,9 +80,8 @@ def compare_depths(
             if progress is not None:
                 progress(k * total + done, len(modes) * total, what)
 
-        result = segment(
-            opened, source, mode, threshold=threshold, tta=tta, runtime=runtime, progress=step, cancel=cancel
-        )
+        settings = {"threshold": threshold, "tta": tta, "postprocess": postprocess, "runtime": runtime}
+        result = segment(opened, source, mode, **settings, progress=step, cancel=cancel)
         depth = None if mode == "ensemble" else int(mode.partition(":")[2])
         row = Row(result, depth_parameters(opened, depth))
         if truth is not None:

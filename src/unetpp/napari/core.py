@@ -247,6 +247,7 @@ def segment(
     *,
     threshold: float = 0.5,
     tta: bool | None = None,
+    postprocess: bool = True,
     runtime: str = "auto",
     probabilities: bool = False,
     progress: Progress | None = None,
@@ -258,6 +259,7 @@ def segment(
         mode: ``"ensemble"`` or ``"select:d"`` (only the nodes of depth d run); ignored for detectors.
         threshold: foreground probability of binary models; the score kept for detectors.
         tta: average over flips; None: as the model file records (``unetpp predict``'s default).
+        postprocess: remove the small components the model file records (``unetpp predict``'s default).
         runtime: ``"auto"`` (the fastest measured, cached per machine), ``"torch"``, ``"onnxruntime"``,
             ``"openvino"``; an ONNX file always runs in ONNX Runtime.
         progress: called with (done, total, what) from the calling thread.
@@ -288,7 +290,7 @@ def segment(
         import_dynamo_safely()  # exporting for the other runtimes imports torch._dynamo
     if not opened.is_torch:
         runtime = "torch"  # an ONNX file has one runtime, its own: Predictor calls that "torch"
-    options = PredictOptions(head=parse_mode(mode), tta=tta, runtime=runtime)
+    options = PredictOptions(head=parse_mode(mode), tta=tta, postprocess=postprocess, runtime=runtime)
     predictor = Predictor(with_runtime(opened.model, options), options, source=str(opened.path))
     sd, name = opened.spatial_dims, source.name
     spacing = tuple(float(s) for s in source.scale[-sd:]) if source.scale else (1.0,) * sd
@@ -312,11 +314,14 @@ def segment(
             except InputShapeError as e:
                 raise DataError(f"{name}: {e}") from e
             seconds += time.perf_counter() - t0
+            scale = 1.0
             if back is not None:  # predicted on the training grid: back to the layer's grid
                 from ..data.resample import resample_probabilities  # _seam
+                from ..inference.components import voxel_scale  # _seam
 
                 prob = resample_probabilities(prob, back)
-            mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+                scale = voxel_scale(opened.prep, spacing)
+            mask = predictor.labels(prob, threshold, scale)
             mask = mask.astype("uint8" if prob.shape[0] <= 256 else "int32")  # as the CLI writes it
             if labels is None:
                 labels = np.zeros(lead + mask.shape, mask.dtype)

@@ -121,6 +121,8 @@ class SegmentWidget(QWidget):
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
         self.tta = QCheckBox("flips (TTA)")
+        self.postprocess = QCheckBox("remove small components (as training chose)")
+        self.postprocess.setChecked(True)
         self.runtime = QComboBox()
         self.runtime.addItems(core.RUNTIMES)
         self.probabilities = QCheckBox("add probabilities")
@@ -157,6 +159,7 @@ class SegmentWidget(QWidget):
         form.addRow("mode", mode_row)
         form.addRow("threshold", self.threshold)
         form.addRow("", self.tta)
+        form.addRow("", self.postprocess)
         form.addRow("runtime", self.runtime)
         form.addRow("", self.probabilities)
         form.addRow("ground truth", self.truth)
@@ -296,6 +299,7 @@ class SegmentWidget(QWidget):
         settings = {
             "threshold": self.threshold.value(),
             "tta": self.tta.isChecked(),
+            "postprocess": self.postprocess.isChecked(),
             "runtime": self.runtime.currentText(),
         }
         mode, probs = self.mode(), self.probabilities.isChecked()
@@ -316,7 +320,11 @@ class SegmentWidget(QWidget):
             self._fail(e)
             return
         truth = self._truth()
-        settings = {"threshold": self.threshold.value(), "tta": self.tta.isChecked()}
+        settings = {
+            "threshold": self.threshold.value(),
+            "tta": self.tta.isChecked(),
+            "postprocess": self.postprocess.isChecked(),
+        }
         runtime = self.runtime.currentText()
 
         def work() -> tuple[core.Opened, list[compare.Row]]:
