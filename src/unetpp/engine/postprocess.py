@@ -29,7 +29,7 @@ from ..inference.components import components
 MARGIN = 0.0  # mean validation IoU (0..1) a minimum size must add over keeping every component (more than)
 MAX_SHARE = 0.125  # of the median true object of the class: larger candidates are not offered
 CANDIDATES = np.unique(np.round(2.0 ** np.arange(1.0, 20.5, 0.5)).astype(np.int64))  # 2 .. ~1.4 M voxels
-MIN_IMAGES = 2
+MIN_IMAGES = 2  # fewer images checked in the time given: no choice is recorded (nor flips: engine/tta.py)
 
 
 @dataclass(frozen=True)

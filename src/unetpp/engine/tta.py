@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference.components import mask_of
 from ..inference.flips import probabilities_per_flip
 from ..models import NestedUNet
 from ..models.checkpoint import HEADER_KEY, load, torch_save
 from ..models.provenance import POSTPROCESS, TTA, recorded_ensemble_heads
-from .postprocess import PostprocessChoice, choose_min_sizes, iou_per_min_size, object_sizes
+from .postprocess import MIN_IMAGES, PostprocessChoice, choose_min_sizes, iou_per_min_size, object_sizes
 
 log = logging.getLogger(__name__)
 
 TTA_MARGIN = 0.002  # mean validation IoU (0..1) that flips must add to be worth 4-8x the prediction time
-MIN_IMAGES = 2  # fewer images checked in the time given: no choice is recorded (prediction runs one pass)
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,7 @@ def check_image(model: NestedUNet, sample: dict, ensemble_heads: Sequence[int] |
     truth = sample["mask"][0].cpu().numpy()
     passes = [p[prediction_mode(list(p))] for p in probabilities_per_flip(model, image, ensemble_heads)]
 
-    def labels(probs: torch.Tensor) -> np.ndarray:
-        probs = probs[0].float().cpu()
-        return (probs[0] > 0.5).numpy() if probs.shape[0] == 1 else probs.argmax(0).numpy()
-
-    one, flipped = labels(passes[0]), labels(torch.stack(passes).mean(0))
+    one, flipped = (mask_of(p[0].float().cpu().numpy()) for p in (passes[0], torch.stack(passes).mean(0)))
     return ImageCheck(
         iou_per_min_size(one, truth, model.classes),
         iou_per_min_size(flipped, truth, model.classes),

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 
 
+def mask_of(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The mask of probabilities ``(classes, *spatial)``: foreground above `threshold` for one class, else the
+    class ids of the argmax (what ``predict`` writes and what the end-of-training check scores)."""
+    return (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+
+
 def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of a boolean mask (full connectivity): the label of each voxel (0: outside) and the
     size of each label (index 0: the voxels outside)."""

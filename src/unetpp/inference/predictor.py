@@ -281,11 +281,11 @@ class Predictor:
         """The mask of probabilities ``(classes, *spatial)``: foreground above `threshold` for one class, else the
         argmax; without the components smaller than the recorded sizes (counted `voxel_scale` times finer where
         the probabilities were resampled to the input's grid: :func:`~unetpp.inference.components.voxel_scale`)."""
-        mask = (prob[0] > threshold) if prob.shape[0] == 1 else prob.argmax(axis=0)
+        from .components import mask_of, remove_small_components, scaled
+
+        mask = mask_of(prob, threshold)
         if self.min_sizes is None:
             return mask
-        from .components import remove_small_components, scaled
-
         return remove_small_components(mask, scaled(self.min_sizes, voxel_scale))
 
     def predict_files(

@@ -296,12 +296,7 @@ class SegmentWidget(QWidget):
         except _UserError as e:
             self._fail(e)
             return
-        settings = {
-            "threshold": self.threshold.value(),
-            "tta": self.tta.isChecked(),
-            "postprocess": self.postprocess.isChecked(),
-            "runtime": self.runtime.currentText(),
-        }
+        settings = {**self._prediction(), "runtime": self.runtime.currentText()}
         mode, probs = self.mode(), self.probabilities.isChecked()
         truth = self._truth()
 
@@ -312,6 +307,14 @@ class SegmentWidget(QWidget):
 
         self._start(work, lambda out: self._show_result(layer, *out, truth), label="segmenting")
 
+    def _prediction(self) -> dict[str, object]:
+        """How masks are made, as the form says: shared by Run and Compare depths."""
+        return {
+            "threshold": self.threshold.value(),
+            "tta": self.tta.isChecked(),
+            "postprocess": self.postprocess.isChecked(),
+        }
+
     def compare(self) -> None:
         """The ensemble and every depth on the image layer, side by side, with the table."""
         try:
@@ -320,11 +323,7 @@ class SegmentWidget(QWidget):
             self._fail(e)
             return
         truth = self._truth()
-        settings = {
-            "threshold": self.threshold.value(),
-            "tta": self.tta.isChecked(),
-            "postprocess": self.postprocess.isChecked(),
-        }
+        settings = self._prediction()
         runtime = self.runtime.currentText()
 
         def work() -> tuple[core.Opened, list[compare.Row]]:
