@@ -3,8 +3,8 @@
 Install with ``pip install 'unetpp[napari]'``; napari finds it through the ``napari.manifest`` entry
 point (``napari.yaml`` beside this file):
 
-* :mod:`.widget`: the dock widget "unetpp: segment" (Qt; imported by napari only), and :mod:`.layers`,
-  where its results go in the viewer;
+* :mod:`.widget`: the dock widget "unetpp: segment" (Qt; imported by napari only), :mod:`.table`, its
+  "compare depths" table, and :mod:`.layers`, where its results go in the viewer;
 * :mod:`.core`: the work without Qt (open a model file, layer -> inputs, segment) and :mod:`.compare`
   (every depth on one image, with scores);
 * :mod:`.sample`: the sample data (the demo's synthetic EM image and a tiny UNet++ trained at first use);

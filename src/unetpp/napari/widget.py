@@ -25,14 +25,11 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -40,6 +37,7 @@ from qtpy.QtWidgets import (
 from ..errors import UnetppError
 from . import compare, core, layers, sample
 from .guard import import_dynamo_safely
+from .table import DepthTable, latency_text
 
 if TYPE_CHECKING:
     import napari
@@ -48,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILTER = "unetpp model files (*.ckpt *.pt *.pth *.safetensors *.onnx);;All files (*)"
 NO_TRUTH = "(none)"
-COLUMNS = ("mode", "parameters", "latency", "IoU", "Dice")  # latency: the model's time on this machine
 
 
 def notify_error(error: BaseException) -> str:
@@ -143,14 +140,7 @@ class SegmentWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setMinimumHeight(self.status.fontMetrics().lineSpacing() * 3)  # a wrapped line is not cut
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        for column in (0, 1, 2):  # mode, parameters, latency: as wide as their text; IoU and Dice share the rest
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table = DepthTable()
 
         form = QFormLayout()
         form.addRow("model", model_row)
@@ -404,9 +394,8 @@ class SegmentWidget(QWidget):
         base = f"{opened.name} {result.mode}"
         layers.put_probabilities(self.viewer, f"{base} probability", result, image)
         layers.put_labels(self.viewer, base, result, image)
-        text = (
-            f"{base}: {_ms(result.seconds)} on this machine ({result.runtime}{', TTA' if self.tta.isChecked() else ''})"
-        )
+        flips = ", TTA" if self.tta.isChecked() else ""
+        text = f"{base}: {latency_text(result.seconds)} on this machine ({result.runtime}{flips})"
         if truth is not None and opened.kind == "semantic":
             iou, dice = compare.scores(result.labels, truth[1], opened.classes, truth[0])
             text += f"; IoU {iou:.3f}, Dice {dice:.3f} against {truth[0]}"
@@ -416,20 +405,7 @@ class SegmentWidget(QWidget):
         self._show_model(opened)
         self.rows = rows
         layers.put_side_by_side(self.viewer, opened.name, rows, image)
-        self.table.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            cells = (
-                row.result.mode,
-                "—" if row.parameters is None else f"{row.parameters:,}",
-                _ms(row.result.seconds),
-                "—" if row.iou is None else f"{row.iou:.3f}",
-                "—" if row.dice is None else f"{row.dice:.3f}",
-            )
-            for c, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if c:
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-                self.table.setItem(r, c, item)
+        self.table.show_rows(rows)
         self.status.setText(
             f"{', '.join(r.result.mode for r in rows)} of {opened.name} on {image.name} ({rows[0].result.runtime})"
         )
@@ -441,10 +417,6 @@ class SegmentWidget(QWidget):
 
 class _UserError(UnetppError):
     """Something to choose in the widget first."""
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 __all__ = ["SegmentWidget", "notify_error"]
