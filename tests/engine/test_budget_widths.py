@@ -41,7 +41,7 @@ def test_a_budget_that_buys_too_few_steps_narrows_the_widths(plan) -> None:
     assert plan.widths[0] == 32
     replanned: list[tuple[int, ...]] = []
     # 15 minutes at 3.4 s a step (UNet++ 32-256 on the hippocampus): about 230 steps, so half the widths
-    narrow = fit_widths(plan, 15, _fake_timer(3.4), _recording_replan(plan, replanned))
+    narrow, _ = fit_widths(plan, 15, _fake_timer(3.4), _recording_replan(plan, replanned))
     assert narrow.widths == tuple(w // 2 for w in plan.widths)
     assert replanned == [narrow.widths]
     assert steps_affordable(3.4 / 4, 15) >= MIN_STEPS
@@ -50,15 +50,16 @@ def test_a_budget_that_buys_too_few_steps_narrows_the_widths(plan) -> None:
 
 
 def test_a_budget_that_buys_enough_steps_keeps_the_paper_widths(plan) -> None:
-    kept = fit_widths(plan, 60, _fake_timer(1.0), lambda w: pytest.fail("narrowed a run that has the time"))
+    kept, steps = fit_widths(plan, 60, _fake_timer(1.0), lambda w: pytest.fail("narrowed a run that has the time"))
     assert kept.widths == plan.widths
     assert f">= {MIN_STEPS}" in kept.reasons["widths"]
+    assert steps == steps_affordable(1.0, 60)
 
 
 def test_the_widths_are_never_narrowed_below_the_measured_floor(plan) -> None:
     calls: list[tuple[int, ...]] = []
     # hopeless: no width buys MIN_STEPS steps in a minute
-    floor = fit_widths(plan, 1, _fake_timer(30.0), _recording_replan(plan, calls))
+    floor, _ = fit_widths(plan, 1, _fake_timer(30.0), _recording_replan(plan, calls))
     assert floor.widths[0] == MIN_FIRST_WIDTH
     assert len(calls) == 1
     assert "narrower is not planned" not in floor.reasons["widths"]
@@ -84,7 +85,7 @@ def test_planned_config_with_minutes_times_a_step_and_trains_the_narrowed_model(
     timed.clear()
     kept, _ = planned_config(mine, "auto", user_fields_of(mine))
     assert kept.model.widths == (32, 64, 128, 256, 512)
-    assert timed == []
+    assert timed == [(32, 64, 128, 256, 512)]  # timed once, for the augmentation the budget affords: not narrowed
 
 
 def test_the_step_timer_runs_the_planned_model() -> None:

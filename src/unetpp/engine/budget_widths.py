@@ -40,8 +40,9 @@ def narrowed(widths: tuple[int, ...]) -> tuple[int, ...] | None:
 
 def fit_widths(
     plan: Plan, minutes: float, step_seconds: Callable[[Plan], float], replan: Callable[[tuple[int, ...]], Plan]
-) -> Plan:
-    """The plan, narrowed (`replan` with halved widths) while `minutes` buy fewer than ``MIN_STEPS`` steps.
+) -> tuple[Plan, int]:
+    """The plan, narrowed (`replan` with halved widths) while `minutes` buy fewer than ``MIN_STEPS`` steps, and the
+    steps its widths buy.
 
     `step_seconds` times one training step of a plan; the reason beside the widths gives the steps bought.
     """
@@ -55,7 +56,7 @@ def fit_widths(
         reason = f"{bought} (>= {MIN_STEPS})" if steps >= MIN_STEPS else f"{bought}; narrower is not planned"
     else:
         reason = f"{bought}; at widths {'x'.join(map(str, paper.widths))} only {first_steps} (< {MIN_STEPS})"
-    return dataclasses.replace(plan, reasons={**plan.reasons, "widths": reason})
+    return dataclasses.replace(plan, reasons={**plan.reasons, "widths": reason}), steps
 
 
 def training_step_seconds(cfg: RunConfig, device: str) -> float:

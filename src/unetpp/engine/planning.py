@@ -48,10 +48,12 @@ PLAN_FIELDS = {
     "data.intensity_std": "intensity_std",
     "data.target_spacing": "target_spacing",
     "data.cache": "cache",
+    "data.augment": "augment",
     "train.precision": "precision",
 }
 _NOT_NONE = {"depth", "widths", "patch_size", "batch_size"}  # None here means "the default": the plan decides
-_NOT_FILLED = {"model.widths"}  # the model's default widths for the planned depth, unless the plan gives a reason
+# the model's default widths for the planned depth, the config's augmentation: unless the plan gives a reason
+_NOT_FILLED = {"model.widths", "data.augment"}
 
 
 def user_fields_of(cfg: RunConfig, assigned: Iterable[str] = ()) -> frozenset[str]:
@@ -118,7 +120,8 @@ def _make(cfg: RunConfig, user: frozenset[str]) -> Plan:
 
 def plan_within_budget(cfg: RunConfig, user: frozenset[str], fp: Fingerprint, overrides: dict[str, Any]) -> Plan:
     """The plan for `cfg`'s model on the data of `fp`, the user's `overrides` (plan fields) kept; under a
-    wall-clock budget (``train.max_minutes``) with widths left to the plan, narrowed to what it can train.
+    wall-clock budget (``train.max_minutes``) with widths left to the plan, narrowed to what it can train, and
+    with augmentation left to it, the augmentation its steps can afford.
 
     One function for ``unetpp train`` and ``unetpp plan --minutes``, so that both show the same widths.
     """
@@ -137,22 +140,31 @@ def plan_within_budget(cfg: RunConfig, user: frozenset[str], fp: Fingerprint, ov
         )
 
     plan = planned(overrides)
-    if not cfg.train.max_minutes or "widths" in overrides or cfg.model.encoder is not None:
+    if not cfg.train.max_minutes:
         return plan
-    from .budget_widths import fit_widths, training_step_seconds
+    from .budget_augment import augment_for
+    from .budget_widths import fit_widths, steps_affordable, training_step_seconds
 
     def step_seconds(p: Plan) -> float:  # the run's config with this plan's model, widths included
         run = apply_plan(cfg, p, user)
         model = dataclasses.replace(run.model, widths=p.widths)
         return training_step_seconds(dataclasses.replace(run, model=model), device_of(cfg))
 
-    depth = plan.depth  # halving the widths keeps the depth
-    return fit_widths(
-        plan,
-        cfg.train.max_minutes,
-        step_seconds,
-        lambda widths: planned({**overrides, "widths": widths, "depth": depth}),
-    )
+    minutes, depth = cfg.train.max_minutes, plan.depth
+
+    def replan(widths: tuple[int, ...]) -> Plan:  # halving the widths keeps the depth
+        return planned({**overrides, "widths": widths, "depth": depth})
+
+    if cfg.model.encoder is not None:  # a backbone's widths are its own, and its step is not timed
+        return plan
+    steps = None
+    if "widths" not in overrides:
+        plan, steps = fit_widths(plan, minutes, step_seconds, replan)
+    if "augment" in overrides:
+        return plan
+    if steps is None:
+        steps = steps_affordable(step_seconds(plan), minutes)
+    return augment_for(plan, minutes, steps)
 
 
 def open_for_plan(data: DataConfig, spatial_dims: int | None = None) -> SegmentationDataset:

@@ -46,6 +46,7 @@ class Plan:
     memory_budget_gb: float
     estimated_peak_gb: float
     memory_efficient: bool = False  # model.memory_efficient: recompute cheap activations in backward
+    augment: Literal["light", "full", "none"] = "light"  # data.augment: chosen by a wall-clock budget's steps
     reasons: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +146,7 @@ def format_plan(plan: Plan, fp: Fingerprint | None = None) -> str:
         ("normalize", plan.normalize, plan.reasons.get("normalize", "")),
         ("target_spacing", sizes_text(plan.target_spacing or ()) or "-", plan.reasons.get("target_spacing", "")),
         ("cache", str(plan.cache).lower(), plan.reasons.get("cache", "")),
+        ("augment", plan.augment, plan.reasons.get("augment", "")),
         (
             "memory",
             f"{plan.estimated_peak_gb:.2f} of {plan.memory_budget_gb:.2f} GB ({plan.device})",
