@@ -67,7 +67,7 @@ def chosen_share(gains: np.ndarray, n: int, rng: np.random.Generator) -> float |
     return float(np.mean(picks))
 
 
-def cli() -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (config.yaml, checkpoints/best.ckpt)")
     p.add_argument("--test", type=Path, required=True, help="the held-out images")
@@ -105,4 +105,4 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    main()
