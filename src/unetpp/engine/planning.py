@@ -140,7 +140,7 @@ def plan_within_budget(cfg: RunConfig, user: frozenset[str], fp: Fingerprint, ov
         )
 
     plan = planned(overrides)
-    if not cfg.train.max_minutes:
+    if not cfg.train.max_minutes or cfg.model.encoder is not None:  # a backbone's widths are its own: not timed
         return plan
     from .budget_augment import augment_for
     from .budget_widths import fit_widths, steps_affordable, training_step_seconds
@@ -155,8 +155,6 @@ def plan_within_budget(cfg: RunConfig, user: frozenset[str], fp: Fingerprint, ov
     def replan(widths: tuple[int, ...]) -> Plan:  # halving the widths keeps the depth
         return planned({**overrides, "widths": widths, "depth": depth})
 
-    if cfg.model.encoder is not None:  # a backbone's widths are its own, and its step is not timed
-        return plan
     steps = None
     if "widths" not in overrides:
         plan, steps = fit_widths(plan, minutes, step_seconds, replan)
