@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_postprocess import evaluate, per_image
+from bench_postprocess import evaluate, per_image, write_table
 
 from unetpp.config import RunConfig
 from unetpp.engine.datamodule import SegmentationDataModule
@@ -99,9 +99,7 @@ def main() -> None:
             + f" | {100 * before.mean():.2f} → {100 * after.mean():.2f} | {int((after > before).sum())} / "
             f"{int((after < before).sum())} | {format_p(paired(list(after), list(before)))} |"
         )
-    text = "\n".join(lines)
-    (args.out / "table.md").write_text(text + "\n")
-    print(text)
+    write_table(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetpp.cli import main
+from unetpp.cli import main as unetpp
 from unetpp.config import RunConfig
 from unetpp.engine.datamodule import SegmentationDataModule
 from unetpp.engine.tta import choose_prediction
@@ -58,11 +58,11 @@ def evaluate(ckpt: Path, test: Path, layout: str, out: Path, options: list[str])
     if out.is_file():
         return
     argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(test), "--layout", layout, "--no-hd95"]
-    if main([*argv, *options, "--out", str(out)]) != 0:
+    if unetpp([*argv, *options, "--out", str(out)]) != 0:
         raise SystemExit(f"unetpp evaluate failed for {ckpt}")
 
 
-def cli() -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (config.yaml, checkpoints/best.ckpt)")
     p.add_argument("--test", type=Path, required=True, help="the held-out images")
@@ -97,10 +97,15 @@ def cli() -> None:
             f"| {100 * before[:, 0].mean():.2f} → {100 * after[:, 0].mean():.2f} "
             f"| {100 * before[:, 1].mean():.2f} → {100 * after[:, 1].mean():.2f} | {better} / {worse} | {p_value} |"
         )
+    write_table(args.out, lines)
+
+
+def write_table(folder: Path, lines: list[str]) -> None:
+    """The Markdown table into `folder`/table.md, and on the terminal."""
     text = "\n".join(lines)
-    (args.out / "table.md").write_text(text + "\n")
+    (folder / "table.md").write_text(text + "\n")
     print(text)
 
 
 if __name__ == "__main__":
-    cli()
+    main()
